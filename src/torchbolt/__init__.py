@@ -1,0 +1,14 @@
+"""torchbolt: PyTorch Lightning's API on a small, fast engine.
+
+``import torchbolt as pl`` gives the names Lightning users expect.
+"""
+
+__version__ = "0.1.0"
+
+from torchbolt.callbacks.callback import Callback  # noqa: E402
+from torchbolt.core.datamodule import LightningDataModule  # noqa: E402
+from torchbolt.core.module import LightningModule  # noqa: E402
+from torchbolt.trainer.trainer import Trainer  # noqa: E402
+from torchbolt.utilities.seed import seed_everything  # noqa: E402
+
+__all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]

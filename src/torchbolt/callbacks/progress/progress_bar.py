@@ -1,0 +1,113 @@
+"""The ``ProgressBar`` base class: what every progress bar shows and when it refreshes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torchbolt.callbacks.callback import Callback
+
+if TYPE_CHECKING:
+    from torchbolt.core.module import LightningModule
+    from torchbolt.trainer.trainer import Trainer
+
+
+class ProgressBar(Callback):
+    """Base of ``TQDMProgressBar`` and ``RichProgressBar``; subclass it for a custom bar.
+
+    Metrics are converted to Python numbers only when the bar refreshes (every ``refresh_rate``
+    batches), which is the only host synchronization the bar causes.
+    """
+
+    def __init__(self) -> None:
+        self._trainer: Trainer | None = None
+        self._current_eval_dataloader_idx: int | None = None
+
+    @property
+    def trainer(self) -> Trainer:
+        if self._trainer is None:
+            raise TypeError(f"The `{type(self).__name__}._trainer` reference has not been set yet.")
+        return self._trainer
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    @property
+    def is_enabled(self) -> bool:
+        return True
+
+    @property
+    def is_disabled(self) -> bool:
+        return not self.is_enabled
+
+    def disable(self) -> None:
+        """Turn the bar off (e.g. on non-zero ranks)."""
+
+    def enable(self) -> None:
+        """Turn the bar back on."""
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        """Print without breaking the bar."""
+        print(*args, **kwargs)
+
+    @property
+    def sanity_check_description(self) -> str:
+        return "Sanity Checking"
+
+    @property
+    def train_description(self) -> str:
+        return "Training"
+
+    @property
+    def validation_description(self) -> str:
+        return "Validation"
+
+    @property
+    def test_description(self) -> str:
+        return "Testing"
+
+    @property
+    def predict_description(self) -> str:
+        return "Predicting"
+
+    @property
+    def total_train_batches(self) -> int | float:
+        """Batches in a training epoch (``inf`` for an iterable dataset without length)."""
+        return self.trainer.num_training_batches
+
+    @property
+    def total_val_batches_current_dataloader(self) -> int | float:
+        return self._eval_total(self.trainer.num_sanity_val_batches if self.trainer.sanity_checking
+                                else self.trainer.num_val_batches)
+
+    @property
+    def total_test_batches_current_dataloader(self) -> int | float:
+        return self._eval_total(self.trainer.num_test_batches)
+
+    @property
+    def total_predict_batches_current_dataloader(self) -> int | float:
+        return self._eval_total(self.trainer.num_predict_batches)
+
+    def _eval_total(self, totals: list[int | float]) -> int | float:
+        idx = self._current_eval_dataloader_idx or 0
+        return totals[idx] if idx < len(totals) else 0
+
+    def get_metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, int | str | float | dict]:
+        """What the bar shows: the logger version (``v_num``) and every ``prog_bar=True`` metric.
+
+        Override to add or remove entries.
+        """
+        return {**get_standard_metrics(trainer), **trainer.progress_bar_metrics}
+
+
+def get_standard_metrics(trainer: Trainer) -> dict[str, int | str]:
+    """``{"v_num": version}`` of the first logger, if it has one."""
+    items: dict[str, int | str] = {}
+    if trainer.loggers:
+        version = trainer.loggers[0].version
+        if version is not None:
+            if isinstance(version, str):
+                # show the last 4 places of long version strings
+                version = version[-4:]
+            items["v_num"] = version
+    return items
+

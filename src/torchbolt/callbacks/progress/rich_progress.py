@@ -1,0 +1,205 @@
+"""A progress bar drawn with ``rich`` (install ``torchbolt[rich]``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from torchbolt.callbacks.progress.progress_bar import ProgressBar
+from torchbolt.utilities.imports import _require
+
+if TYPE_CHECKING:
+    from torchbolt.core.module import LightningModule
+    from torchbolt.trainer.trainer import Trainer
+
+
+@dataclass
+class RichProgressBarTheme:
+    """Styles of the bar's parts (any ``rich`` style string)."""
+
+    description: str = "white"
+    progress_bar: str = "#6206E0"
+    progress_bar_finished: str = "#6206E0"
+    batch_progress: str = "white"
+    time: str = "grey54"
+    processing_speed: str = "grey70"
+    metrics: str = "white"
+
+
+class RichProgressBar(ProgressBar):
+    """Training/validation/test/predict progress with ``rich``.
+
+    Args:
+        refresh_rate: refresh every this many batches (0 disables the bar).
+        leave: keep finished bars on screen.
+        theme: colours of the bar.
+
+    Raises:
+        ModuleNotFoundError: when ``rich`` is not installed (``pip install torchbolt[rich]``).
+    """
+
+    def __init__(self, refresh_rate: int = 1, leave: bool = False,
+                 theme: RichProgressBarTheme | None = None) -> None:
+        _require("rich", "rich", "RichProgressBar")
+        super().__init__()
+        self._refresh_rate = refresh_rate
+        self._leave = leave
+        self.theme = theme or RichProgressBarTheme()
+        self._enabled = True
+        self.progress: Any = None
+        self._tasks: dict[str, Any] = {}
+        self._totals: dict[str, float] = {}
+        self._last_loss: Any = None
+
+    @property
+    def refresh_rate(self) -> int:
+        return self._refresh_rate
+
+    @property
+    def is_enabled(self) -> bool:
+        return self._enabled and self._refresh_rate > 0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def __getstate__(self) -> dict:
+        state = dict(vars(self))
+        state["progress"] = None
+        state["_tasks"] = {}
+        return state
+
+    def _start(self) -> None:
+        if self.progress is not None or not self.is_enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[progress.description]{task.description}", style=self.theme.description),
+            BarColumn(complete_style=self.theme.progress_bar, finished_style=self.theme.progress_bar_finished),
+            TextColumn("{task.completed}/{task.fields[total_text]}", style=self.theme.batch_progress),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[metrics]}", style=self.theme.metrics),
+            transient=not self._leave,
+        )
+        self.progress.start()
+
+    def _stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.progress = None
+        self._tasks = {}
+
+    def _add(self, name: str, description: str, total: float) -> None:
+        self._start()
+        if self.progress is None:
+            return
+        if name in self._tasks:
+            self.progress.remove_task(self._tasks[name])
+        finite = total if math.isfinite(total) else None
+        self._totals[name] = total
+        self._tasks[name] = self.progress.add_task(
+            description, total=finite, metrics="", total_text=str(int(total)) if finite is not None else "?"
+        )
+
+    def _advance(self, name: str, n: int, metrics: dict[str, Any] | None = None) -> None:
+        if self.progress is None or name not in self._tasks:
+            return
+        total = self._totals.get(name, math.inf)
+        if n % self._refresh_rate != 0 and n != total:
+            return
+        fields: dict[str, Any] = {}
+        if metrics is not None:
+            fields["metrics"] = " ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
+                                         for k, v in metrics.items())
+        self.progress.update(self._tasks[name], completed=n, **fields)
+
+    def _metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        metrics = self.get_metrics(trainer, pl_module)
+        if self._last_loss is not None and "loss" not in metrics:
+            metrics = {"loss": float(self._last_loss), **metrics}
+        return metrics
+
+    def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._start()
+
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._add("train", f"Epoch {trainer.current_epoch}", self.total_train_batches)
+        self._last_loss = None
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if isinstance(outputs, dict) and "loss" in outputs:
+            self._last_loss = outputs["loss"] * trainer.accumulate_grad_batches
+        n = batch_idx + 1
+        if self.progress is not None and (n % self._refresh_rate == 0 or n == self._totals.get("train")):
+            self._advance("train", n, self._metrics(trainer, pl_module))
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop()
+
+    def on_validation_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx == 0:
+            self._current_eval_dataloader_idx = dataloader_idx
+            desc = self.sanity_check_description if trainer.sanity_checking else self.validation_description
+            self._add("val", desc, self.total_val_batches_current_dataloader)
+
+    def on_validation_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._advance("val", batch_idx + 1)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.progress is not None and "val" in self._tasks:
+            self.progress.remove_task(self._tasks.pop("val"))
+        if trainer.state.fn != "fit":
+            self._stop()
+
+    def on_test_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx == 0:
+            self._current_eval_dataloader_idx = dataloader_idx
+            self._add("test", self.test_description, self.total_test_batches_current_dataloader)
+
+    def on_test_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._advance("test", batch_idx + 1)
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop()
+
+    def on_predict_batch_start(
+        self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if batch_idx == 0:
+            self._current_eval_dataloader_idx = dataloader_idx
+            self._add("predict", self.predict_description, self.total_predict_batches_current_dataloader)
+
+    def on_predict_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        dataloader_idx: int = 0,
+    ) -> None:
+        self._advance("predict", batch_idx + 1)
+
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._stop()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._stop()
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.console.print(*args, **kwargs)
+        else:
+            print(*args, **kwargs)

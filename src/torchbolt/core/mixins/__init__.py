@@ -1,0 +1,3 @@
+from torchbolt.core.mixins.hparams_mixin import HyperparametersMixin
+
+__all__ = ["HyperparametersMixin"]

@@ -1,0 +1,1 @@
+"""Small models and datasets for examples, tests and bug reports."""

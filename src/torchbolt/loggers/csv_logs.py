@@ -1,0 +1,177 @@
+"""``CSVLogger``: metrics in a ``metrics.csv`` file and hyperparameters in ``hparams.yaml``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from argparse import Namespace
+from typing import Any
+
+from torchbolt.loggers.logger import Logger, _add_prefix, _convert_params, _next_version, rank_zero_experiment
+from torchbolt.utilities.cloud_io import get_filesystem
+from torchbolt.utilities.rank_zero import rank_zero_only, rank_zero_warn
+
+
+class ExperimentWriter:
+    """Buffers metric rows and writes them to ``metrics.csv``, rewriting the header when new keys appear."""
+
+    NAME_HPARAMS_FILE = "hparams.yaml"
+    NAME_METRICS_FILE = "metrics.csv"
+
+    def __init__(self, log_dir: str) -> None:
+        self.hparams: dict[str, Any] = {}
+        self.metrics: list[dict[str, Any]] = []
+        self.metrics_keys: list[str] = []
+        self._fs = get_filesystem(log_dir)
+        self.log_dir = log_dir
+        if self._fs.exists(log_dir) and self._fs.listdir(log_dir):
+            rank_zero_warn(
+                f"Experiment logs directory {log_dir} exists and is not empty."
+                " Previous log files in this directory will be deleted when the new ones are saved!"
+            )
+        self._fs.makedirs(log_dir, exist_ok=True)
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        from torchbolt.core.saving import save_hparams_to_yaml
+
+        self.hparams.update(params)
+        save_hparams_to_yaml(os.path.join(self.log_dir, self.NAME_HPARAMS_FILE), self.hparams)
+
+    def log_metrics(self, metrics_dict: dict[str, Any], step: int | None = None) -> None:
+        def _value(v: Any) -> Any:
+            return v.item() if hasattr(v, "item") else v
+
+        row = {k: _value(v) for k, v in metrics_dict.items()}
+        if step is None:
+            step = len(self.metrics)
+        row["step"] = step
+        self.metrics.append(row)
+
+    def save(self) -> None:
+        """Append buffered rows; rewrite the whole file when the set of columns grew."""
+        if not self.metrics:
+            return
+        new_keys = self._record_new_keys()
+        file_exists = self._fs.isfile(self.metrics_file_path)
+        if new_keys and file_exists:
+            self._rewrite_with_new_header(self.metrics_keys)
+        mode = "a" if file_exists else "w"
+        with self._fs.open(self.metrics_file_path, mode, newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.metrics_keys)
+            if mode == "w":
+                writer.writeheader()
+            writer.writerows(self.metrics)
+        self.metrics = []
+
+    def _record_new_keys(self) -> set[str]:
+        current = set(self.metrics_keys)
+        new_keys: set[str] = set()
+        for row in self.metrics:
+            new_keys.update(k for k in row if k not in current)
+        self.metrics_keys.extend(sorted(new_keys))
+        return new_keys
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            rows = list(csv.DictReader(f))
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+        with self._fs.open(self.metrics_file_path, "w", newline="") as f:
+            f.write(buffer.getvalue())
+
+
+class CSVLogger(Logger):
+    """Log to ``<save_dir>/<name>/version_<N>/metrics.csv`` (and ``hparams.yaml``).
+
+    Args:
+        save_dir: the root directory (local path or fsspec URL).
+        name: the experiment name (a sub-directory); ``""`` or ``None`` for none.
+        version: an int (``version_<N>``), a string (used as is), or ``None`` for the next free N.
+        prefix: prepended to every metric key.
+        flush_logs_every_n_steps: write buffered rows to disk every this many logging calls.
+
+    Example::
+
+        trainer = Trainer(logger=CSVLogger("logs", name="digits"))
+    """
+
+    LOGGER_JOIN_CHAR = "-"
+
+    def __init__(
+        self,
+        save_dir: str | os.PathLike,
+        name: str | None = "lightning_logs",
+        version: int | str | None = None,
+        prefix: str = "",
+        flush_logs_every_n_steps: int = 100,
+    ) -> None:
+        super().__init__()
+        if not isinstance(flush_logs_every_n_steps, int) or flush_logs_every_n_steps < 1:
+            raise ValueError(
+                f"`CSVLogger(flush_logs_every_n_steps={flush_logs_every_n_steps!r})`: pass a positive int."
+            )
+        self._root_dir = os.fspath(save_dir)
+        self._name = name or ""
+        self._version = version
+        self._prefix = prefix
+        self._fs = get_filesystem(self._root_dir)
+        self._experiment: ExperimentWriter | None = None
+        self._flush_logs_every_n_steps = flush_logs_every_n_steps
+
+    @property
+    def root_dir(self) -> str:
+        return os.path.join(self._root_dir, self.name)
+
+    @property
+    def log_dir(self) -> str:
+        version = self.version if isinstance(self.version, str) else f"version_{self.version}"
+        return os.path.join(self.root_dir, version)
+
+    @property
+    def save_dir(self) -> str:
+        return self._root_dir
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def version(self) -> int | str:
+        if self._version is None:
+            self._version = _next_version(self.root_dir, self._fs)
+        return self._version
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = ExperimentWriter(log_dir=self.log_dir)
+        return self._experiment
+
+    @rank_zero_only
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        self.experiment.log_hparams(_convert_params(params))
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        self.experiment.log_metrics(metrics, step)
+        if step is not None and (step + 1) % self._flush_logs_every_n_steps == 0:
+            self.save()
+
+    @rank_zero_only
+    def save(self) -> None:
+        super().save()
+        self.experiment.save()
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is None:
+            # nothing was logged: do not create an empty directory
+            return
+        self.save()

@@ -1,0 +1,182 @@
+"""The ``Logger`` interface every experiment logger implements."""
+
+from __future__ import annotations
+
+import functools
+import os
+from abc import ABC, abstractmethod
+from argparse import Namespace
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from torchbolt.utilities.rank_zero import rank_zero_only
+
+
+def rank_zero_experiment(fn: Callable) -> Callable:
+    """Decorate a logger's ``experiment`` property: non-zero ranks get a do-nothing object."""
+
+    @functools.wraps(fn)
+    def experiment(self: Any) -> Any:
+        if rank_zero_only.rank > 0:
+            return _DummyExperiment()
+        return fn(self)
+
+    return experiment
+
+
+class _DummyExperiment:
+    """Accepts any call and does nothing (the experiment of non-zero ranks)."""
+
+    def nop(self, *args: Any, **kw: Any) -> None:
+        pass
+
+    def __getattr__(self, _: Any) -> Callable:
+        return self.nop
+
+    def __getitem__(self, idx: int) -> _DummyExperiment:
+        return self
+
+    def __setitem__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class Logger(ABC):
+    """Base class of experiment loggers.
+
+    The Trainer calls :meth:`log_hyperparams` once at the start of fit, :meth:`log_metrics` at every
+    flush (every ``log_every_n_steps`` training steps and at epoch ends) with ``global_step`` as the
+    step, :meth:`save` after logging, :meth:`after_save_checkpoint` after each checkpoint and
+    :meth:`finalize` at the end of the run. Only the global-zero process logs.
+    """
+
+    @property
+    @abstractmethod
+    def name(self) -> str | None:
+        """The experiment's name."""
+
+    @property
+    @abstractmethod
+    def version(self) -> int | str | None:
+        """The experiment's version."""
+
+    @property
+    def root_dir(self) -> str | None:
+        """The directory all versions of the experiment live in."""
+        return None
+
+    @property
+    def log_dir(self) -> str | None:
+        """The directory this version writes to."""
+        return None
+
+    @property
+    def save_dir(self) -> str | None:
+        """The directory the logger was asked to write under."""
+        return None
+
+    @property
+    def group_separator(self) -> str:
+        """What separates a group from a name in metric keys (``"train/loss"``)."""
+        return "/"
+
+    @property
+    def experiment(self) -> Any:
+        """The backing object (``SummaryWriter``, an MLflow client, a W&B run...)."""
+        return None
+
+    @abstractmethod
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        """Record ``metrics`` (plain numbers) at ``step``."""
+
+    @abstractmethod
+    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+        """Record the run's hyperparameters."""
+
+    def log_graph(self, model: nn.Module, input_array: Any | None = None) -> None:
+        """Record the model's computational graph."""
+
+    def save(self) -> None:
+        """Flush what was logged to storage."""
+
+    def finalize(self, status: str) -> None:
+        """Close the experiment; ``status`` is ``"success"``, ``"failed"`` or ``"finished"``."""
+        self.save()
+
+    def after_save_checkpoint(self, checkpoint_callback: Any) -> None:
+        """Called after a checkpoint was written (loggers that upload checkpoints use it)."""
+
+
+class DummyLogger(Logger):
+    """A logger that does nothing (used when logging is off on some ranks)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._experiment = _DummyExperiment()
+
+    @property
+    def experiment(self) -> _DummyExperiment:
+        return self._experiment
+
+    def log_metrics(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def log_hyperparams(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    @property
+    def name(self) -> str:
+        return ""
+
+    @property
+    def version(self) -> str:
+        return ""
+
+
+def _next_version(root_dir: str, fs: Any = None) -> int:
+    """One more than the largest ``version_N`` under ``root_dir`` (0 when there is none)."""
+    if fs is None:
+        from torchbolt.utilities.cloud_io import get_filesystem
+
+        fs = get_filesystem(root_dir)
+    try:
+        listing = fs.listdir(root_dir, detail=True)
+    except (FileNotFoundError, OSError):
+        return 0
+    versions = []
+    for entry in listing:
+        name = os.path.basename(str(entry["name"]).rstrip("/"))
+        if entry.get("type") == "directory" and name.startswith("version_"):
+            suffix = name.split("_", 1)[1]
+            if suffix.isdigit():
+                versions.append(int(suffix))
+    return max(versions) + 1 if versions else 0
+
+
+def _flatten_dict(params: Mapping[Any, Any], delimiter: str = "/", parent_key: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``."""
+    result: dict[str, Any] = {}
+    for k, v in params.items():
+        new_key = f"{parent_key}{delimiter}{k}" if parent_key else str(k)
+        if isinstance(v, Namespace):
+            v = vars(v)
+        if isinstance(v, Mapping):
+            result.update(_flatten_dict(v, delimiter, new_key))
+        else:
+            result[new_key] = v
+    return result
+
+
+def _convert_params(params: Mapping[str, Any] | Namespace | None) -> dict[str, Any]:
+    if params is None:
+        return {}
+    if isinstance(params, Namespace):
+        return vars(params)
+    return dict(params)
+
+
+def _add_prefix(metrics: Mapping[str, Any], prefix: str, separator: str) -> dict[str, Any]:
+    if not prefix:
+        return dict(metrics)
+    return {f"{prefix}{separator}{k}": v for k, v in metrics.items()}

@@ -1,0 +1,101 @@
+"""The ``Precision`` plug-in interface; the base class is plain fp32 and changes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+
+_PRECISION_INPUT_STR = Literal[
+    "64-true", "32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "transformer-engine",
+    "transformer-engine-float16",
+]
+
+
+class Precision:
+    """How tensors are cast and how backward/step are wrapped for a numeric precision.
+
+    The base class is ``"32-true"``: every method is the identity or the plain PyTorch call.
+    Subclasses (``DoublePrecision``, ``MixedPrecision``, ``HalfPrecision``, ...) override only what
+    differs. A plug-in never holds a reference to the Trainer; what it needs comes as arguments.
+    """
+
+    precision: str = "32-true"
+
+    def convert_module(self, module: nn.Module) -> nn.Module:
+        """Cast the module's parameters where the precision requires it (e.g. ``.double()``)."""
+        return module
+
+    def convert_input(self, data: Any) -> Any:
+        """Cast floating-point inputs of a batch where needed."""
+        return data
+
+    def convert_output(self, data: Any) -> Any:
+        return data
+
+    @contextmanager
+    def forward_context(self) -> Generator[None, None, None]:
+        """Entered around every ``*_step`` call (autocast for mixed precision)."""
+        yield
+
+    @contextmanager
+    def module_init_context(self) -> Generator[None, None, None]:
+        """Entered around ``configure_model`` (default dtype for true-half precisions)."""
+        yield
+
+    def pre_backward(self, tensor: Tensor, module: nn.Module | None) -> Tensor:
+        """Transform the loss before backward (loss scaling)."""
+        return tensor
+
+    def backward(self, tensor: Tensor, model: Any, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> None:
+        """Run the backward pass through the module's ``backward`` hook."""
+        model.backward(tensor, *args, **kwargs)
+
+    def post_backward(self, tensor: Tensor, module: nn.Module | None) -> Tensor:
+        return tensor
+
+    def optimizer_step(
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any],
+        on_gradients_ready: Callable[[Optimizer], None],
+        **kwargs: Any,
+    ) -> Any:
+        """Step ``optimizer``; ``closure`` computes loss and gradients, then ``on_gradients_ready``
+        (hooks and clipping) runs on the final, unscaled gradients before the update."""
+
+        def closure_then_hooks() -> Any:
+            result = closure()
+            on_gradients_ready(optimizer)
+            return result
+
+        return optimizer.step(closure=closure_then_hooks, **kwargs)
+
+    def unscale_gradients(self, optimizer: Optimizer) -> None:
+        """Undo loss scaling on ``optimizer``'s gradients (no-op without a scaler)."""
+
+    def clip_gradients(self, optimizer: Optimizer, clip_val: float, gradient_clip_algorithm: str) -> None:
+        """Clip the gradients of ``optimizer``'s parameters by ``"norm"`` (L2) or ``"value"``."""
+        if clip_val <= 0:
+            return
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        if gradient_clip_algorithm == "value":
+            torch.nn.utils.clip_grad_value_(params, clip_value=clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, max_norm=clip_val)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in checkpoints (the gradient scaler's)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        pass
+
+    def teardown(self) -> None:
+        pass

@@ -1,0 +1,320 @@
+"""The ``Strategy`` interface: how a model is placed, wrapped, stepped and saved across processes.
+
+The base class implements the single-process case; ``DDPStrategy``, ``FSDPStrategy``, ... override
+what differs. A strategy owns its accelerator, precision plug-in and checkpoint I/O, and the
+optimizers; it receives what it needs as arguments and never stores a reference to the Trainer.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, ContextManager, TypeVar
+
+import torch
+from torch import Tensor, nn
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from torchbolt.accelerators.accelerator import Accelerator
+from torchbolt.core.optimizer import LightningOptimizer, LRSchedulerConfig
+from torchbolt.plugins.io.checkpoint_io import _PATH, CheckpointIO
+from torchbolt.plugins.io.torch_io import TorchCheckpointIO
+from torchbolt.plugins.precision.precision import Precision
+from torchbolt.utilities.apply_func import move_data_to_device
+
+if TYPE_CHECKING:
+    from torchbolt.core.module import LightningModule
+
+T = TypeVar("T")
+
+
+class Strategy(ABC):
+    """Places the model and data on devices and runs backward / optimizer steps.
+
+    Args:
+        accelerator: the device kind (set by the Trainer when omitted).
+        checkpoint_io: how checkpoints are written (default ``TorchCheckpointIO``).
+        precision_plugin: the numeric precision (default fp32).
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        checkpoint_io: CheckpointIO | None = None,
+        precision_plugin: Precision | None = None,
+    ) -> None:
+        self._accelerator: Accelerator | None = accelerator
+        self._checkpoint_io: CheckpointIO | None = checkpoint_io
+        self._precision_plugin: Precision | None = precision_plugin
+        self._lightning_module: LightningModule | None = None
+        self._model: nn.Module | None = None
+        self._launcher: Any = None
+        self._optimizers: list[Optimizer] = []
+        self._lightning_optimizers: list[LightningOptimizer] = []
+        self.lr_scheduler_configs: list[LRSchedulerConfig] = []
+
+    # ------------------------------------------------------------------ plug-ins
+    @property
+    def accelerator(self) -> Accelerator | None:
+        return self._accelerator
+
+    @accelerator.setter
+    def accelerator(self, accelerator: Accelerator) -> None:
+        self._accelerator = accelerator
+
+    @property
+    def checkpoint_io(self) -> CheckpointIO:
+        if self._checkpoint_io is None:
+            self._checkpoint_io = TorchCheckpointIO()
+        return self._checkpoint_io
+
+    @checkpoint_io.setter
+    def checkpoint_io(self, io: CheckpointIO) -> None:
+        self._checkpoint_io = io
+
+    @property
+    def precision_plugin(self) -> Precision:
+        if self._precision_plugin is None:
+            self._precision_plugin = Precision()
+        return self._precision_plugin
+
+    @precision_plugin.setter
+    def precision_plugin(self, precision_plugin: Precision) -> None:
+        self._precision_plugin = precision_plugin
+
+    @property
+    def launcher(self) -> Any:
+        """Starts the other processes of a multi-process run; ``None`` when there is nothing to start."""
+        return self._launcher
+
+    # ------------------------------------------------------------------ topology
+    @property
+    @abstractmethod
+    def root_device(self) -> torch.device:
+        """The device of this process's model replica."""
+
+    @property
+    @abstractmethod
+    def is_global_zero(self) -> bool:
+        """Whether this is the process that writes files and prints."""
+
+    @property
+    def global_rank(self) -> int:
+        return 0
+
+    @property
+    def local_rank(self) -> int:
+        return 0
+
+    @property
+    def node_rank(self) -> int:
+        return 0
+
+    @property
+    def world_size(self) -> int:
+        return 1
+
+    @property
+    def num_nodes(self) -> int:
+        return 1
+
+    @property
+    def num_processes(self) -> int:
+        return 1
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, Any] | None:
+        """``num_replicas``/``rank`` for a ``DistributedSampler``; ``None`` when data is not split."""
+        return None
+
+    @property
+    def handles_gradient_accumulation(self) -> bool:
+        """Whether the strategy accumulates gradients itself (DeepSpeed)."""
+        return False
+
+    @property
+    def restore_checkpoint_after_setup(self) -> bool:
+        """Whether checkpoint weights are loaded after the model is wrapped (sharded strategies)."""
+        return False
+
+    @property
+    def lightning_restore_optimizer(self) -> bool:
+        return True
+
+    # ------------------------------------------------------------------ model and optimizers
+    @property
+    def lightning_module(self) -> LightningModule | None:
+        return self._lightning_module
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The module the loops call: the LightningModule or its wrapper (DDP, FSDP, ...)."""
+        return self._model if self._model is not None else self._lightning_module
+
+    @model.setter
+    def model(self, new_model: nn.Module | None) -> None:
+        self._model = new_model
+
+    @property
+    def optimizers(self) -> list[Optimizer]:
+        return self._optimizers
+
+    @optimizers.setter
+    def optimizers(self, optimizers: list[Optimizer]) -> None:
+        self._optimizers = optimizers
+        self._lightning_optimizers = [LightningOptimizer._to_lightning_optimizer(opt) for opt in optimizers]
+
+    def connect(self, model: LightningModule) -> None:
+        """Attach the module this strategy trains."""
+        self._lightning_module = model
+        self._model = None
+
+    def setup_environment(self) -> None:
+        """Prepare processes and devices before the model exists on them (process groups, ``set_device``)."""
+        if self._accelerator is not None:
+            self._accelerator.setup_device(self.root_device)
+
+    def setup(self, module: LightningModule, setup_optimizers: Callable[[], None] | None) -> None:
+        """Move and convert the module, wrap it, and create optimizers with ``setup_optimizers``."""
+        module = self.precision_plugin.convert_module(module)  # type: ignore[assignment]
+        self.model_to_device()
+        if setup_optimizers is not None:
+            setup_optimizers()
+
+    def model_to_device(self) -> None:
+        """Move the LightningModule to :attr:`root_device`."""
+        assert self._lightning_module is not None
+        self._lightning_module.to(self.root_device)
+
+    def model_sharded_context(self) -> ContextManager:
+        """Entered around ``configure_model`` (sharded strategies create layers already sharded)."""
+        return nullcontext()
+
+    def teardown(self) -> None:
+        """Move the module back to the CPU and release devices and files."""
+        self.precision_plugin.teardown()
+        if self._lightning_module is not None and self.root_device.type != "cpu":
+            self._lightning_module.cpu()
+        if self._accelerator is not None:
+            self._accelerator.teardown()
+        self.checkpoint_io.teardown()
+
+    # ------------------------------------------------------------------ steps
+    def batch_to_device(self, batch: Any, device: torch.device | None = None, dataloader_idx: int = 0) -> Any:
+        """Move ``batch`` to ``device`` (default :attr:`root_device`).
+
+        The loops call the module's (or datamodule's) ``transfer_batch_to_device`` instead when it is
+        overridden.
+        """
+        return move_data_to_device(batch, device or self.root_device)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        """Run ``training_step`` under the precision context (through the wrapper when there is one)."""
+        with self.precision_plugin.forward_context():
+            return self._call_step("training_step", args, kwargs)
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        with self.precision_plugin.forward_context():
+            return self._call_step("validation_step", args, kwargs)
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        with self.precision_plugin.forward_context():
+            return self._call_step("test_step", args, kwargs)
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        with self.precision_plugin.forward_context():
+            return self._call_step("predict_step", args, kwargs)
+
+    def _call_step(self, name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+        module = self._lightning_module
+        assert module is not None
+        return getattr(module, name)(*args, **kwargs)
+
+    def backward(self, closure_loss: Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> Tensor:
+        """Backward through the precision plug-in and the module's ``backward`` hook."""
+        module = self._lightning_module
+        closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
+        self.precision_plugin.backward(closure_loss, module, optimizer, *args, **kwargs)
+        closure_loss = self.precision_plugin.post_backward(closure_loss, module)
+        return closure_loss
+
+    def optimizer_step(
+        self,
+        optimizer: Optimizer,
+        closure: Callable[[], Any],
+        on_gradients_ready: Callable[[Optimizer], None],
+        **kwargs: Any,
+    ) -> Any:
+        """Step ``optimizer`` through the precision plug-in (see :meth:`Precision.optimizer_step`)."""
+        return self.precision_plugin.optimizer_step(optimizer, closure, on_gradients_ready, **kwargs)
+
+    @contextmanager
+    def no_backward_sync(self, enabled: bool) -> Generator[None, None, None]:
+        """Skip gradient synchronization inside the block when ``enabled`` (accumulation batches)."""
+        yield
+
+    def process_dataloader(self, dataloader: DataLoader) -> DataLoader:
+        """Wrap or replace a dataloader (e.g. for TPU device loaders)."""
+        return dataloader
+
+    # ------------------------------------------------------------------ collectives
+    def reduce(self, tensor: Tensor | Any, group: Any | None = None, reduce_op: str | None = "mean") -> Tensor | Any:
+        """Reduce ``tensor`` across processes (identity on one process)."""
+        return tensor
+
+    def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
+        """Gather ``tensor`` from every process (identity on one process)."""
+        return tensor
+
+    def broadcast(self, obj: T, src: int = 0) -> T:
+        """``obj`` from process ``src`` on every process."""
+        return obj
+
+    def barrier(self, name: str | None = None) -> None:
+        """Wait until every process reaches this point."""
+
+    def reduce_boolean_decision(self, decision: bool, all: bool = True) -> bool:
+        """Combine a decision across processes: all must agree (``all=True``) or any suffices."""
+        return decision
+
+    # ------------------------------------------------------------------ checkpoints
+    def lightning_module_state_dict(self) -> dict[str, Any]:
+        """The module's full state dict (gathered on rank 0 for sharded strategies)."""
+        assert self._lightning_module is not None
+        return self._lightning_module.state_dict()
+
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        """The optimizer's full state dict."""
+        if isinstance(optimizer, LightningOptimizer):
+            optimizer = optimizer.optimizer
+        return optimizer.state_dict()
+
+    def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
+        assert self._lightning_module is not None
+        self._lightning_module.load_state_dict(checkpoint["state_dict"], strict=strict)
+
+    def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
+        for optimizer, state in zip(self.optimizers, checkpoint.get("optimizer_states", [])):
+            optimizer.load_state_dict(state)
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None) -> None:
+        """Write ``checkpoint`` from the global-zero process only."""
+        if self.is_global_zero:
+            self.checkpoint_io.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+
+    def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
+        return self.checkpoint_io.load_checkpoint(checkpoint_path, weights_only=weights_only)
+
+    def remove_checkpoint(self, filepath: _PATH) -> None:
+        if self.is_global_zero:
+            self.checkpoint_io.remove_checkpoint(filepath)
+
+    # ------------------------------------------------------------------ hooks the loops call
+    def on_train_start(self) -> None: ...
+
+    def on_train_end(self) -> None: ...
+
+    def on_exception(self, exception: BaseException) -> None:
+        """Called when a run raises; distributed strategies tear down process groups here."""

@@ -1,0 +1,351 @@
+"""Validation of every Trainer argument, at construction, with errors that name the fix.
+
+``resolve_config`` turns the raw arguments into a :class:`TrainerConfig` whose fields have their
+final types (``fast_dev_run`` and the 1.x spellings already applied), so nothing downstream
+re-checks them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from torchbolt.callbacks.timer import _parse_duration
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
+
+_PRECISION_ALIASES: dict[str, str] = {
+    "64": "64-true", "64-true": "64-true",
+    "32": "32-true", "32-true": "32-true",
+    "16": "16-mixed", "16-mixed": "16-mixed", "16-true": "16-true",
+    "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed", "bf16-true": "bf16-true",
+    "transformer-engine": "transformer-engine", "transformer-engine-float16": "transformer-engine-float16",
+    "nf4": "nf4", "nf4-dq": "nf4-dq", "fp4": "fp4", "fp4-dq": "fp4-dq", "int8": "int8",
+    "int8-training": "int8-training",
+}
+
+_LEGACY_SPELLINGS = {
+    "gpus": "accelerator='gpu', devices=N",
+    "tpu_cores": "accelerator='tpu', devices=N",
+    "distributed_backend": "strategy=...",
+    "auto_lr_find": "Tuner(trainer).lr_find(model)",
+    "auto_scale_batch_size": "Tuner(trainer).scale_batch_size(model)",
+    "replace_sampler_ddp": "use_distributed_sampler=...",
+    "resume_from_checkpoint": "trainer.fit(model, ckpt_path=...)",
+    "checkpoint_callback": "enable_checkpointing=...",
+    "progress_bar_refresh_rate": "callbacks=[TQDMProgressBar(refresh_rate=N)]",
+    "weights_summary": "enable_model_summary=... or callbacks=[ModelSummary(max_depth=N)]",
+    "flush_logs_every_n_steps": "the logger's own flush argument (e.g. CSVLogger(flush_logs_every_n_steps=N))",
+    "amp_backend": "precision='16-mixed'",
+    "terminate_on_nan": "detect_anomaly=True or EarlyStopping(check_finite=True)",
+}
+
+
+@dataclass
+class TrainerConfig:
+    """The validated, normalized Trainer arguments (read-only by convention after construction)."""
+
+    fast_dev_run: int
+    max_epochs: int
+    min_epochs: int | None
+    max_steps: int
+    min_steps: int | None
+    max_time: timedelta | None
+    limit_train_batches: int | float
+    limit_val_batches: int | float
+    limit_test_batches: int | float
+    limit_predict_batches: int | float
+    overfit_batches: int | float
+    val_check_interval: int | float
+    check_val_every_n_epoch: int | None
+    num_sanity_val_steps: int | float
+    log_every_n_steps: int
+    enable_checkpointing: bool
+    enable_progress_bar: bool
+    enable_model_summary: bool
+    accumulate_grad_batches: int
+    gradient_clip_val: float | None
+    gradient_clip_algorithm: str | None
+    deterministic: bool | str | None
+    benchmark: bool | None
+    inference_mode: bool
+    use_distributed_sampler: bool
+    detect_anomaly: bool
+    barebones: bool
+    sync_batchnorm: bool
+    reload_dataloaders_every_n_epochs: int
+    default_root_dir: str
+    precision: str | None
+    auto_lr_find: bool | str
+    auto_scale_batch_size: bool | str
+
+
+def _fail(arg: str, value: Any, expected: str) -> MisconfigurationException:
+    return MisconfigurationException(f"`Trainer({arg}={value!r})` is invalid: {expected}.")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_int(arg: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if not _is_int(value) or value < minimum:
+        extra = " or None" if allow_none else ""
+        raise _fail(arg, value, f"expected an int >= {minimum}{extra}")
+    return int(value)
+
+
+def _check_bool(arg: str, value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise _fail(arg, value, "expected True or False")
+    return value
+
+
+def _check_limit(arg: str, value: Any, default: int | float = 1.0) -> int | float:
+    """An int is a number of batches, a float in [0, 1] a fraction of them."""
+    if value is None:
+        return default
+    if _is_int(value):
+        if value < 0:
+            raise _fail(arg, value, "an int is a number of batches and must be >= 0")
+        return int(value)
+    if isinstance(value, float):
+        if not 0.0 <= value <= 1.0:
+            raise _fail(
+                arg, value,
+                "a float is a fraction of the batches and must be in [0.0, 1.0]; pass an int for a number of batches",
+            )
+        return value
+    raise _fail(arg, value, "expected an int (number of batches) or a float in [0.0, 1.0] (fraction)")
+
+
+def _check_val_check_interval(value: Any) -> int | float:
+    if value is None:
+        return 1.0
+    if _is_int(value):
+        if value <= 0:
+            raise _fail("val_check_interval", value, "an int is a number of training batches and must be >= 1")
+        return int(value)
+    if isinstance(value, float):
+        if not 0.0 < value <= 1.0:
+            raise _fail("val_check_interval", value,
+                        "a float is a fraction of the training epoch and must be in (0.0, 1.0]")
+        return value
+    raise _fail("val_check_interval", value, "expected an int (batches) or a float in (0.0, 1.0] (fraction)")
+
+
+def normalize_precision(precision: Any) -> str | None:
+    """Map every accepted spelling to its canonical ``"<bits>-<mode>"`` string.
+
+    Raises:
+        MisconfigurationException: for unknown values, listing the valid ones.
+    """
+    if precision is None:
+        return None
+    key = str(precision)
+    if key not in _PRECISION_ALIASES:
+        valid = sorted({v for v in _PRECISION_ALIASES.values()})
+        raise MisconfigurationException(
+            f"`Trainer(precision={precision!r})` is not supported. Choose one of {valid}"
+            " (the ints 64, 32 and 16 and the string 'bf16' are accepted as aliases)."
+        )
+    canonical = _PRECISION_ALIASES[key]
+    if key in ("16", "bf16"):
+        rank_zero_warn(
+            f"`precision={precision!r}` is supported for historical reasons but its usage is discouraged."
+            f" Please set your precision to {canonical!r} instead!"
+        )
+    return canonical
+
+
+def _check_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Translate Lightning 1.x arguments to the 2.x ones (with a deprecation warning each)."""
+    modern: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key not in _LEGACY_SPELLINGS:
+            candidates = difflib.get_close_matches(key, _KNOWN_ARGS + list(_LEGACY_SPELLINGS), n=1)
+            hint = f" Did you mean `{candidates[0]}`?" if candidates else ""
+            raise TypeError(f"Trainer.__init__() got an unexpected keyword argument {key!r}.{hint}")
+        if value is None or value is False:
+            continue
+        rank_zero_deprecation(
+            f"`Trainer({key}={value!r})` is a Lightning 1.x argument; use `{_LEGACY_SPELLINGS[key]}` instead."
+        )
+        modern[key] = value
+    return modern
+
+
+_KNOWN_ARGS = [
+    "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run",
+    "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches",
+    "limit_val_batches", "limit_test_batches", "limit_predict_batches", "overfit_batches", "val_check_interval",
+    "check_val_every_n_epoch", "num_sanity_val_steps", "log_every_n_steps", "enable_checkpointing",
+    "enable_progress_bar", "enable_model_summary", "accumulate_grad_batches", "gradient_clip_val",
+    "gradient_clip_algorithm", "deterministic", "benchmark", "inference_mode", "use_distributed_sampler",
+    "profiler", "detect_anomaly", "barebones", "plugins", "sync_batchnorm", "reload_dataloaders_every_n_epochs",
+    "default_root_dir", "enable_autolog_hparams",
+]
+
+
+def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfig:
+    """Validate and normalize the Trainer's arguments (see ``Trainer.__init__`` for their meaning)."""
+    fast_dev_run = args["fast_dev_run"]
+    if isinstance(fast_dev_run, bool):
+        fast_dev_run = int(fast_dev_run)
+    elif not _is_int(fast_dev_run) or fast_dev_run < 0:
+        raise _fail("fast_dev_run", fast_dev_run, "expected a bool or an int >= 0 (number of batches)")
+
+    max_steps = _check_int("max_steps", args["max_steps"], -1)
+    assert max_steps is not None
+    max_time = _parse_duration(args["max_time"])
+    max_epochs_arg = args["max_epochs"]
+    if max_epochs_arg is None:
+        if max_steps == -1 and max_time is None:
+            rank_zero_warn(
+                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
+                " set `max_epochs=-1`."
+            )
+            max_epochs = 1000
+        else:
+            max_epochs = -1
+    else:
+        max_epochs = _check_int("max_epochs", max_epochs_arg, -1)  # type: ignore[assignment]
+    min_epochs = _check_int("min_epochs", args["min_epochs"], 0, allow_none=True)
+    min_steps = _check_int("min_steps", args["min_steps"], 0, allow_none=True)
+    if min_epochs is not None and max_epochs not in (-1,) and min_epochs > max_epochs:
+        raise _fail("min_epochs", min_epochs, f"it exceeds `max_epochs={max_epochs}`")
+
+    limits = {
+        name: _check_limit(name, args[name])
+        for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
+    }
+    overfit_batches = _check_limit("overfit_batches", args["overfit_batches"], default=0.0)
+    val_check_interval = _check_val_check_interval(args["val_check_interval"])
+    check_val_every_n_epoch = _check_int("check_val_every_n_epoch", args["check_val_every_n_epoch"], 1,
+                                         allow_none=True)
+    num_sanity = args["num_sanity_val_steps"]
+    if num_sanity is None:
+        num_sanity = 2
+    elif not _is_int(num_sanity) or num_sanity < -1:
+        raise _fail("num_sanity_val_steps", num_sanity, "expected an int >= 0, or -1 to check all batches")
+    log_every_n_steps = _check_int("log_every_n_steps", 50 if args["log_every_n_steps"] is None
+                                   else args["log_every_n_steps"], 0)
+    accumulate = _check_int("accumulate_grad_batches", args["accumulate_grad_batches"], 1)
+    clip_val = args["gradient_clip_val"]
+    if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float)) or clip_val < 0):
+        raise _fail("gradient_clip_val", clip_val, "expected a non-negative number or None")
+    clip_algo = args["gradient_clip_algorithm"]
+    if clip_algo is not None:
+        if not isinstance(clip_algo, str) or clip_algo.lower() not in ("norm", "value"):
+            raise _fail("gradient_clip_algorithm", clip_algo, "expected 'norm' or 'value'")
+        clip_algo = clip_algo.lower()
+    deterministic = args["deterministic"]
+    if deterministic not in (None, True, False, "warn"):
+        raise _fail("deterministic", deterministic, "expected None, True, False or 'warn'")
+    benchmark = args["benchmark"]
+    if benchmark is not None and not isinstance(benchmark, bool):
+        raise _fail("benchmark", benchmark, "expected None, True or False")
+    if benchmark and deterministic:
+        rank_zero_warn(
+            "You passed `deterministic=True` and `benchmark=True`. Note that PyTorch ignores"
+            " torch.backends.cudnn.deterministic=True when torch.backends.cudnn.benchmark=True.",
+        )
+    reload_every = _check_int("reload_dataloaders_every_n_epochs", args["reload_dataloaders_every_n_epochs"], 0)
+    default_root_dir = args["default_root_dir"]
+    if default_root_dir is None:
+        default_root_dir = os.getcwd()
+    elif not isinstance(default_root_dir, (str, os.PathLike)):
+        raise _fail("default_root_dir", default_root_dir, "expected a path (str or os.PathLike)")
+    default_root_dir = os.fspath(default_root_dir)
+
+    barebones = _check_bool("barebones", args["barebones"], False)
+    enable_checkpointing = _check_bool("enable_checkpointing", args["enable_checkpointing"], not barebones)
+    enable_progress_bar = _check_bool("enable_progress_bar", args["enable_progress_bar"], not barebones)
+    enable_model_summary = _check_bool("enable_model_summary", args["enable_model_summary"], not barebones)
+    if barebones:
+        _check_barebones(args, enable_checkpointing, enable_progress_bar, enable_model_summary, log_every_n_steps)
+
+    config = TrainerConfig(
+        fast_dev_run=fast_dev_run,
+        max_epochs=max_epochs,  # type: ignore[arg-type]
+        min_epochs=min_epochs,
+        max_steps=max_steps,
+        min_steps=min_steps,
+        max_time=max_time,
+        overfit_batches=overfit_batches,
+        val_check_interval=val_check_interval,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        num_sanity_val_steps=float("inf") if num_sanity == -1 else num_sanity,
+        log_every_n_steps=log_every_n_steps,  # type: ignore[arg-type]
+        enable_checkpointing=enable_checkpointing,
+        enable_progress_bar=enable_progress_bar,
+        enable_model_summary=enable_model_summary,
+        accumulate_grad_batches=accumulate,  # type: ignore[arg-type]
+        gradient_clip_val=None if clip_val is None else float(clip_val),
+        gradient_clip_algorithm=clip_algo,
+        deterministic=deterministic,
+        benchmark=benchmark,
+        inference_mode=_check_bool("inference_mode", args["inference_mode"], True),
+        use_distributed_sampler=_check_bool("use_distributed_sampler", args["use_distributed_sampler"], True),
+        detect_anomaly=_check_bool("detect_anomaly", args["detect_anomaly"], False),
+        barebones=barebones,
+        sync_batchnorm=_check_bool("sync_batchnorm", args["sync_batchnorm"], False),
+        reload_dataloaders_every_n_epochs=reload_every,  # type: ignore[arg-type]
+        default_root_dir=default_root_dir,
+        precision=normalize_precision(args["precision"]),
+        auto_lr_find=legacy.get("auto_lr_find", False),
+        auto_scale_batch_size=legacy.get("auto_scale_batch_size", False),
+        **limits,  # type: ignore[arg-type]
+    )
+    _apply_overfit_and_fast_dev_run(config)
+    return config
+
+
+def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bool, summary: bool,
+                     log_every_n_steps: int | None) -> None:
+    def forbid(arg: str, value: Any) -> None:
+        raise MisconfigurationException(
+            f"`Trainer(barebones=True)` turns off every feature with per-step cost; `{arg}={value!r}` was"
+            f" passed too. Remove `{arg}` or set `barebones=False`."
+        )
+
+    if checkpointing:
+        forbid("enable_checkpointing", True)
+    if progress_bar:
+        forbid("enable_progress_bar", True)
+    if summary:
+        forbid("enable_model_summary", True)
+    if args["logger"] not in (None, False):
+        forbid("logger", args["logger"])
+    if args["profiler"] is not None:
+        forbid("profiler", args["profiler"])
+    if args["detect_anomaly"]:
+        forbid("detect_anomaly", True)
+
+
+def _apply_overfit_and_fast_dev_run(config: TrainerConfig) -> None:
+    if config.fast_dev_run:
+        n = config.fast_dev_run
+        config.limit_train_batches = n
+        config.limit_val_batches = n
+        config.limit_test_batches = n
+        config.limit_predict_batches = n
+        config.num_sanity_val_steps = 0
+        config.max_epochs = 1
+        config.max_steps = n
+        config.val_check_interval = 1.0
+        config.check_val_every_n_epoch = 1
+        rank_zero_info(
+            f"Running in `fast_dev_run` mode: will run the requested loop using {n} batch(es)."
+            " Logging and checkpointing is suppressed."
+        )
+    elif config.overfit_batches > 0:
+        config.limit_train_batches = config.overfit_batches
+        config.limit_val_batches = config.overfit_batches

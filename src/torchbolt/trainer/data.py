@@ -1,0 +1,174 @@
+"""Where each stage's dataloaders come from, and how many batches of each a run uses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from torch.utils.data import DataLoader, SequentialSampler
+
+from torchbolt.core.datamodule import LightningDataModule
+from torchbolt.core.module import LightningModule
+from torchbolt.utilities.combined_loader import CombinedLoader
+from torchbolt.utilities.data import _dataloader_init_kwargs, _is_dataloader_shuffled, sized_len
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.parsing import is_overridden
+from torchbolt.utilities.rank_zero import PossibleUserWarning, rank_zero_warn
+from torchbolt.utilities.seed import pl_worker_init_function
+
+if TYPE_CHECKING:
+    from torchbolt.trainer.trainer import Trainer
+
+_STAGE_METHOD = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader",
+                 "predict": "predict_dataloader"}
+
+
+@dataclass
+class DataSource:
+    """The loaders passed to a Trainer method, else the datamodule's, else the module's ``*_dataloader``."""
+
+    module: LightningModule | None = None
+    datamodule: LightningDataModule | None = None
+    explicit: dict[str, Any] = field(default_factory=dict)
+
+    def is_defined(self, stage: str) -> bool:
+        if self.explicit.get(stage) is not None:
+            return True
+        method = _STAGE_METHOD[stage]
+        if self.datamodule is not None and is_overridden(method, self.datamodule, LightningDataModule):
+            return True
+        return self.module is not None and is_overridden(method, self.module, LightningModule)
+
+    def request(self, stage: str, hooks: Any) -> Any:
+        """Call the ``*_dataloader`` method (or return the loaders passed in)."""
+        explicit = self.explicit.get(stage)
+        if explicit is not None:
+            return explicit
+        method = _STAGE_METHOD[stage]
+        if self.datamodule is not None and is_overridden(method, self.datamodule, LightningDataModule):
+            return getattr(self.datamodule, method)()
+        if self.module is not None and is_overridden(method, self.module, LightningModule):
+            return hooks.module(method)
+        return None
+
+
+def _check_dataloaders(stage: str, loaders: Any) -> None:
+    def bad(obj: Any) -> bool:
+        return not hasattr(obj, "__iter__") or isinstance(obj, (str, bytes))
+
+    values = list(loaders.values()) if isinstance(loaders, Mapping) else (
+        list(loaders) if isinstance(loaders, (list, tuple)) else [loaders])
+    for value in values:
+        if bad(value):
+            raise MisconfigurationException(
+                f"`{_STAGE_METHOD[stage]}` returned {type(value).__name__}, which is not iterable. Return a"
+                " `DataLoader` (or a list/dict of them)."
+            )
+
+
+def num_batches(loader: Any, limit: int | float, stage: str) -> int | float:
+    """How many batches of ``loader`` a run uses given ``limit_<stage>_batches``.
+
+    Raises:
+        MisconfigurationException: a fraction of an iterable without length, or a fraction so small
+            that no batch is left.
+    """
+    length = sized_len(loader)
+    total: int | float = float("inf") if length is None else length
+    arg = f"limit_{stage}_batches"
+    if isinstance(limit, int):
+        return min(total, limit)
+    if total == float("inf"):
+        if limit != 1.0:
+            raise MisconfigurationException(
+                f"When using an iterable without `__len__` for `{_STAGE_METHOD[stage]}`, `Trainer({arg})` must be"
+                " `1.0` or an int (a number of batches)."
+            )
+        return total
+    count = int(total * limit)
+    if count == 0 and limit > 0.0 and total > 0:
+        raise MisconfigurationException(
+            f"You requested to check {limit} of the `{_STAGE_METHOD[stage]}` but {limit} * {total} < 1. Please"
+            f" increase the `{arg}` argument. Try at least `{arg}={1.0 / total}`"
+        )
+    return count
+
+
+def _flatten_eval(loaders: Any) -> list[Any]:
+    if loaders is None:
+        return []
+    if isinstance(loaders, CombinedLoader):
+        return list(loaders.flattened)
+    if isinstance(loaders, Mapping):
+        return list(loaders.values())
+    if isinstance(loaders, (list, tuple)):
+        return list(loaders)
+    return [loaders]
+
+
+class DataConnector:
+    """Prepares loaders for a run: worker seeding, distributed samplers, overfit mode, batch counts."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def _prepare(self, loader: Any, stage: str) -> Any:
+        if not isinstance(loader, DataLoader):
+            return loader
+        trainer = self.trainer
+        if stage != "train" and _is_dataloader_shuffled(loader):
+            rank_zero_warn(
+                f"Your `{_STAGE_METHOD[stage]}`'s sampler has shuffling enabled, it is strongly recommended that"
+                " you turn shuffling off for val/test dataloaders.",
+                category=PossibleUserWarning,
+            )
+        if stage == "train" and trainer._config.overfit_batches > 0 and _is_dataloader_shuffled(loader):
+            rank_zero_warn(
+                "You requested to overfit but enabled training dataloader shuffling."
+                " We are turning off the training dataloader shuffling for you."
+            )
+            loader = type(loader)(**_dataloader_init_kwargs(loader, SequentialSampler(loader.dataset)))
+        sampler_kwargs = trainer.strategy.distributed_sampler_kwargs
+        if sampler_kwargs is not None and trainer._config.use_distributed_sampler:
+            from torchbolt.utilities.distributed import _inject_distributed_sampler
+
+            loader = _inject_distributed_sampler(loader, stage, sampler_kwargs)
+        if int(os.environ.get("PL_SEED_WORKERS", 0)) and loader.worker_init_fn is None and loader.num_workers > 0:
+            loader.worker_init_fn = partial(pl_worker_init_function, rank=trainer.global_rank)
+        return trainer.strategy.process_dataloader(loader)
+
+    def train_loader(self, source: DataSource) -> tuple[Any, int | float]:
+        """The training iterable (a ``CombinedLoader`` for collections) and its number of batches."""
+        trainer = self.trainer
+        raw = source.request("train", trainer._hooks)
+        if raw is None:
+            raise MisconfigurationException(
+                "No `train_dataloader()` method defined and no training dataloader passed. Pass"
+                " `trainer.fit(model, train_dataloaders=...)`, a datamodule, or implement `train_dataloader`."
+            )
+        _check_dataloaders("train", raw)
+        if isinstance(raw, CombinedLoader):
+            loader: Any = raw
+            loader.flattened[:] = [self._prepare(dl, "train") for dl in loader.flattened]
+        elif isinstance(raw, (Mapping, list, tuple)):
+            prepared = {k: self._prepare(v, "train") for k, v in raw.items()} if isinstance(raw, Mapping) else [
+                self._prepare(v, "train") for v in raw]
+            loader = CombinedLoader(prepared, "max_size_cycle")
+        else:
+            loader = self._prepare(raw, "train")
+        return loader, num_batches(loader, trainer._config.limit_train_batches, "train")
+
+    def eval_loaders(self, source: DataSource, stage: str) -> tuple[list[Any], list[int | float]]:
+        """The flattened loaders of ``stage`` ("val", "test", "predict") and their batch counts."""
+        trainer = self.trainer
+        raw = source.request(stage, trainer._hooks)
+        if raw is None:
+            return [], []
+        _check_dataloaders(stage, raw)
+        loaders = [self._prepare(dl, stage) for dl in _flatten_eval(raw)]
+        limit = getattr(trainer._config, f"limit_{stage}_batches")
+        counts = [num_batches(dl, limit, stage) for dl in loaders]
+        return loaders, counts

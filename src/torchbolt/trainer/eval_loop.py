@@ -1,0 +1,222 @@
+"""Validation, test, sanity-check and predict loops over one or several dataloaders.
+
+One evaluation run::
+
+    capture every submodule's train/eval mode; on_<stage>_model_eval()
+    on_<stage>_start(); on_<stage>_epoch_start()
+    for each dataloader, for each batch up to its limit:
+        transfer hooks; on_<stage>_batch_start(); <stage>_step(); on_<stage>_batch_end()
+    on_<stage>_epoch_end(); epoch metrics computed (callbacks and loggers see them)
+    on_<stage>_end(); submodule modes restored; on_<stage>_model_train()
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from torchbolt.trainer.logging import ResultCollection, scalars
+from torchbolt.trainer.states import RunningStage
+from torchbolt.utilities.exceptions import MisconfigurationException
+
+if TYPE_CHECKING:
+    from torchbolt.trainer.trainer import Trainer
+
+_HOOK_PREFIX = {RunningStage.VALIDATING: "validation", RunningStage.SANITY_CHECKING: "validation",
+                RunningStage.TESTING: "test", RunningStage.PREDICTING: "predict"}
+
+
+def _capture_modes(module: nn.Module) -> dict[str, bool]:
+    return {name: m.training for name, m in module.named_modules()}
+
+
+def _restore_modes(module: nn.Module, modes: dict[str, bool]) -> None:
+    for name, m in module.named_modules():
+        if name in modes:
+            m.training = modes[name]
+
+
+def _check_dataloader_idx_signature(step: Any, step_name: str, loader_name: str, multiple: bool) -> None:
+    """Raise when ``step`` cannot take the ``dataloader_idx`` the loop will (or will not) pass."""
+    try:
+        params = inspect.signature(step).parameters
+    except (TypeError, ValueError):
+        return
+    has_var = any(p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) for p in params.values())
+    idx = params.get("dataloader_idx")
+    if multiple and idx is None and not has_var:
+        raise MisconfigurationException(
+            f"You provided multiple `{loader_name}`, but no `dataloader_idx` argument in `{step_name}()`."
+            " Try adding `dataloader_idx=0` to its signature."
+        )
+    if not multiple and idx is not None and idx.default is inspect.Parameter.empty:
+        raise MisconfigurationException(
+            f"You provided only a single `{loader_name}`, but have included `dataloader_idx` in `{step_name}()`."
+            " Either remove the argument or give it a default value i.e. `dataloader_idx=0`."
+        )
+
+
+def _batches(loader: Any, limit: int | float) -> Iterator[tuple[int, Any]]:
+    if limit == 0:
+        return
+    for batch_idx, batch in enumerate(loader):
+        yield batch_idx, batch
+        if batch_idx + 1 >= limit:
+            return
+
+
+class EvaluationLoop:
+    """Runs ``validation_step`` or ``test_step`` over loaders and reduces the logged metrics."""
+
+    def __init__(self, trainer: Trainer, stage: RunningStage, inference_mode: bool) -> None:
+        self.trainer = trainer
+        self.stage = stage
+        self._inference_mode = inference_mode
+        self._prefix = _HOOK_PREFIX[stage]
+        self.results = ResultCollection(training=False, reduce_fn=trainer._reduce_fn,
+                                        device=trainer.strategy.root_device)
+
+    def _grad_context(self) -> Any:
+        return torch.inference_mode() if self._inference_mode else torch.no_grad()
+
+    def run(self, loaders: list[Any], limits: list[int | float]) -> list[dict[str, float]]:
+        """Evaluate; return one dict of epoch-level logged metrics per dataloader."""
+        trainer = self.trainer
+        hooks = trainer._hooks
+        module = trainer.lightning_module
+        prefix = self._prefix
+        sanity = self.stage == RunningStage.SANITY_CHECKING
+        self.results.clear()
+        trainer._active_results = self.results
+        modes = _capture_modes(module)
+        hooks.module(f"on_{prefix}_model_eval")
+        multiple = len(loaders) > 1
+        step_name = f"{prefix}_step"
+        step_fn = getattr(trainer.strategy, step_name)
+        loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
+        _check_dataloader_idx_signature(getattr(module, step_name), step_name, loader_name, multiple)
+        eval_step_count = 0
+        try:
+            with self._grad_context():
+                hooks.both(f"on_{prefix}_start")
+                hooks.both(f"on_{prefix}_epoch_start")
+                for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
+                    module.__dict__["_current_dataloader_idx"] = dl_idx if multiple else None
+                    for batch_idx, batch in _batches(loader, limit):
+                        batch = hooks.transfer_batch(batch, dl_idx)
+                        extra = (dl_idx,) if multiple else ()
+                        self.results.batch_start(batch, dl_idx if multiple else None)
+                        hooks.both(f"on_{prefix}_batch_start", batch, batch_idx, *extra)
+                        d = module.__dict__
+                        prev = d.get("_current_fx_name")
+                        d["_current_fx_name"] = step_name
+                        try:
+                            output = step_fn(batch, batch_idx, *extra)
+                        finally:
+                            d["_current_fx_name"] = prev
+                        hooks.both(f"on_{prefix}_batch_end", output, batch, batch_idx, *extra)
+                        self._publish_step(sanity, eval_step_count)
+                        eval_step_count += 1
+                module.__dict__["_current_dataloader_idx"] = None
+                self.results.batch_start(None, None)
+                hooks.both(f"on_{prefix}_epoch_end")
+                outputs = self._publish_epoch(sanity, len(loaders))
+                hooks.both(f"on_{prefix}_end")
+        finally:
+            module.__dict__["_current_dataloader_idx"] = None
+            _restore_modes(module, modes)
+            trainer._active_results = None
+        hooks.module(f"on_{prefix}_model_train")
+        return outputs
+
+    def _publish_step(self, sanity: bool, step: int) -> None:
+        callback, log, pbar = self.results.step_outputs()
+        if sanity:
+            return
+        trainer = self.trainer
+        trainer._metrics.update(callback, {}, pbar)
+        if log:
+            trainer._log_to_loggers(log, step=step)
+
+    def _publish_epoch(self, sanity: bool, num_loaders: int) -> list[dict[str, float]]:
+        callback, log, pbar = self.results.epoch_outputs()
+        if sanity:
+            return []
+        trainer = self.trainer
+        trainer._metrics.update(callback, log, pbar)
+        if log:
+            trainer._log_to_loggers(log)
+        return self._per_dataloader(log, num_loaders)
+
+    def _per_dataloader(self, log: dict[str, Any], num_loaders: int) -> list[dict[str, float]]:
+        """Split the epoch metrics by dataloader (keys without a suffix go to every loader)."""
+        values = scalars(log)
+        results: list[dict[str, float]] = []
+        for idx in range(num_loaders):
+            suffix = f"/dataloader_idx_{idx}"
+            results.append({k: v for k, v in values.items()
+                            if k.endswith(suffix) or "/dataloader_idx_" not in k})
+        return results
+
+
+class PredictionLoop:
+    """Runs ``predict_step`` over loaders and collects the predictions."""
+
+    def __init__(self, trainer: Trainer, inference_mode: bool, return_predictions: bool) -> None:
+        self.trainer = trainer
+        self._inference_mode = inference_mode
+        self.return_predictions = return_predictions
+        self.predictions: list[list[Any]] = []
+
+    def run(self, loaders: list[Any], limits: list[int | float]) -> list[Any] | None:
+        trainer = self.trainer
+        hooks = trainer._hooks
+        module = trainer.lightning_module
+        multiple = len(loaders) > 1
+        _check_dataloader_idx_signature(module.predict_step, "predict_step", "predict_dataloader", multiple)
+        modes = _capture_modes(module)
+        hooks.module("on_predict_model_eval")
+        self.predictions = [[] for _ in loaders]
+        context = torch.inference_mode() if self._inference_mode else torch.no_grad()
+        try:
+            with context:
+                hooks.both("on_predict_start")
+                hooks.both("on_predict_epoch_start")
+                for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
+                    for batch_idx, batch in _batches(loader, limit):
+                        batch = hooks.transfer_batch(batch, dl_idx)
+                        extra = (dl_idx,) if multiple else ()
+                        hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
+                        d = module.__dict__
+                        prev = d.get("_current_fx_name")
+                        d["_current_fx_name"] = "predict_step"
+                        try:
+                            output = trainer.strategy.predict_step(batch, batch_idx, *extra)
+                        finally:
+                            d["_current_fx_name"] = prev
+                        if self.return_predictions:
+                            self.predictions[dl_idx].append(output)
+                        hooks.both("on_predict_batch_end", output, batch, batch_idx, *extra)
+                hooks.both("on_predict_epoch_end")
+                hooks.both("on_predict_end")
+        finally:
+            _restore_modes(module, modes)
+        if not self.return_predictions:
+            return None
+        return self.predictions[0] if len(loaders) == 1 else self.predictions
+
+
+def check_eval_step(trainer: Trainer, stage: str) -> None:
+    """Raise when ``trainer.<stage>()`` is called but the module has no ``<stage>_step``."""
+    from torchbolt.core.module import LightningModule
+    from torchbolt.utilities.parsing import is_overridden
+
+    step = {"validate": "validation_step", "test": "test_step"}[stage]
+    if not is_overridden(step, trainer.lightning_module, LightningModule):
+        raise MisconfigurationException(
+            f"No `{step}()` method defined to run `Trainer.{stage}`. Implement `{step}` in your LightningModule."
+        )

@@ -1,0 +1,371 @@
+"""The fit loop, top to bottom: sanity check -> epochs -> batches -> optimizer step -> validation -> stop.
+
+Counters live in ``trainer._progress`` (one owner); this loop advances them. Per batch it does no
+host synchronization: logged values stay on the device until a logger flush.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from torchbolt.trainer.data import DataSource
+from torchbolt.trainer.eval_loop import EvaluationLoop
+from torchbolt.trainer.logging import ResultCollection
+from torchbolt.trainer.optimization import AutomaticOptimization, ManualOptimization, update_lr_schedulers
+from torchbolt.trainer.states import RunningStage
+from torchbolt.utilities.exceptions import MisconfigurationException, SIGTERMException
+from torchbolt.utilities.rank_zero import PossibleUserWarning, WarningCache, rank_zero_info, rank_zero_warn
+from torchbolt.utilities.seed import isolate_rng
+
+if TYPE_CHECKING:
+    from torchbolt.trainer.trainer import Trainer
+
+_warning_cache = WarningCache()
+
+
+def _set_sampler_epoch(loader: Any, epoch: int) -> None:
+    """Call ``set_epoch`` on the samplers of ``loader`` (``DistributedSampler`` reshuffles with it)."""
+    for candidate in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                      getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        set_epoch = getattr(candidate, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+    for child in getattr(loader, "flattened", []):
+        _set_sampler_epoch(child, epoch)
+
+
+class FitLoop:
+    """Runs ``trainer.fit``'s training and in-training validation."""
+
+    def __init__(self, trainer: Trainer, source: DataSource) -> None:
+        self.trainer = trainer
+        self.source = source
+        self.progress = trainer._progress
+        self.results = ResultCollection(training=True, reduce_fn=trainer._reduce_fn,
+                                        device=trainer.strategy.root_device)
+        automatic = trainer.lightning_module.automatic_optimization
+        self.optimization: AutomaticOptimization | ManualOptimization = (
+            AutomaticOptimization(trainer) if automatic else ManualOptimization(trainer)
+        )
+        self.val_loop = EvaluationLoop(trainer, RunningStage.VALIDATING, inference_mode=False)
+        self.train_loader: Any = None
+        self._train_loaded_epoch = -1
+        self.val_loaders: list[Any] | None = None
+        self.val_limits: list[int | float] = []
+        self._val_loaded_epoch = -1
+        self.val_check_batch: int | float = math.inf
+        self._epoch_log: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ entry point
+    def run(self) -> None:
+        trainer = self.trainer
+        hooks = trainer._hooks
+        self._run_sanity_check()
+        if self.train_loader is None:
+            self._setup_train_data()
+        if self._skip():
+            return
+        if self._validation_enabled() and self.val_loaders is None:
+            self._setup_val_data()
+        self._warn_eval_mode_modules()
+        trainer.state.stage = RunningStage.TRAINING
+        trainer._active_results = self.results
+        hooks.both("on_train_start")
+        trainer.strategy.on_train_start()
+        while not self._done():
+            self._run_epoch()
+        hooks.both("on_train_end")
+        trainer.strategy.on_train_end()
+
+    # ------------------------------------------------------------------ data
+    def _setup_train_data(self) -> None:
+        trainer = self.trainer
+        self.train_loader, trainer._num_training_batches = trainer._data.train_loader(self.source)
+        self._train_loaded_epoch = self.progress.current_epoch
+        n = trainer._num_training_batches
+        interval = trainer._config.val_check_interval
+        if isinstance(interval, int):
+            if interval > n and trainer._config.check_val_every_n_epoch is not None:
+                raise ValueError(
+                    f"`val_check_interval` ({interval}) must be less than or equal to the number of the training"
+                    f" batches ({n}). If you want to disable validation set `limit_val_batches` to 0.0 instead."
+                    " If you want to validate based on the total training batches, set"
+                    " `check_val_every_n_epoch=None`."
+                )
+            self.val_check_batch = interval
+        elif n == math.inf:
+            if interval != 1.0:
+                raise MisconfigurationException(
+                    "When using an iterable without `__len__` for `train_dataloader`, `Trainer(val_check_interval)`"
+                    " must be `1.0` or an int. An int k specifies checking validation every k training batches."
+                )
+            self.val_check_batch = math.inf
+        else:
+            self.val_check_batch = max(1, int(n * interval))
+        if trainer.loggers and n < trainer._config.log_every_n_steps and not trainer._config.fast_dev_run:
+            rank_zero_warn(
+                f"The number of training batches ({n}) is smaller than the logging interval"
+                f" Trainer(log_every_n_steps={trainer._config.log_every_n_steps}). Set a lower value for"
+                " log_every_n_steps if you want to see logs for the training epoch.",
+                category=PossibleUserWarning,
+            )
+
+    def _setup_val_data(self) -> None:
+        trainer = self.trainer
+        self.val_loaders, self.val_limits = trainer._data.eval_loaders(self.source, "val")
+        trainer._num_val_batches = list(self.val_limits)
+        self._val_loaded_epoch = self.progress.current_epoch
+
+    def _reload_due(self, loaded_epoch: int) -> bool:
+        n = self.trainer._config.reload_dataloaders_every_n_epochs
+        return n > 0 and self.progress.current_epoch - loaded_epoch >= n
+
+    def _validation_enabled(self) -> bool:
+        trainer = self.trainer
+        return (
+            trainer._config.limit_val_batches != 0
+            and self.source.is_defined("val")
+            and trainer._hooks.module_overrides("validation_step")
+        )
+
+    def _skip(self) -> bool:
+        return self._done() or self.trainer._config.limit_train_batches == 0
+
+    # ------------------------------------------------------------------ sanity check
+    def _run_sanity_check(self) -> None:
+        trainer = self.trainer
+        num_steps = trainer._config.num_sanity_val_steps
+        if not self._validation_enabled() or num_steps == 0:
+            return
+        self._setup_val_data()
+        assert self.val_loaders is not None
+        limits = [min(num_steps, limit) for limit in self.val_limits]
+        trainer._num_sanity_val_batches = limits
+        if not any(limits):
+            return
+        trainer.state.stage = RunningStage.SANITY_CHECKING
+        # evaluation must not change the random stream training draws from (shuffling, dropout)
+        with isolate_rng():
+            trainer._hooks.callbacks("on_sanity_check_start")
+            EvaluationLoop(trainer, RunningStage.SANITY_CHECKING, inference_mode=False).run(self.val_loaders, limits)
+            trainer._hooks.callbacks("on_sanity_check_end")
+        trainer._metrics.reset()
+        trainer.state.stage = RunningStage.TRAINING
+
+    # ------------------------------------------------------------------ stopping
+    def _can_stop_early(self) -> bool:
+        config, p = self.trainer._config, self.progress
+        met_epochs = p.current_epoch >= config.min_epochs if config.min_epochs else True
+        met_steps = p.global_step >= config.min_steps if config.min_steps else True
+        return met_epochs and met_steps
+
+    def _done(self) -> bool:
+        trainer, p = self.trainer, self.progress
+        config = trainer._config
+        if trainer._num_training_batches == 0:
+            rank_zero_info("`Trainer.fit` stopped: No training batches.")
+            return True
+        if config.max_steps != -1 and p.global_step >= config.max_steps:
+            rank_zero_info(f"`Trainer.fit` stopped: `max_steps={config.max_steps}` reached.")
+            return True
+        if config.max_epochs != -1 and p.current_epoch >= config.max_epochs:
+            rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={config.max_epochs}` reached.")
+            return True
+        return p.should_stop and self._can_stop_early()
+
+    def _epoch_done(self, batch_idx: int) -> bool:
+        p, config = self.progress, self.trainer._config
+        if config.max_steps != -1 and p.global_step >= config.max_steps:
+            return True
+        if p.should_stop:
+            if self._can_stop_early():
+                return True
+            _warning_cache.info(
+                f"Trainer was signaled to stop but the required `min_epochs={config.min_epochs!r}` or"
+                f" `min_steps={config.min_steps!r}` has not been met. Training will continue..."
+            )
+        return False
+
+    # ------------------------------------------------------------------ one epoch
+    def _run_epoch(self) -> None:
+        trainer, p = self.trainer, self.progress
+        hooks = trainer._hooks
+        if self._reload_due(self._train_loaded_epoch):
+            self._setup_train_data()
+        _set_sampler_epoch(self.train_loader, p.current_epoch)
+        resuming = p.epoch_batches_done > 0
+        if not resuming:
+            self.results.reset()
+            p.batch_idx = 0
+        trainer._active_results = self.results
+        if not p.epoch_started:
+            hooks.both("on_train_epoch_start")
+            p.epoch_started = True
+        epoch_complete = False
+        for batch_idx, batch, is_last in self._batches(self._epoch_iterator()):
+            if self._run_batch(batch, batch_idx, is_last):
+                break  # on_train_batch_start returned -1
+            epoch_complete = is_last
+            if is_last or self._epoch_done(batch_idx):
+                break
+        self._end_epoch(epoch_complete)
+
+    def _epoch_iterator(self) -> Iterator[Any]:
+        """A fresh iterator over the training loader, advanced past batches already done this epoch."""
+        iterator = iter(self.train_loader)
+        for _ in range(self.progress.epoch_batches_done):
+            next(iterator)
+        return iterator
+
+    def _batches(self, iterator: Iterator[Any]) -> Iterator[tuple[int, Any, bool]]:
+        """``(batch_idx, batch, is_last)`` for the rest of the epoch.
+
+        With a known length, ``is_last`` comes from the count, so batches are fetched exactly when a
+        hand-written loop would fetch them (random state in ``__getitem__`` is consumed in the same
+        order). Without a length, one batch is fetched ahead to know which is the last.
+        """
+        total = self.trainer._num_training_batches
+        batch_idx = self.progress.epoch_batches_done
+        if batch_idx >= total:
+            return
+        if total != math.inf:
+            for batch in iterator:
+                yield batch_idx, batch, batch_idx + 1 >= total
+                batch_idx += 1
+                if batch_idx >= total:
+                    return
+            return
+        sentinel = object()
+        current = next(iterator, sentinel)
+        while current is not sentinel:
+            following = next(iterator, sentinel)
+            yield batch_idx, current, following is sentinel
+            batch_idx += 1
+            current = following
+
+    def _run_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
+        """Train on one batch; returns ``True`` when ``on_train_batch_start`` asked to end the epoch."""
+        trainer, p = self.trainer, self.progress
+        hooks = trainer._hooks
+        p.batch_idx = batch_idx
+        p.total_batch_idx += 1
+        batch = hooks.transfer_batch(batch, 0)
+        self.results.batch_start(batch)
+        hooks.callbacks("on_train_batch_start", batch, batch_idx)
+        if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
+            return True
+        accumulate = trainer.accumulate_grad_batches
+        is_step = is_last or (batch_idx + 1) % accumulate == 0
+        optimization = self.optimization
+        if isinstance(optimization, AutomaticOptimization):
+            outputs = optimization.run(batch, batch_idx, is_step, window_start=batch_idx % accumulate == 0)
+        else:
+            outputs = optimization.run(batch, batch_idx)
+        if is_step:
+            update_lr_schedulers(trainer, "step", False, batch_idx)
+        if is_last:
+            update_lr_schedulers(trainer, "epoch", False, batch_idx)
+        hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+        p.epoch_batches_done = batch_idx + 1
+        if is_step or not isinstance(optimization, AutomaticOptimization):
+            self._publish_step_metrics()
+        if self._should_validate(batch_idx, is_last):
+            self._run_validation(is_step)
+        if is_step:
+            update_lr_schedulers(trainer, "step", True, batch_idx)
+            p.batches_that_stepped += 1
+        if p.should_stop:
+            for logger in trainer.loggers:
+                logger.save()
+        if trainer._received_sigterm and not (is_last or self._epoch_done(batch_idx)):
+            raise SIGTERMException
+        return False
+
+    def _publish_step_metrics(self) -> None:
+        trainer, p = self.trainer, self.progress
+        callback, log, pbar = self.results.step_outputs()
+        trainer._metrics.update(callback, {}, pbar)
+        every = trainer._config.log_every_n_steps
+        if log and ((every and (p.batches_that_stepped + 1) % every == 0) or p.should_stop):
+            trainer._metrics.update({}, log, {})
+            trainer._log_to_loggers(log, step=p.batches_that_stepped)
+
+    def _end_epoch(self, epoch_complete: bool) -> None:
+        trainer, p = self.trainer, self.progress
+        hooks = trainer._hooks
+        self._publish_epoch_metrics()
+        hooks.callbacks("on_train_epoch_end", monitoring=False)
+        hooks.module("on_train_epoch_end")
+        self._publish_epoch_metrics()
+        hooks.callbacks("on_train_epoch_end", monitoring=True)
+        if epoch_complete:
+            update_lr_schedulers(trainer, "epoch", True, p.batch_idx)
+        log = self._epoch_log
+        if log:
+            trainer._metrics.update({}, log, {})
+            # epoch metrics share the step of the epoch's last batch, as Lightning's do
+            trainer._log_to_loggers(log, step=max(p.batches_that_stepped - 1, 0))
+        p.current_epoch += 1
+        p.epoch_batches_done = 0
+        p.epoch_started = False
+        trainer._active_results = None
+        if trainer._received_sigterm:
+            raise SIGTERMException
+
+    def _publish_epoch_metrics(self) -> None:
+        callback, log, pbar = self.results.epoch_outputs()
+        self.trainer._metrics.update(callback, {}, pbar)
+        self._epoch_log = log
+
+    # ------------------------------------------------------------------ validation
+    def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
+        trainer, p = self.trainer, self.progress
+        every_n_epochs = trainer._config.check_val_every_n_epoch
+        if not self._validation_enabled():
+            return False
+        if every_n_epochs is not None and (p.current_epoch + 1) % every_n_epochs != 0:
+            return False
+        if is_last and self.val_check_batch == math.inf:
+            return True
+        if p.should_stop and self._can_stop_early():
+            return True
+        if self.val_check_batch == math.inf:
+            return is_last
+        index = p.total_batch_idx if every_n_epochs is None else batch_idx
+        return (index + 1) % self.val_check_batch == 0
+
+    def _run_validation(self, at_step_boundary: bool) -> None:
+        trainer = self.trainer
+        if self.val_loaders is None or self._reload_due(self._val_loaded_epoch):
+            self._setup_val_data()
+        assert self.val_loaders is not None
+        if not self.val_loaders or not any(self.val_limits):
+            return
+        if at_step_boundary:
+            trainer._hooks.module("on_validation_model_zero_grad")
+        _set_sampler_epoch_all(self.val_loaders, self.progress.current_epoch)
+        trainer.state.stage = RunningStage.VALIDATING
+        self.val_loop.run(self.val_loaders, self.val_limits)
+        trainer.state.stage = RunningStage.TRAINING
+        trainer._active_results = self.results
+        torch.set_grad_enabled(True)
+
+    def _warn_eval_mode_modules(self) -> None:
+        module = self.trainer.lightning_module
+        in_eval = [name for name, m in module.named_modules() if not m.training]
+        if in_eval:
+            rank_zero_warn(
+                f"Found {len(in_eval)} module(s) in eval mode at the start of training: {in_eval[:5]}."
+                " This may lead to unexpected behavior during training. If this is intentional,"
+                " you can ignore this warning.",
+                category=PossibleUserWarning,
+            )
+
+
+def _set_sampler_epoch_all(loaders: list[Any], epoch: int) -> None:
+    for loader in loaders:
+        _set_sampler_epoch(loader, epoch)

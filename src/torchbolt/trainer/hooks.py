@@ -1,0 +1,192 @@
+"""Hook dispatch: decide once per run which callbacks and module hooks are overridden.
+
+The loops call ``hooks.callbacks(name, ...)`` and ``hooks.module(name, ...)``. Tables are built when
+a run starts, so a hook nobody overrides costs one dictionary lookup and an empty loop per batch.
+With a profiler, each entry is wrapped once in ``profiler.profile(action)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from torchbolt.callbacks.callback import Callback
+from torchbolt.core.datamodule import LightningDataModule
+from torchbolt.core.hooks import ModelHooks
+from torchbolt.core.module import LightningModule
+from torchbolt.utilities.parsing import is_overridden
+from torchbolt.utilities.rank_zero import rank_zero_warn
+
+if TYPE_CHECKING:
+    from torchbolt.profilers.profiler import Profiler
+    from torchbolt.trainer.trainer import Trainer
+
+# module hooks whose default does nothing (or returns its input): skipped unless overridden
+_SKIPPABLE_MODULE_HOOKS = frozenset(
+    name for name, fn in vars(ModelHooks).items() if callable(fn) and not name.startswith("_")
+) - {"on_validation_model_zero_grad", "on_validation_model_eval", "on_test_model_eval", "on_predict_model_eval"}
+_SKIPPABLE_MODULE_HOOKS |= {
+    "on_before_batch_transfer", "on_after_batch_transfer", "setup", "teardown", "prepare_data",
+    "on_save_checkpoint", "on_load_checkpoint", "on_exception",
+}
+_DATA_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+
+
+def _profiled(fn: Callable, action: str, profiler: Profiler) -> Callable:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with profiler.profile(action):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class HookDispatcher:
+    """Calls callback and module hooks in Lightning's order, setting ``_current_fx_name`` for ``self.log``."""
+
+    def __init__(
+        self,
+        trainer: Trainer,
+        module: LightningModule,
+        callbacks: Sequence[Callback],
+        datamodule: LightningDataModule | None,
+        profiler: Profiler | None,
+    ) -> None:
+        self._trainer = trainer
+        self._module = module
+        # the module's __dict__, written directly: nn.Module.__setattr__ is too slow for a per-hook store
+        self._module_dict = module.__dict__
+        self._callbacks = list(callbacks)
+        self._datamodule = datamodule
+        self._profiler = profiler
+        self._cb_table: dict[str, tuple[Callable, ...]] = {}
+        self._cb_tables_monitoring: dict[bool, tuple[Callable, ...]] = {}
+        self._module_table: dict[str, Callable | None] = {}
+        self._data_hooks: dict[str, Callable | None] = {name: self._resolve_data_hook(name) for name in _DATA_HOOKS}
+
+    # ------------------------------------------------------------------ table building
+    def _callback_fns(self, name: str, monitoring: bool | None = None) -> tuple[Callable, ...]:
+        fns = []
+        for cb in self._callbacks:
+            if monitoring is not None and cb._monitors_epoch_end_metrics != monitoring:
+                continue
+            if not is_overridden(name, cb, Callback):
+                continue
+            fn = getattr(cb, name)
+            if self._profiler is not None:
+                fn = _profiled(fn, f"[Callback]{cb.state_key}.{name}", self._profiler)
+            fns.append(fn)
+        return tuple(fns)
+
+    def _module_fn(self, name: str) -> Callable | None:
+        module = self._module
+        if name in _SKIPPABLE_MODULE_HOOKS and not is_overridden(name, module, LightningModule):
+            return None
+        fn = getattr(module, name)
+        if self._profiler is not None:
+            fn = _profiled(fn, f"[LightningModule]{type(module).__name__}.{name}", self._profiler)
+        return fn
+
+    def _resolve_data_hook(self, name: str) -> Callable | None:
+        """The datamodule's batch hook when it overrides it, else the module's; ``None`` for the default."""
+        dm = self._datamodule
+        dm_overrides = dm is not None and is_overridden(name, dm, LightningDataModule)
+        module_overrides = is_overridden(name, self._module, LightningModule)
+        if dm_overrides and module_overrides:
+            rank_zero_warn(
+                f"You have overridden `{name}` in both `LightningModule` and `LightningDataModule`."
+                " It will use the implementation from `LightningDataModule` instance."
+            )
+        if dm_overrides:
+            return getattr(dm, name)
+        if module_overrides:
+            return getattr(self._module, name)
+        return None
+
+    # ------------------------------------------------------------------ calls
+    def callbacks(self, name: str, *args: Any, monitoring: bool | None = None, **kwargs: Any) -> None:
+        """Call ``name`` on every callback that overrides it (optionally only (non-)monitoring ones)."""
+        if monitoring is None:
+            fns = self._cb_table.get(name)
+            if fns is None:
+                fns = self._cb_table[name] = self._callback_fns(name)
+        else:
+            key = f"{name}:{monitoring}"
+            fns = self._cb_table.get(key)
+            if fns is None:
+                fns = self._cb_table[key] = self._callback_fns(name, monitoring)
+        if not fns:
+            return
+        d = self._module_dict
+        prev = d.get("_current_fx_name")
+        trainer, module = self._trainer, self._module
+        for fn in fns:
+            d["_current_fx_name"] = name
+            fn(trainer, module, *args, **kwargs)
+        d["_current_fx_name"] = prev
+
+    def has_callbacks(self, name: str) -> bool:
+        fns = self._cb_table.get(name)
+        if fns is None:
+            fns = self._cb_table[name] = self._callback_fns(name)
+        return bool(fns)
+
+    def module(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Call the module's ``name`` hook (skipped, returning ``None``, when it is a default no-op)."""
+        try:
+            fn = self._module_table[name]
+        except KeyError:
+            fn = self._module_table[name] = self._module_fn(name)
+        if fn is None:
+            return None
+        d = self._module_dict
+        prev = d.get("_current_fx_name")
+        d["_current_fx_name"] = name
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            d["_current_fx_name"] = prev
+
+    def module_overrides(self, name: str) -> bool:
+        """Whether the module's class overrides ``name`` (cached)."""
+        key = f"overrides:{name}"
+        result = self._cb_table.get(key)
+        if result is None:
+            result = self._cb_table[key] = (is_overridden(name, self._module, LightningModule),)  # type: ignore[assignment]
+        return bool(result[0])
+
+    def datamodule(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        dm = self._datamodule
+        if dm is None:
+            return None
+        fn = getattr(dm, name, None)
+        if fn is None:
+            return None
+        if self._profiler is not None:
+            with self._profiler.profile(f"[LightningDataModule]{type(dm).__name__}.{name}"):
+                return fn(*args, **kwargs)
+        return fn(*args, **kwargs)
+
+    def both(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Callbacks, then the module."""
+        self.callbacks(name, *args, **kwargs)
+        self.module(name, *args, **kwargs)
+
+    def transfer_batch(self, batch: Any, dataloader_idx: int) -> Any:
+        """``on_before_batch_transfer`` -> ``transfer_batch_to_device`` -> ``on_after_batch_transfer``."""
+        strategy = self._trainer.strategy
+        d = self._module_dict
+        prev = d.get("_current_fx_name")
+        before, transfer, after = (self._data_hooks[n] for n in _DATA_HOOKS)
+        if before is not None:
+            d["_current_fx_name"] = "on_before_batch_transfer"
+            batch = before(batch, dataloader_idx)
+        if transfer is not None:
+            d["_current_fx_name"] = "transfer_batch_to_device"
+            batch = transfer(batch, strategy.root_device, dataloader_idx)
+        else:
+            batch = strategy.batch_to_device(batch, dataloader_idx=dataloader_idx)
+        if after is not None:
+            d["_current_fx_name"] = "on_after_batch_transfer"
+            batch = after(batch, dataloader_idx)
+        d["_current_fx_name"] = prev
+        return batch

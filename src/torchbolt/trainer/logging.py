@@ -1,0 +1,462 @@
+"""The sink behind ``self.log``: step values, epoch reductions, and what reaches loggers and callbacks.
+
+Values stay on their device as tensors. Epoch reductions are folded lazily (every ``_FOLD_EVERY``
+logged values and at epoch end), so a ``self.log`` call costs a list append on the hot path.
+Converting to Python numbers (a host sync) happens only when a logger flushes or the progress bar
+refreshes.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torchbolt.utilities.data import extract_batch_size
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.rank_zero import WarningCache
+
+_FOLD_EVERY = 64
+_DATALOADER_SUFFIX = "/dataloader_idx_{}"
+_warning_cache = WarningCache()
+
+# (allowed on_step, allowed on_epoch, default on_step, default on_epoch); None: logging not allowed
+_STEP_HOOK = ((False, True), (False, True), True, False)
+_EVAL_STEP_HOOK = ((False, True), (False, True), False, True)
+_EPOCH_HOOK = ((False,), (True,), False, True)
+_HOOK_LOG_OPTIONS: dict[str, tuple | None] = {
+    **dict.fromkeys(
+        ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward", "backward",
+         "on_after_backward", "on_before_optimizer_step", "optimizer_step", "configure_gradient_clipping",
+         "clip_gradients", "on_before_zero_grad", "optimizer_zero_grad"),
+        _STEP_HOOK,
+    ),
+    **dict.fromkeys(
+        ("validation_step", "test_step", "on_validation_batch_start", "on_validation_batch_end",
+         "on_test_batch_start", "on_test_batch_end"),
+        _EVAL_STEP_HOOK,
+    ),
+    **dict.fromkeys(
+        ("on_train_start", "on_train_epoch_start", "on_train_epoch_end", "on_validation_start",
+         "on_validation_epoch_start", "on_validation_epoch_end", "on_test_start", "on_test_epoch_start",
+         "on_test_epoch_end"),
+        _EPOCH_HOOK,
+    ),
+    **dict.fromkeys(
+        ("lr_scheduler_step", "on_fit_start", "on_fit_end", "on_sanity_check_start", "on_sanity_check_end",
+         "on_train_end", "on_validation_end", "on_test_end", "on_predict_start", "on_predict_end",
+         "on_predict_epoch_start", "on_predict_epoch_end", "on_before_batch_transfer", "transfer_batch_to_device",
+         "on_after_batch_transfer", "on_predict_batch_start", "on_predict_batch_end", "on_exception", "state_dict",
+         "on_save_checkpoint", "on_load_checkpoint", "load_state_dict", "setup", "teardown", "configure_model",
+         "predict_step", "configure_optimizers", "train_dataloader", "val_dataloader", "test_dataloader",
+         "predict_dataloader", "prepare_data", "configure_callbacks", "on_validation_model_eval",
+         "on_test_model_eval", "on_validation_model_train", "on_test_model_train", "on_validation_model_zero_grad"),
+        None,
+    ),
+}
+
+_REDUCE_FX: dict[Any, str] = {
+    "mean": "mean", "avg": "mean", torch.mean: "mean",
+    "sum": "sum", torch.sum: "sum",
+    "max": "max", torch.max: "max",
+    "min": "min", torch.min: "min",
+}
+
+
+def _log_levels(fx: str | None, name: str, on_step: bool | None, on_epoch: bool | None) -> tuple[bool, bool]:
+    if fx is None:
+        raise MisconfigurationException(
+            f"`self.log({name!r}, ...)` was called outside of a hook the Trainer runs; log from a step or an"
+            " epoch-level hook, or write to `self.logger.experiment` directly."
+        )
+    options = _HOOK_LOG_OPTIONS.get(fx, _EPOCH_HOOK if fx.startswith("on_") else _STEP_HOOK)
+    if options is None:
+        raise MisconfigurationException(
+            f"You can't `self.log()` inside `{fx}`. HINT: You can still log directly to the logger by using"
+            " `self.logger.experiment`."
+        )
+    allowed_step, allowed_epoch, default_step, default_epoch = options
+    on_step = default_step if on_step is None else on_step
+    on_epoch = default_epoch if on_epoch is None else on_epoch
+    if on_step not in allowed_step:
+        raise MisconfigurationException(
+            f"You can't `self.log(on_step={on_step})` inside `{fx}`, must be one of {allowed_step}."
+        )
+    if on_epoch not in allowed_epoch:
+        raise MisconfigurationException(
+            f"You can't `self.log(on_epoch={on_epoch})` inside `{fx}`, must be one of {allowed_epoch}."
+        )
+    return on_step, on_epoch
+
+
+def _is_metric(value: Any) -> bool:
+    # duck-typed torchmetrics.Metric, so torchmetrics is never imported by us
+    return hasattr(value, "compute") and hasattr(value, "update") and hasattr(value, "reset") and hasattr(
+        value, "_forward_cache"
+    )
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """How one key logged from one hook is reduced and where it goes. Built once per key."""
+
+    fx: str
+    name: str
+    prog_bar: bool
+    logger: bool
+    on_step: bool
+    on_epoch: bool
+    reduce: str
+    sync_dist: bool
+    sync_dist_group: Any
+    add_dataloader_idx: bool
+    dataloader_idx: int | None
+    rank_zero_only: bool
+    enable_graph: bool
+
+    @property
+    def key(self) -> str:
+        suffix = _DATALOADER_SUFFIX.format(self.dataloader_idx) if (
+            self.add_dataloader_idx and self.dataloader_idx is not None) else ""
+        return self.name + suffix
+
+    def forked_key(self, on_step: bool) -> str:
+        suffix = _DATALOADER_SUFFIX.format(self.dataloader_idx) if (
+            self.add_dataloader_idx and self.dataloader_idx is not None) else ""
+        if self.on_step and self.on_epoch:
+            return f"{self.name}{'_step' if on_step else '_epoch'}{suffix}"
+        return self.name + suffix
+
+
+class _Entry:
+    """One logged key: its last step value and its running epoch reduction."""
+
+    __slots__ = ("args", "buffer_bs", "buffer_values", "computed", "count", "dtype", "key", "key_epoch", "key_step",
+                 "last", "meta", "metric", "total", "updated")
+
+    def __init__(self, meta: _Meta, args: tuple, metric: Any) -> None:
+        self.meta = meta
+        self.args = args
+        self.metric = metric
+        self.key = meta.key
+        self.key_step = meta.forked_key(True)
+        self.key_epoch = meta.forked_key(False)
+        self.last: Tensor | None = None
+        self.total: Tensor | None = None
+        self.count = 0
+        self.buffer_values: list[Tensor] = []
+        self.buffer_bs: list[int] = []
+        self.dtype: torch.dtype | None = None
+        self.computed: Tensor | None = None
+        self.updated = False
+
+    def fold(self) -> None:
+        """Reduce the buffered values into the running total (device ops only, no host sync)."""
+        values, sizes = self.buffer_values, self.buffer_bs
+        if not values:
+            return
+        stacked = torch.stack(values)
+        reduce = self.meta.reduce
+        if reduce == "mean":
+            if len(set(sizes)) == 1:
+                part = stacked.sum() * sizes[0]
+            else:
+                part = sum(v * b for v, b in zip(values, sizes))  # type: ignore[assignment]
+            self.total = part if self.total is None else self.total + part
+            self.count += sum(sizes)
+        elif reduce == "sum":
+            part = stacked.sum()
+            self.total = part if self.total is None else self.total + part
+        elif reduce == "max":
+            part = stacked.max()
+            self.total = part if self.total is None else torch.maximum(self.total, part)
+        else:
+            part = stacked.min()
+            self.total = part if self.total is None else torch.minimum(self.total, part)
+        self.buffer_values = []
+        self.buffer_bs = []
+
+    def compute(self, reduce_fn: Callable[[Tensor, Any, str], Tensor]) -> Tensor | None:
+        if self.metric is not None:
+            self.computed = self.metric.compute()
+            return self.computed
+        self.fold()
+        if self.total is None:
+            return None
+        total = self.total
+        if self.meta.sync_dist and not self.meta.rank_zero_only:
+            group = self.meta.sync_dist_group
+            if self.meta.reduce == "mean":
+                count = torch.tensor(float(self.count), device=total.device, dtype=total.dtype)
+                self.computed = reduce_fn(total, group, "sum") / reduce_fn(count, group, "sum")
+                return self.computed
+            total = reduce_fn(total, group, self.meta.reduce)
+        self.computed = total / self.count if self.meta.reduce == "mean" else total
+        return self.computed
+
+    def reset(self) -> None:
+        self.last = None
+        self.total = None
+        self.count = 0
+        self.buffer_values = []
+        self.buffer_bs = []
+        self.computed = None
+        self.updated = False
+        if self.metric is not None:
+            self.metric.reset()
+
+
+class ResultCollection:
+    """Everything ``self.log`` recorded during one loop run (a training epoch, or one evaluation).
+
+    Args:
+        training: this collects the training loop's logs (step values also reach callback metrics).
+        reduce_fn: ``(tensor, group, op)`` -> reduced tensor, for ``sync_dist`` (the strategy's reduce).
+        device: where Python numbers logged with ``self.log`` are put.
+    """
+
+    def __init__(self, training: bool, reduce_fn: Callable[[Tensor, Any, str], Tensor],
+                 device: torch.device | None = None) -> None:
+        self.training = training
+        self._reduce_fn = reduce_fn
+        self.device = device or torch.device("cpu")
+        self._entries: dict[tuple[str, str, int | None], _Entry] = {}
+        self._updated: list[_Entry] = []
+        self.batch: Any = None
+        self._batch_size: int | None = None
+        self.dataloader_idx: int | None = None
+
+    # ------------------------------------------------------------------ per batch
+    def batch_start(self, batch: Any, dataloader_idx: int | None = None) -> None:
+        self.batch = batch
+        self._batch_size = None
+        self.dataloader_idx = dataloader_idx
+
+    def _current_batch_size(self) -> int:
+        if self._batch_size is None:
+            if self.batch is None:
+                self._batch_size = 1
+            else:
+                try:
+                    self._batch_size = extract_batch_size(self.batch)
+                except MisconfigurationException:
+                    _warning_cache.warn(
+                        "Could not infer the batch size to weight epoch means; using 1. Pass"
+                        " `self.log(..., batch_size=N)` to weight them correctly."
+                    )
+                    self._batch_size = 1
+        return self._batch_size
+
+    def log(
+        self,
+        fx: str | None,
+        name: str,
+        value: Any,
+        prog_bar: bool,
+        logger: bool | None,
+        on_step: bool | None,
+        on_epoch: bool | None,
+        reduce_fx: str | Callable,
+        enable_graph: bool,
+        sync_dist: bool,
+        sync_dist_group: Any,
+        add_dataloader_idx: bool,
+        batch_size: int | None,
+        rank_zero_only: bool,
+    ) -> None:
+        """Record one ``self.log`` call (see ``LightningModule.log`` for the arguments)."""
+        dl_idx = self.dataloader_idx
+        entry = self._entries.get((fx, name, dl_idx))  # type: ignore[arg-type]
+        args = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx,
+                rank_zero_only)
+        if entry is None or entry.args != args:
+            entry = self._new_entry(fx, name, value, args, sync_dist_group, dl_idx, entry)
+        meta = entry.meta
+        if entry.metric is not None:
+            if value is not entry.metric:
+                raise MisconfigurationException(
+                    f"`self.log({name!r}, ...)` was first called with a Metric object and now with another value."
+                )
+            if meta.on_step:
+                cache = value._forward_cache
+                if cache is not None:
+                    entry.last = cache.detach() if isinstance(cache, Tensor) else cache
+            entry.updated = True
+            self._updated.append(entry)
+            return
+        value = self._to_tensor(name, value, entry)
+        if meta.on_step:
+            entry.last = value
+        if meta.on_epoch:
+            entry.buffer_values.append(value)
+            if meta.reduce == "mean":
+                entry.buffer_bs.append(self._current_batch_size() if batch_size is None else int(batch_size))
+            if len(entry.buffer_values) >= _FOLD_EVERY:
+                entry.fold()
+        if not entry.updated:
+            entry.updated = True
+            self._updated.append(entry)
+
+    def _new_entry(self, fx: str | None, name: str, value: Any, args: tuple, group: Any, dl_idx: int | None,
+                   previous: _Entry | None) -> _Entry:
+        prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, rz = args
+        if previous is not None and previous.updated:
+            raise MisconfigurationException(
+                f"You called `self.log({name!r}, ...)` twice in `{fx}` with different arguments. This is not allowed"
+            )
+        if not isinstance(name, str):
+            raise MisconfigurationException(f"`self.log(name={name!r})`: the name must be a string.")
+        if _DATALOADER_SUFFIX.format("") in name:
+            raise MisconfigurationException(
+                f"`self.log({name!r}, ...)`: the name contains '/dataloader_idx_', which is reserved."
+            )
+        on_step, on_epoch = _log_levels(fx, name, on_step, on_epoch)
+        if reduce_fx not in _REDUCE_FX:
+            raise MisconfigurationException(
+                f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})`: use 'mean', 'sum', 'max' or 'min'"
+                " (or torch.mean/sum/max/min)."
+            )
+        metric = value if _is_metric(value) else None
+        meta = _Meta(
+            fx=fx,  # type: ignore[arg-type]
+            name=name, prog_bar=bool(prog_bar), logger=True if logger is None else bool(logger),
+            on_step=on_step, on_epoch=on_epoch, reduce=_REDUCE_FX[reduce_fx], sync_dist=bool(sync_dist),
+            sync_dist_group=group, add_dataloader_idx=bool(add_dataloader_idx), dataloader_idx=dl_idx,
+            rank_zero_only=bool(rz), enable_graph=bool(enable_graph),
+        )
+        entry = _Entry(meta, args, metric)
+        self._entries[(fx, name, dl_idx)] = entry  # type: ignore[index]
+        return entry
+
+    def _to_tensor(self, name: str, value: Any, entry: _Entry) -> Tensor:
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                raise ValueError(
+                    f"`self.log({name!r}, tensor)` was called, but the tensor must have a single element, got"
+                    f" shape {tuple(value.shape)}. You can try doing `self.log({name!r}, tensor.mean())`"
+                )
+            if not entry.meta.enable_graph:
+                value = value.detach()
+            if value.ndim:
+                value = value.reshape(())
+        elif isinstance(value, (numbers.Number, bool)) and not isinstance(value, complex):
+            value = torch.tensor(value, device=self.device, dtype=torch.get_default_dtype())
+        else:
+            raise MisconfigurationException(
+                f"`self.log({name!r}, value)` was called with a `{type(value).__name__}`. Log a single-element"
+                " tensor, a Python number or a torchmetrics Metric (strings, lists and dicts cannot be logged;"
+                " use `self.log_dict` for several values)."
+            )
+        if not value.is_floating_point():
+            value = value.to(torch.get_default_dtype())
+        dtype = entry.dtype
+        if dtype is None:
+            entry.dtype = value.dtype
+        elif value.dtype != dtype:
+            value = value.to(dtype)
+        return value
+
+    # ------------------------------------------------------------------ outputs
+    def step_outputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """``(callback, log, progress_bar)`` metrics of the step values logged since the last call."""
+        callback: dict[str, Tensor] = {}
+        log: dict[str, Tensor] = {}
+        pbar: dict[str, Tensor] = {}
+        for entry in self._updated:
+            entry.updated = False
+            meta = entry.meta
+            if not meta.on_step or entry.last is None:
+                continue
+            value = entry.last
+            if meta.sync_dist and not meta.rank_zero_only:
+                value = self._reduce_fn(value, meta.sync_dist_group, meta.reduce)
+            if meta.logger:
+                log[entry.key_step] = value
+            if self.training:
+                callback[entry.key] = value
+                callback[entry.key_step] = value
+            if meta.prog_bar:
+                pbar[entry.key_step] = value
+        self._updated = []
+        return callback, log, pbar
+
+    def epoch_outputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
+        """``(callback, log, progress_bar)`` metrics of the epoch reductions (computing them)."""
+        callback: dict[str, Tensor] = {}
+        log: dict[str, Tensor] = {}
+        pbar: dict[str, Tensor] = {}
+        for entry in self._entries.values():
+            meta = entry.meta
+            if not meta.on_epoch:
+                continue
+            value = entry.compute(self._reduce_fn)
+            if value is None:
+                continue
+            if meta.logger:
+                log[entry.key_epoch] = value
+            callback[entry.key] = value
+            callback[entry.key_epoch] = value
+            if meta.prog_bar:
+                pbar[entry.key_epoch] = value
+        for entry in self._entries.values():
+            entry.updated = False
+        self._updated = []
+        return callback, log, pbar
+
+    def has_logged(self) -> bool:
+        return bool(self._entries)
+
+    def reset(self) -> None:
+        """Clear the running values (the entries' settings are kept, so the next epoch logs cheaply)."""
+        for entry in self._entries.values():
+            entry.reset()
+        self._updated = []
+
+    def clear(self) -> None:
+        self.reset()
+        self._entries = {}
+
+    def dataloader_keys(self) -> dict[int | None, list[str]]:
+        """The epoch-level logged keys per dataloader index (for ``trainer.test`` results)."""
+        keys: dict[int | None, list[str]] = {}
+        for (fx, name, dl_idx), entry in self._entries.items():
+            if entry.meta.on_epoch and entry.meta.logger:
+                keys.setdefault(dl_idx, []).append(entry.key_epoch)
+        return keys
+
+
+class MetricStore:
+    """``trainer.callback_metrics``, ``logged_metrics`` and ``progress_bar_metrics``, as device tensors."""
+
+    def __init__(self) -> None:
+        self.callback: dict[str, Tensor] = {}
+        self.logged: dict[str, Any] = {}
+        self.pbar: dict[str, Any] = {}
+
+    def update(self, callback: Mapping[str, Tensor], log: Mapping[str, Any], pbar: Mapping[str, Any]) -> None:
+        if callback:
+            self.callback.update(callback)
+        if log:
+            self.logged.update(log)
+        if pbar:
+            self.pbar.update(pbar)
+
+    def reset(self) -> None:
+        self.callback = {}
+        self.logged = {}
+        self.pbar = {}
+
+
+def scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert tensors to Python numbers (a host sync; call only when flushing or displaying)."""
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        if isinstance(value, Tensor):
+            out[key] = value.item()
+        else:
+            out[key] = value
+    return out

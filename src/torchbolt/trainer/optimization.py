@@ -1,0 +1,285 @@
+"""Optimization of one training batch: automatic (closure + accumulation) and manual, and LR schedulers.
+
+Automatic optimization on a step batch::
+
+    module.optimizer_step(epoch, batch_idx, optimizer, closure)      # user-overridable
+      -> optimizer.step(closure)                                     # LightningOptimizer
+        -> strategy.optimizer_step -> precision.optimizer_step
+          -> closure(): training_step, [zero_grad], backward          (see _Closure)
+          -> on_before_optimizer_step, configure_gradient_clipping    (gradients final and unscaled)
+          -> the optimizer update
+    global_step += 1
+
+On an accumulation batch only the closure runs, with gradient synchronization off.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from torch import Tensor
+from torch.optim import Optimizer
+
+from torchbolt.core.optimizer import LightningOptimizer, LRSchedulerConfig
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
+
+if TYPE_CHECKING:
+    from torchbolt.trainer.trainer import Trainer
+
+_warning_cache = WarningCache()
+
+
+def _parse_training_step_output(output: Any, normalize: int) -> tuple[Tensor | None, dict[str, Any]]:
+    """Split what ``training_step`` returned into the (normalized) loss and the other entries.
+
+    Raises:
+        MisconfigurationException: for a dict without ``"loss"``, a non-scalar loss, or another type.
+    """
+    if output is None:
+        _warning_cache.warn(
+            "`training_step` returned `None`. If this was on purpose, ignore this warning..."
+        )
+        return None, {}
+    if isinstance(output, Mapping):
+        if "loss" not in output:
+            raise MisconfigurationException(
+                "In automatic optimization, when `training_step` returns a dict, the 'loss' key needs to be"
+                f" present; got keys {sorted(map(str, output))}. Return `{{'loss': loss, ...}}` or the loss tensor."
+            )
+        loss = output["loss"]
+        extra = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in output.items() if k != "loss"}
+    elif isinstance(output, Tensor):
+        loss, extra = output, {}
+    else:
+        raise MisconfigurationException(
+            f"In automatic optimization, `training_step` must return a Tensor, a dict with a 'loss' key, or None"
+            f" (to skip the batch); got {type(output).__name__}."
+        )
+    if loss is None:
+        return None, extra
+    if not isinstance(loss, Tensor):
+        raise MisconfigurationException(
+            f"`training_step` returned a loss of type {type(loss).__name__}; it must be a scalar tensor."
+        )
+    if loss.numel() != 1:
+        raise MisconfigurationException(
+            f"`training_step` returned a loss of shape {tuple(loss.shape)}; it must be a scalar tensor."
+            " Reduce it first, e.g. `return loss.mean()`."
+        )
+    if not loss.requires_grad:
+        raise MisconfigurationException(
+            "`training_step` returned a loss that does not require grad: it was detached or computed under"
+            " `torch.no_grad()`, so backward would fail. Return the loss built from the model's output."
+        )
+    if normalize > 1:
+        loss = loss / normalize
+    return loss, extra
+
+
+class _Closure:
+    """Computes loss and gradients of one batch; the optimizer calls it (possibly several times, e.g. LBFGS)."""
+
+    __slots__ = ("_batch", "_batch_idx", "_loop", "_optimizer", "_zero_grad", "called", "extra", "loss")
+
+    def __init__(self, loop: AutomaticOptimization, batch: Any, batch_idx: int, optimizer: Optimizer,
+                 zero_grad: bool) -> None:
+        self._loop = loop
+        self._batch = batch
+        self._batch_idx = batch_idx
+        self._optimizer = optimizer
+        self._zero_grad = zero_grad
+        self.called = False
+        self.loss: Tensor | None = None
+        self.extra: dict[str, Any] = {}
+
+    def __call__(self) -> Tensor | None:
+        loop = self._loop
+        trainer = loop.trainer
+        hooks = trainer._hooks
+        strategy = trainer.strategy
+        module_dict = trainer.lightning_module.__dict__
+        prev_fx = module_dict.get("_current_fx_name")
+        module_dict["_current_fx_name"] = "training_step"
+        try:
+            output = strategy.training_step(self._batch, self._batch_idx)
+        finally:
+            module_dict["_current_fx_name"] = prev_fx
+        loss, self.extra = _parse_training_step_output(output, trainer.accumulate_grad_batches)
+        if self._zero_grad:
+            optimizer = self._optimizer
+            hooks.callbacks("on_before_zero_grad", optimizer)
+            hooks.module("on_before_zero_grad", optimizer)
+            hooks.module("optimizer_zero_grad", trainer.current_epoch, self._batch_idx, optimizer)
+        if loss is not None:
+            hooks.callbacks("on_before_backward", loss)
+            hooks.module("on_before_backward", loss)
+            module_dict["_current_fx_name"] = "backward"
+            try:
+                strategy.backward(loss, self._optimizer)
+            finally:
+                module_dict["_current_fx_name"] = prev_fx
+            hooks.callbacks("on_after_backward")
+            hooks.module("on_after_backward")
+            loss = loss.detach()
+        self.loss = loss
+        self.called = True
+        return loss
+
+
+class AutomaticOptimization:
+    """Runs one batch under automatic optimization (one optimizer)."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+        self._clip = trainer.gradient_clip_val is not None and trainer.gradient_clip_val > 0
+
+    def on_gradients_ready(self, optimizer: Optimizer) -> None:
+        """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
+        of a step batch are final (and unscaled)."""
+        trainer = self.trainer
+        hooks = trainer._hooks
+        hooks.callbacks("on_before_optimizer_step", optimizer)
+        hooks.module("on_before_optimizer_step", optimizer)
+        if self._clip or hooks.module_overrides("configure_gradient_clipping"):
+            hooks.module("configure_gradient_clipping", optimizer,
+                         gradient_clip_val=trainer.gradient_clip_val,
+                         gradient_clip_algorithm=trainer.gradient_clip_algorithm)
+
+    def run(self, batch: Any, batch_idx: int, is_step: bool, window_start: bool) -> dict[str, Any]:
+        """Process ``batch``; step the optimizer when ``is_step``. Returns the outputs for
+        ``on_train_batch_end`` (``{"loss": ..., **extra}``, or ``{}`` when the batch was skipped)."""
+        trainer = self.trainer
+        strategy = trainer.strategy
+        lightning_optimizer = strategy._lightning_optimizers[0] if strategy._lightning_optimizers else None
+        if lightning_optimizer is None:
+            # `configure_optimizers` returned None: forward and backward only
+            closure = _Closure(self, batch, batch_idx, _NoOptimizer(), window_start)
+            with strategy.no_backward_sync(enabled=not is_step):
+                closure()
+            return _outputs(closure)
+        optimizer = lightning_optimizer.optimizer
+        closure = _Closure(self, batch, batch_idx, optimizer, window_start)
+        if not is_step:
+            with strategy.no_backward_sync(enabled=True):
+                closure()
+            return _outputs(closure)
+        trainer._hooks.module("optimizer_step", trainer.current_epoch, batch_idx, lightning_optimizer, closure)
+        if not closure.called:
+            raise MisconfigurationException(
+                "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
+                " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
+                " call did not execute it internally."
+            )
+        trainer._progress.global_step += 1
+        return _outputs(closure)
+
+
+class _NoOptimizer(Optimizer):
+    """Stands in for the optimizer when ``configure_optimizers`` returned ``None``."""
+
+    def __init__(self) -> None:
+        self.param_groups = []
+        self.state = {}  # type: ignore[assignment]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        pass
+
+
+def _outputs(closure: _Closure) -> dict[str, Any]:
+    if closure.loss is None:
+        return {}
+    return {"loss": closure.loss, **closure.extra}
+
+
+class ManualOptimization:
+    """Runs one batch under manual optimization: the user calls ``optimizer.step()`` themselves."""
+
+    def __init__(self, trainer: Trainer) -> None:
+        self.trainer = trainer
+
+    def on_gradients_ready(self, optimizer: Optimizer) -> None:
+        hooks = self.trainer._hooks
+        hooks.callbacks("on_before_optimizer_step", optimizer)
+        hooks.module("on_before_optimizer_step", optimizer)
+
+    def run(self, batch: Any, batch_idx: int) -> dict[str, Any]:
+        trainer = self.trainer
+        module_dict = trainer.lightning_module.__dict__
+        prev = module_dict.get("_current_fx_name")
+        module_dict["_current_fx_name"] = "training_step"
+        try:
+            output = trainer.strategy.training_step(batch, batch_idx)
+        finally:
+            module_dict["_current_fx_name"] = prev
+        if output is None:
+            return {}
+        if isinstance(output, Tensor):
+            return {"loss": output.detach()}
+        if isinstance(output, Mapping):
+            return {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in output.items()}
+        raise MisconfigurationException(
+            f"In manual optimization, `training_step` must return a Tensor, a dict, or None; got"
+            f" {type(output).__name__}."
+        )
+
+
+def bind_optimizers(trainer: Trainer, automatic: bool, on_gradients_ready: Any) -> None:
+    """Route every ``LightningOptimizer.step`` through the strategy, with the run's hooks."""
+    strategy = trainer.strategy
+
+    def step_fn(optimizer: Optimizer, closure: Any, kwargs: dict[str, Any]) -> Any:
+        return strategy.optimizer_step(optimizer, closure, on_gradients_ready, **kwargs)
+
+    def count_step() -> None:
+        trainer._progress.global_step += 1
+
+    module = trainer.lightning_module
+    for opt in strategy._lightning_optimizers:
+        opt._step_fn = step_fn
+        opt._on_after_step = (lambda: None) if automatic else count_step
+        opt._toggle = module.toggle_optimizer
+        opt._untoggle = module.untoggle_optimizer
+
+
+def update_lr_schedulers(trainer: Trainer, interval: str, update_plateau: bool, batch_idx: int) -> None:
+    """Step the schedulers of ``interval`` ("step"/"epoch") that are due; plateau ones get their metric.
+
+    Raises:
+        MisconfigurationException: when a strict plateau scheduler's monitor was never logged.
+    """
+    configs: list[LRSchedulerConfig] = trainer.lr_scheduler_configs
+    if not configs or not trainer.lightning_module.automatic_optimization:
+        return
+    for config in configs:
+        if update_plateau != config.reduce_on_plateau or config.interval != interval:
+            continue
+        current_idx = (batch_idx if interval == "step" else trainer.current_epoch) + 1
+        if current_idx % config.frequency != 0:
+            continue
+        monitor_val = None
+        if config.reduce_on_plateau:
+            assert config.monitor is not None
+            monitor_val = trainer.callback_metrics.get(config.monitor)
+            if monitor_val is None:
+                if config.strict:
+                    raise MisconfigurationException(
+                        f"ReduceLROnPlateau conditioned on metric {config.monitor!r} which is not available."
+                        f" Available metrics are: {sorted(trainer.callback_metrics)}. Condition can be set using"
+                        " the `monitor` key in the lr scheduler dict"
+                    )
+                rank_zero_warn(
+                    f"ReduceLROnPlateau conditioned on metric {config.monitor!r} which is not available but strict"
+                    " is set to `False`. Skipping learning rate update.",
+                    category=RuntimeWarning,
+                )
+                continue
+        trainer._hooks.module("lr_scheduler_step", config.scheduler, monitor_val)
+
+
+__all__ = ["AutomaticOptimization", "LightningOptimizer", "ManualOptimization", "bind_optimizers",
+           "update_lr_schedulers"]

@@ -1,0 +1,1119 @@
+"""The ``Trainer``: validated configuration, plug-ins and state; ``fit``/``validate``/``test``/``predict``.
+
+No loop code lives here: ``fit_loop.py`` and ``eval_loop.py`` hold it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from torchbolt.callbacks.callback import Callback
+from torchbolt.callbacks.checkpoint import Checkpoint
+from torchbolt.callbacks.model_summary import ModelSummary
+from torchbolt.callbacks.progress.progress_bar import ProgressBar
+from torchbolt.callbacks.progress.tqdm_progress import TQDMProgressBar
+from torchbolt.callbacks.timer import Timer
+from torchbolt.core.datamodule import LightningDataModule
+from torchbolt.core.module import LightningModule
+from torchbolt.core.optimizer import LRSchedulerConfig, _init_optimizers_and_lr_schedulers
+from torchbolt.loggers.logger import DummyLogger, Logger
+from torchbolt.plugins.precision.precision import Precision
+from torchbolt.strategies.strategy import Strategy
+from torchbolt.trainer import config as _config
+from torchbolt.trainer.checkpointing import CheckpointConnector
+from torchbolt.trainer.data import DataConnector, DataSource
+from torchbolt.trainer.eval_loop import EvaluationLoop, PredictionLoop, check_eval_step
+from torchbolt.trainer.fit_loop import FitLoop
+from torchbolt.trainer.hooks import HookDispatcher
+from torchbolt.trainer.logging import MetricStore, ResultCollection, _log_levels, scalars
+from torchbolt.trainer.optimization import bind_optimizers
+from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.parsing import is_overridden
+from torchbolt.utilities.rank_zero import WarningCache, rank_zero_info, rank_zero_warn
+
+_warning_cache = WarningCache()
+
+
+class Trainer:
+    """Runs a :class:`~torchbolt.LightningModule`: the loops, devices, precision, logging and checkpoints.
+
+    Example::
+
+        trainer = Trainer(max_epochs=10, accelerator="auto", devices="auto")
+        trainer.fit(model, datamodule=dm)
+        trainer.test(datamodule=dm)
+
+    Args:
+        accelerator: ``"cpu"``, ``"gpu"``/``"cuda"``, ``"mps"``, ``"tpu"`` or ``"auto"`` (or an ``Accelerator``).
+        strategy: ``"auto"``, ``"single_device"``, ``"ddp"``, ``"ddp_spawn"``, ``"fsdp"``, ``"deepspeed"``, ...
+            or a ``Strategy`` instance.
+        devices: how many devices (int), which (list or ``"0,1"``), all (``-1``) or ``"auto"``.
+        num_nodes: number of machines.
+        precision: ``"32-true"`` (default), ``"64-true"``, ``"16-mixed"``, ``"bf16-mixed"``, ``"16-true"``,
+            ``"bf16-true"``, ...
+        logger: ``True``/``None`` for the default (TensorBoard if installed, else CSV), ``False`` for none,
+            or a logger / list of loggers.
+        callbacks: callbacks to add to the defaults (progress bar, model summary, checkpointing).
+        fast_dev_run: run ``n`` batches (``True``: 1) of train/val/test/predict to find bugs; writes nothing.
+        max_epochs: stop after this many epochs (default 1000 when no other limit is set; ``-1``: no limit).
+        min_epochs: do not stop early before this many epochs.
+        max_steps: stop after this many optimizer steps (``-1``: no limit).
+        min_steps: do not stop early before this many optimizer steps.
+        max_time: stop after this wall time (``"DD:HH:MM:SS"``, ``timedelta`` or dict).
+        limit_train_batches: use this many (int) or this fraction (float) of training batches per epoch.
+        limit_val_batches: same for validation (``0`` disables validation).
+        limit_test_batches: same for test.
+        limit_predict_batches: same for predict.
+        overfit_batches: train and validate on this many (or this fraction of) training batches, unshuffled.
+        val_check_interval: validate every this fraction of an epoch (float) or every this many batches (int).
+        check_val_every_n_epoch: validate every this many epochs (``None``: count ``val_check_interval``
+            batches across epochs).
+        num_sanity_val_steps: validation batches run before training to catch bugs (``-1``: all).
+        log_every_n_steps: send step metrics to the loggers every this many optimizer steps.
+        enable_checkpointing: add a ``ModelCheckpoint`` when none is given (default True).
+        enable_progress_bar: show a progress bar (default True).
+        enable_model_summary: print the model summary at fit start (default True).
+        accumulate_grad_batches: step the optimizer every this many batches.
+        gradient_clip_val: clip gradients at this value (``None``/0: no clipping).
+        gradient_clip_algorithm: ``"norm"`` (default) or ``"value"``.
+        deterministic: ``True`` forces deterministic algorithms; ``"warn"`` only warns.
+        benchmark: the value of ``torch.backends.cudnn.benchmark``.
+        inference_mode: use ``torch.inference_mode`` (else ``no_grad``) in validate/test/predict.
+        use_distributed_sampler: add a ``DistributedSampler`` to loaders under distributed strategies.
+        profiler: ``"simple"``, ``"advanced"``, ``"pytorch"`` or a ``Profiler``.
+        detect_anomaly: run fit under ``torch.autograd.set_detect_anomaly``.
+        barebones: turn off every feature with per-step cost (logging, checkpointing, bars, summary).
+        plugins: precision, checkpoint-I/O or cluster-environment plug-ins.
+        sync_batchnorm: convert BatchNorm layers to ``SyncBatchNorm`` under distributed strategies.
+        reload_dataloaders_every_n_epochs: call the ``*_dataloader`` methods again every this many epochs.
+        default_root_dir: where logs and checkpoints go when no logger/callback says otherwise (default: cwd).
+        enable_autolog_hparams: send the module's and datamodule's hyperparameters to the loggers.
+
+    Raises:
+        MisconfigurationException: for any invalid argument, naming it and the fix.
+        TypeError: for an unknown argument.
+    """
+
+    def __init__(
+        self,
+        *,
+        accelerator: str | Any = "auto",
+        strategy: str | Strategy = "auto",
+        devices: list[int] | str | int = "auto",
+        num_nodes: int = 1,
+        precision: int | str | None = None,
+        logger: Logger | Iterable[Logger] | bool | None = None,
+        callbacks: list[Callback] | Callback | None = None,
+        fast_dev_run: int | bool = False,
+        max_epochs: int | None = None,
+        min_epochs: int | None = None,
+        max_steps: int = -1,
+        min_steps: int | None = None,
+        max_time: str | timedelta | dict[str, int] | None = None,
+        limit_train_batches: int | float | None = None,
+        limit_val_batches: int | float | None = None,
+        limit_test_batches: int | float | None = None,
+        limit_predict_batches: int | float | None = None,
+        overfit_batches: int | float = 0.0,
+        val_check_interval: int | float | None = None,
+        check_val_every_n_epoch: int | None = 1,
+        num_sanity_val_steps: int | None = None,
+        log_every_n_steps: int | None = None,
+        enable_checkpointing: bool | None = None,
+        enable_progress_bar: bool | None = None,
+        enable_model_summary: bool | None = None,
+        accumulate_grad_batches: int = 1,
+        gradient_clip_val: int | float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        deterministic: bool | str | None = None,
+        benchmark: bool | None = None,
+        inference_mode: bool = True,
+        use_distributed_sampler: bool = True,
+        profiler: Any = None,
+        detect_anomaly: bool = False,
+        barebones: bool = False,
+        plugins: Any = None,
+        sync_batchnorm: bool = False,
+        reload_dataloaders_every_n_epochs: int = 0,
+        default_root_dir: str | os.PathLike | None = None,
+        enable_autolog_hparams: bool = True,
+        **legacy_kwargs: Any,
+    ) -> None:
+        args = dict(locals())
+        del args["self"], args["legacy_kwargs"]
+        legacy = _config._check_legacy(legacy_kwargs)
+        args = self._apply_legacy(args, legacy)
+        self._config = _config.resolve_config(args, legacy)
+        self._legacy = legacy
+        resolved = _resolve_plugins(args, self._config, legacy)
+        self._resolved = resolved
+        self.strategy: Strategy = resolved.strategy
+        self._benchmark = self._config.benchmark
+        self._set_torch_flags()
+        self.state = TrainerState()
+        self._progress = Progress()
+        self._metrics = MetricStore()
+        self._active_results: ResultCollection | None = None
+        self._checkpoint_connector = CheckpointConnector(self)
+        self._data = DataConnector(self)
+        self._hooks: HookDispatcher = None  # type: ignore[assignment]
+        self._fit_loop: FitLoop | None = None
+        self._predict_loop: PredictionLoop | None = None
+        self._lightning_module: LightningModule | None = None
+        self.datamodule: LightningDataModule | None = None
+        self._num_training_batches: int | float = math.inf
+        self._num_val_batches: list[int | float] = []
+        self._num_sanity_val_batches: list[int | float] = []
+        self._num_test_batches: list[int | float] = []
+        self._num_predict_batches: list[int | float] = []
+        self._received_sigterm = False
+        self._enable_autolog_hparams = enable_autolog_hparams
+        self.ckpt_path: str | None = None
+        self.profiler = _resolve_profiler(profiler, self._config.default_root_dir)
+        self.callbacks: list[Callback] = self._build_callbacks(callbacks)
+        self._loggers: list[Logger] = self._build_loggers(logger)
+        self._last_test_results: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ construction helpers
+    @staticmethod
+    def _apply_legacy(args: dict[str, Any], legacy: dict[str, Any]) -> dict[str, Any]:
+        if "checkpoint_callback" in legacy:
+            args["enable_checkpointing"] = bool(legacy["checkpoint_callback"])
+        if "replace_sampler_ddp" in legacy:
+            args["use_distributed_sampler"] = bool(legacy["replace_sampler_ddp"])
+        if "weights_summary" in legacy:
+            args["enable_model_summary"] = legacy["weights_summary"] is not None
+        return args
+
+    def _set_torch_flags(self) -> None:
+        deterministic = self._config.deterministic
+        if deterministic is not None and deterministic is not False:
+            torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+            # cuBLAS needs a fixed workspace to be deterministic (read when the first cuBLAS handle is made)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.backends.cudnn.deterministic = True
+        elif deterministic is False:
+            torch.use_deterministic_algorithms(False)
+        if self._config.benchmark is not None:
+            torch.backends.cudnn.benchmark = self._config.benchmark
+        elif deterministic:
+            torch.backends.cudnn.benchmark = False
+
+    def _build_callbacks(self, callbacks: list[Callback] | Callback | None) -> list[Callback]:
+        if callbacks is None:
+            items: list[Callback] = []
+        elif isinstance(callbacks, Callback):
+            items = [callbacks]
+        elif isinstance(callbacks, Iterable):
+            items = list(callbacks)
+        else:
+            raise MisconfigurationException(
+                f"`Trainer(callbacks={callbacks!r})` must be a Callback or a list of Callbacks."
+            )
+        for cb in items:
+            if not isinstance(cb, Callback):
+                raise MisconfigurationException(
+                    f"`Trainer(callbacks=...)` got {type(cb).__name__}, which is not a `torchbolt.Callback`."
+                    " Subclass `torchbolt.Callback` (or `torchbolt.callbacks.Callback`)."
+                )
+        config = self._config
+        if config.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in items):
+            items.append(TQDMProgressBar())
+        elif not config.enable_progress_bar:
+            bars = [cb for cb in items if isinstance(cb, ProgressBar)]
+            if bars:
+                raise MisconfigurationException(
+                    f"`Trainer(enable_progress_bar=False)` but a progress bar callback ({type(bars[0]).__name__})"
+                    " was passed in `callbacks`. Remove it or set `enable_progress_bar=True`."
+                )
+        if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
+            items.append(ModelSummary())
+        if config.enable_checkpointing:
+            if not any(isinstance(cb, Checkpoint) for cb in items):
+                checkpoint_cls = _model_checkpoint_cls()
+                if checkpoint_cls is not None:
+                    items.append(checkpoint_cls())
+        elif any(isinstance(cb, Checkpoint) for cb in items):
+            raise MisconfigurationException(
+                "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks"
+                " list. Remove the callback or set `enable_checkpointing=True`."
+            )
+        if config.max_time is not None and not any(isinstance(cb, Timer) for cb in items):
+            items.append(Timer(duration=config.max_time, interval="step"))
+        return _reorder_callbacks(items)
+
+    def _build_loggers(self, logger: Logger | Iterable[Logger] | bool | None) -> list[Logger]:
+        if self._config.fast_dev_run:
+            return [DummyLogger()] if logger not in (False,) else []
+        if logger is False or (logger is None and self._config.barebones):
+            return []
+        if logger is None or logger is True:
+            from torchbolt.loggers import _default_logger
+
+            return [_default_logger(self._config.default_root_dir)]
+        if isinstance(logger, Logger):
+            return [logger]
+        if isinstance(logger, Iterable):
+            loggers = list(logger)
+            for item in loggers:
+                if not isinstance(item, Logger):
+                    raise MisconfigurationException(
+                        f"`Trainer(logger=...)` got {type(item).__name__}; pass torchbolt loggers"
+                        " (e.g. `TensorBoardLogger`, `CSVLogger`), True, False or a list of loggers."
+                    )
+            return loggers
+        raise MisconfigurationException(
+            f"`Trainer(logger={logger!r})`: pass True, False, a Logger or a list of loggers."
+        )
+
+    # ------------------------------------------------------------------ entry points
+    def fit(
+        self,
+        model: LightningModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+    ) -> None:
+        """Train ``model``, validating as configured.
+
+        Args:
+            model: the LightningModule (a ``torch.compile``d one works too).
+            train_dataloaders: a DataLoader, a collection of them, or a LightningDataModule.
+            val_dataloaders: one or several validation DataLoaders.
+            datamodule: a LightningDataModule providing the loaders.
+            ckpt_path: resume from this checkpoint: a path, ``"last"`` or ``"best"``.
+
+        Raises:
+            MisconfigurationException: for a model without ``training_step``/``configure_optimizers``, no
+                training data, or both a datamodule and dataloaders.
+        """
+        if isinstance(train_dataloaders, LightningDataModule):
+            datamodule, train_dataloaders = train_dataloaders, None
+        model = self._check_model(model, "fit")
+        if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
+            raise MisconfigurationException(
+                "You cannot pass `train_dataloaders` or `val_dataloaders` to `trainer.fit(datamodule=...)`:"
+                " pass the loaders or the datamodule, not both."
+            )
+        source = DataSource(model, self._check_datamodule(datamodule),
+                            {"train": train_dataloaders, "val": val_dataloaders})
+        self._run_entry(TrainerFn.FITTING, model, source, ckpt_path)
+
+    def validate(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | os.PathLike | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run the validation loop once.
+
+        Returns:
+            One dict of the epoch-level metrics logged during validation per dataloader.
+        """
+        return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def test(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        ckpt_path: str | os.PathLike | None = None,
+        verbose: bool = True,
+        datamodule: LightningDataModule | None = None,
+    ) -> list[dict[str, float]]:
+        """Run the test loop once and print the results table (``verbose``).
+
+        Returns:
+            One dict of the epoch-level metrics logged during testing per dataloader.
+        """
+        return self._evaluate(TrainerFn.TESTING, model, dataloaders, ckpt_path, verbose, datamodule)
+
+    def predict(
+        self,
+        model: LightningModule | None = None,
+        dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        return_predictions: bool | None = None,
+        ckpt_path: str | os.PathLike | None = None,
+    ) -> list[Any] | None:
+        """Run ``predict_step`` over the predict dataloader(s).
+
+        Returns:
+            The predictions (a list per dataloader when there are several), or ``None`` when
+            ``return_predictions=False``.
+        """
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        model = self._check_model(model, "predict")
+        if datamodule is not None and dataloaders is not None:
+            raise MisconfigurationException(
+                "You cannot pass both `trainer.predict(dataloaders=..., datamodule=...)`"
+            )
+        datamodule = self._check_datamodule(datamodule) if datamodule is not None else (
+            self.datamodule if dataloaders is None else None)
+        source = DataSource(model, datamodule, {"predict": dataloaders})
+        self._return_predictions = True if return_predictions is None else bool(return_predictions)
+        return self._run_entry(TrainerFn.PREDICTING, model, source, ckpt_path)
+
+    def _evaluate(
+        self, fn: TrainerFn, model: LightningModule | None, dataloaders: Any, ckpt_path: Any, verbose: bool,
+        datamodule: LightningDataModule | None,
+    ) -> list[dict[str, float]]:
+        if isinstance(dataloaders, LightningDataModule):
+            datamodule, dataloaders = dataloaders, None
+        model = self._check_model(model, fn.value)
+        if datamodule is not None and dataloaders is not None:
+            raise MisconfigurationException(
+                f"You cannot pass both `trainer.{fn.value}(dataloaders=..., datamodule=...)`"
+            )
+        datamodule = self._check_datamodule(datamodule) if datamodule is not None else (
+            self.datamodule if dataloaders is None else None)
+        stage = "val" if fn == TrainerFn.VALIDATING else "test"
+        source = DataSource(model, datamodule, {stage: dataloaders})
+        self._verbose = verbose
+        results = self._run_entry(fn, model, source, ckpt_path)
+        return results if results is not None else []
+
+    def _check_model(self, model: LightningModule | None, entry: str) -> LightningModule:
+        if model is None:
+            if self._lightning_module is None:
+                raise MisconfigurationException(
+                    f"`trainer.{entry}()` requires a `LightningModule` when it hasn't been passed in a previous run"
+                )
+            return self._lightning_module
+        orig = getattr(model, "_orig_mod", None)  # torch.compile(model) wraps the module
+        if isinstance(orig, LightningModule):
+            from torchbolt.utilities.compile import _unwrap_compiled
+
+            return _unwrap_compiled(model)
+        if not isinstance(model, LightningModule):
+            raise TypeError(
+                f"`model` must be a `LightningModule` (or a `torch.compile`d one), got `{type(model).__qualname__}`."
+            )
+        return model
+
+    @staticmethod
+    def _check_datamodule(datamodule: Any) -> LightningDataModule | None:
+        if datamodule is not None and not isinstance(datamodule, LightningDataModule):
+            raise TypeError(f"`datamodule` must be a `LightningDataModule`, got `{type(datamodule).__qualname__}`")
+        return datamodule
+
+    def _run_entry(self, fn: TrainerFn, model: LightningModule, source: DataSource, ckpt_path: Any) -> Any:
+        self.state.fn = fn
+        self.state.status = TrainerStatus.RUNNING
+        self._lightning_module = model
+        self.datamodule = source.datamodule
+        launcher = self.strategy.launcher
+        try:
+            if launcher is not None:
+                return launcher.launch(self._run, model, source, ckpt_path, trainer=self)
+            return self._run(model, source, ckpt_path)
+        except KeyboardInterrupt as exception:
+            rank_zero_info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
+            self._interrupt(exception)
+            return None
+        except BaseException as exception:
+            self._interrupt(exception)
+            raise
+
+    def _interrupt(self, exception: BaseException) -> None:
+        """``on_exception`` hooks, then teardown, so nothing is left half-open after a failure."""
+        self.state.status = TrainerStatus.INTERRUPTED
+        module = self._lightning_module
+        if self._hooks is not None and module is not None:
+            self._hooks.callbacks("on_exception", exception)
+            self._hooks.module("on_exception", exception)
+        elif module is not None:
+            for cb in self.callbacks:
+                cb.on_exception(self, module, exception)
+            module.on_exception(exception)
+        if self.datamodule is not None:
+            self.datamodule.on_exception(exception)
+        self.strategy.on_exception(exception)
+        try:
+            self._teardown()
+        finally:
+            for logger in self.loggers:
+                logger.finalize("failed")
+
+    # ------------------------------------------------------------------ one run
+    def _run(self, model: LightningModule, source: DataSource, ckpt_path: Any) -> Any:
+        fn = self.state.fn
+        assert fn is not None
+        self._attach_model_callbacks(model)
+        model.trainer = self
+        self.strategy.connect(model)
+        if self.datamodule is not None:
+            self.datamodule.trainer = self
+        self._hooks = HookDispatcher(self, model, self.callbacks, self.datamodule,
+                                     self.profiler if _is_active_profiler(self.profiler) else None)
+        self._metrics.reset()
+        self._progress.should_stop = False
+        self._verify_model(model, fn, source)
+        self.strategy.setup_environment()
+        self._prepare_data(model)
+        self._call_setup_hooks(fn.value)
+        self._configure_model(model)
+        resolved_ckpt = self._resolve_ckpt_path(fn, ckpt_path)
+        if resolved_ckpt is not None:
+            self._checkpoint_connector.load(resolved_ckpt)
+            if not self.strategy.restore_checkpoint_after_setup:
+                self._checkpoint_connector.restore_module_and_callbacks()
+        if fn == TrainerFn.FITTING and (self._fit_loop is None or self._fit_loop.source is not source):
+            self._fit_loop = FitLoop(self, source)
+        self.strategy.accelerator.setup(self)  # type: ignore[union-attr]
+        self.strategy.setup(model, self._setup_optimizers if fn == TrainerFn.FITTING else None)
+        if fn == TrainerFn.FITTING:
+            assert self._fit_loop is not None
+            bind_optimizers(self, model.automatic_optimization, self._fit_loop.optimization.on_gradients_ready)
+            self._hooks.both("on_fit_start")
+        self._log_hyperparams(model)
+        if resolved_ckpt is not None:
+            if self.strategy.restore_checkpoint_after_setup:
+                self._checkpoint_connector.restore_module_and_callbacks()
+            if fn == TrainerFn.FITTING:
+                self._checkpoint_connector.restore_training_state()
+            self._checkpoint_connector.release()
+        results = self._run_stage(fn, model, source)
+        self._teardown()
+        if fn == TrainerFn.FITTING:
+            self._hooks.both("on_fit_end")
+        self._call_teardown_hooks(fn.value)
+        self.state.status = TrainerStatus.FINISHED
+        self.state.stage = None
+        return results
+
+    def _run_stage(self, fn: TrainerFn, model: LightningModule, source: DataSource) -> Any:
+        self.strategy.barrier("run-stage")
+        model.zero_grad(set_to_none=True)
+        if fn == TrainerFn.FITTING:
+            assert self._fit_loop is not None
+            with torch.autograd.set_detect_anomaly(self._config.detect_anomaly), torch.enable_grad():
+                self._fit_loop.run()
+            return None
+        if fn == TrainerFn.PREDICTING:
+            self.state.stage = RunningStage.PREDICTING
+            loaders, limits = self._data.eval_loaders(source, "predict")
+            if not loaders and not source.is_defined("predict"):
+                raise MisconfigurationException(
+                    "No `predict_dataloader()` method defined to run `Trainer.predict`. Pass"
+                    " `trainer.predict(model, dataloaders=...)` or implement `predict_dataloader`."
+                )
+            self._num_predict_batches = limits
+            self._predict_loop = PredictionLoop(self, self._config.inference_mode, self._return_predictions)
+            return self._predict_loop.run(loaders, limits)
+        stage = "val" if fn == TrainerFn.VALIDATING else "test"
+        running = RunningStage.VALIDATING if fn == TrainerFn.VALIDATING else RunningStage.TESTING
+        self.state.stage = running
+        loaders, limits = self._data.eval_loaders(source, stage)
+        if not source.is_defined(stage):
+            method = "val_dataloader" if stage == "val" else "test_dataloader"
+            raise MisconfigurationException(
+                f"No `{method}()` method defined to run `Trainer.{fn.value}`. Pass"
+                f" `trainer.{fn.value}(model, dataloaders=...)`, a datamodule, or implement `{method}`."
+            )
+        if fn == TrainerFn.VALIDATING:
+            self._num_val_batches = limits
+        else:
+            self._num_test_batches = limits
+        loop = EvaluationLoop(self, running, inference_mode=self._config.inference_mode)
+        results = loop.run(loaders, limits)
+        if getattr(self, "_verbose", True) and self.is_global_zero and results:
+            _print_results(results, stage)
+        return results
+
+    def _teardown(self) -> None:
+        self.strategy.teardown()
+        self._active_results = None
+
+    # ------------------------------------------------------------------ run phases
+    def _attach_model_callbacks(self, model: LightningModule) -> None:
+        """Merge ``configure_callbacks()``: a returned callback replaces Trainer callbacks of its type."""
+        model_callbacks = model.configure_callbacks()
+        if not model_callbacks:
+            return
+        if isinstance(model_callbacks, Callback):
+            model_callbacks = [model_callbacks]
+        model_types = {type(c) for c in model_callbacks}
+        kept = [c for c in self.callbacks if type(c) not in model_types]
+        overridden = sorted({type(c).__name__ for c in self.callbacks if type(c) in model_types})
+        if overridden:
+            rank_zero_info(
+                "The following callbacks returned in `LightningModule.configure_callbacks` will override"
+                f" existing callbacks passed to Trainer: {', '.join(overridden)}"
+            )
+        self.callbacks = _reorder_callbacks(kept + list(model_callbacks))
+
+    def _verify_model(self, model: LightningModule, fn: TrainerFn, source: DataSource) -> None:
+        if fn == TrainerFn.FITTING:
+            if not is_overridden("training_step", model, LightningModule):
+                raise MisconfigurationException(
+                    "No `training_step()` method defined. Lightning `Trainer` expects as minimum a"
+                    " `training_step()`, `train_dataloader()` and `configure_optimizers()` to be defined."
+                )
+            if not is_overridden("configure_optimizers", model, LightningModule):
+                raise MisconfigurationException(
+                    "No `configure_optimizers()` method defined. Lightning `Trainer` expects as minimum a"
+                    " `training_step()`, `train_dataloader()` and `configure_optimizers()` to be defined."
+                )
+            if not source.is_defined("train"):
+                raise MisconfigurationException(
+                    "No `train_dataloader()` method defined. Lightning `Trainer` expects as minimum a"
+                    " `training_step()`, `train_dataloader()` and `configure_optimizers()` to be defined."
+                    " Pass `trainer.fit(model, train_dataloaders=...)` or a datamodule."
+                )
+            if not model.automatic_optimization and self._config.gradient_clip_val:
+                raise MisconfigurationException(
+                    "Automatic gradient clipping is not supported for manual optimization. Remove"
+                    f" `Trainer(gradient_clip_val={self._config.gradient_clip_val})`, or switch to automatic"
+                    " optimization and call `self.clip_gradients` yourself."
+                )
+            if not model.automatic_optimization and self._config.accumulate_grad_batches != 1:
+                raise MisconfigurationException(
+                    "Automatic gradient accumulation is not supported for manual optimization. Remove"
+                    f" `Trainer(accumulate_grad_batches={self._config.accumulate_grad_batches})` or switch to"
+                    " automatic optimization."
+                )
+            has_val_step = is_overridden("validation_step", model, LightningModule)
+            if source.is_defined("val") and not has_val_step and self._config.limit_val_batches != 0:
+                rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
+        elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+            check_eval_step(self, fn.value)
+
+    def _prepare_data(self, model: LightningModule) -> None:
+        """``prepare_data`` once per node (``prepare_data_per_node``) or once in total, then a barrier."""
+        strategy = self.strategy
+        dm = self.datamodule
+        for obj in (dm, model):
+            if obj is None:
+                continue
+            per_node = getattr(obj, "prepare_data_per_node", True)
+            is_zero = strategy.local_rank == 0 if per_node else strategy.is_global_zero
+            if is_zero:
+                if obj is model:
+                    self._hooks.module("prepare_data")
+                else:
+                    obj.prepare_data()
+        strategy.barrier("prepare_data")
+
+    def _call_setup_hooks(self, stage: str) -> None:
+        self.strategy.barrier("pre_setup")
+        if self.datamodule is not None:
+            self.datamodule.setup(stage=stage)
+        self._hooks.callbacks("setup", stage=stage)
+        self._hooks.module("setup", stage=stage)
+        self.strategy.barrier("post_setup")
+
+    def _call_teardown_hooks(self, stage: str) -> None:
+        if self.datamodule is not None:
+            self.datamodule.teardown(stage=stage)
+        self._hooks.callbacks("teardown", stage=stage)
+        self._hooks.module("teardown", stage=stage)
+        model = self._lightning_module
+        if model is not None:
+            model.__dict__["_current_fx_name"] = None
+        for logger in self.loggers:
+            logger.finalize("success")
+        if _is_active_profiler(self.profiler):
+            self.profiler.describe()
+
+    def _configure_model(self, model: LightningModule) -> None:
+        with self.strategy.model_sharded_context(), self.strategy.precision_plugin.module_init_context():
+            self._hooks.module("configure_sharded_model")
+            self._hooks.module("configure_model")
+
+    def _setup_optimizers(self) -> None:
+        model = self.lightning_module
+        optim_conf = self._hooks.module("configure_optimizers")
+        optimizers, configs = _init_optimizers_and_lr_schedulers(model, optim_conf)
+        self.strategy.optimizers = optimizers
+        self.strategy.lr_scheduler_configs = configs
+
+    def _resolve_ckpt_path(self, fn: TrainerFn, ckpt_path: Any) -> str | None:
+        from torchbolt.trainer.ckpt_path import resolve_ckpt_path
+
+        path = resolve_ckpt_path(self, fn, ckpt_path)
+        self.ckpt_path = path
+        return path
+
+    def _log_hyperparams(self, model: LightningModule) -> None:
+        if not self.loggers or not self._enable_autolog_hparams:
+            return
+        hparams: dict[str, Any] = {}
+        dm = self.datamodule
+        if dm is not None and getattr(dm, "_log_hyperparams", False) and dm.hparams_initial:
+            hparams.update(dm.hparams_initial)
+        if getattr(model, "_log_hyperparams", False) and model.hparams_initial:
+            module_hp = model.hparams_initial
+            clash = [k for k in module_hp if k in hparams and _differs(hparams[k], module_hp[k])]
+            if clash:
+                raise MisconfigurationException(
+                    f"Error while merging hparams: the keys {clash} are present in both the LightningModule's and"
+                    " LightningDataModule's hparams but have different values."
+                )
+            hparams.update(module_hp)
+        for logger in self.loggers:
+            if hparams:
+                logger.log_hyperparams(hparams)
+            if self.state.fn == TrainerFn.FITTING and model.example_input_array is not None:
+                logger.log_graph(model)
+            logger.save()
+
+    # ------------------------------------------------------------------ logging plumbing
+    def _reduce_fn(self, tensor: Tensor, group: Any, op: str) -> Tensor:
+        return self.strategy.reduce(tensor, group=group, reduce_op=op)
+
+    def _log_from_module(self, module: LightningModule, name: str, value: Any, prog_bar: bool, logger: bool | None,
+                         on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, enable_graph: bool,
+                         sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: int | None,
+                         metric_attribute: str | None, rank_zero_only: bool) -> None:
+        results = self._active_results
+        fx = module._current_fx_name
+        if self._config.barebones:
+            raise MisconfigurationException(
+                "`self.log()` was called, but `Trainer(barebones=True)` is configured. Logging can be re-enabled"
+                " by setting `Trainer(barebones=False)`"
+            )
+        if results is None:
+            if self.state.stage == RunningStage.PREDICTING or fx == "predict_step":
+                raise MisconfigurationException(
+                    "You are trying to `self.log()` but the loop's result collection is not registered yet. This is"
+                    " most likely because you are trying to log in a `predict` hook, but it doesn't support logging"
+                )
+            _log_levels(fx, name, on_step, on_epoch)  # raises with the hook-specific message
+            raise MisconfigurationException(
+                f"`self.log({name!r}, ...)` was called from `{fx}`, outside of a running loop."
+            )
+        if logger and not self.loggers:
+            _warning_cache.warn(
+                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
+                " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to suppress this warning."
+            )
+        results.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                    sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only)
+
+    def _log_to_loggers(self, metrics: dict[str, Any], step: int | None = None, add_epoch: bool = True) -> None:
+        """Send ``metrics`` to every logger (converting to numbers: a host sync) at ``step``.
+
+        ``step`` defaults to the number of optimizer-stepping batches, the x-axis loggers share.
+        """
+        if not self.loggers or not metrics:
+            return
+        values = scalars(metrics)
+        if add_epoch:
+            values.setdefault("epoch", self.current_epoch)
+        if step is None:
+            step = self._progress.batches_that_stepped
+        for logger in self.loggers:
+            logger.log_metrics(values, step=step)
+            logger.save()
+
+    def _manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        hooks = self._hooks
+        hooks.callbacks("on_before_backward", loss)
+        hooks.module("on_before_backward", loss)
+        module = self.lightning_module
+        prev = module.__dict__.get("_current_fx_name")
+        module.__dict__["_current_fx_name"] = "backward"
+        try:
+            self.strategy.backward(loss, None, *args, **kwargs)
+        finally:
+            module.__dict__["_current_fx_name"] = prev
+        hooks.callbacks("on_after_backward")
+        hooks.module("on_after_backward")
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False,
+                        storage_options: Any | None = None) -> None:
+        """Write a checkpoint of the current state to ``filepath`` (atomically; rank 0 only).
+
+        Raises:
+            AttributeError: when no model is attached (call it after or during a run).
+        """
+        if self._lightning_module is None:
+            raise AttributeError(
+                "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
+                " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
+            )
+        checkpoint = self._checkpoint_connector.dump_checkpoint(weights_only)
+        self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
+        self.strategy.barrier("Trainer.save_checkpoint")
+
+    # ------------------------------------------------------------------ read-only properties
+    @property
+    def current_epoch(self) -> int:
+        """Completed training epochs (0 during the first epoch)."""
+        return self._progress.current_epoch
+
+    @property
+    def global_step(self) -> int:
+        """Optimizer steps taken so far."""
+        return self._progress.global_step
+
+    @property
+    def should_stop(self) -> bool:
+        """Set to ``True`` to stop fitting at the next chance (after ``min_epochs``/``min_steps``)."""
+        return self._progress.should_stop
+
+    @should_stop.setter
+    def should_stop(self, value: bool) -> None:
+        self._progress.should_stop = bool(value)
+
+    @property
+    def callback_metrics(self) -> dict[str, Tensor]:
+        """Every metric logged so far (step and epoch values, as tensors): what callbacks monitor."""
+        return self._metrics.callback
+
+    @property
+    def logged_metrics(self) -> dict[str, Any]:
+        """The metrics last sent to the loggers."""
+        return self._metrics.logged
+
+    @property
+    def progress_bar_metrics(self) -> dict[str, float]:
+        """The ``prog_bar=True`` metrics as Python numbers (reading them synchronizes with the device)."""
+        return scalars(self._metrics.pbar)
+
+    @property
+    def lightning_module(self) -> LightningModule:
+        return self._lightning_module  # type: ignore[return-value]
+
+    @property
+    def model(self) -> torch.nn.Module | None:
+        """The model the loops call (the LightningModule, or its DDP/FSDP wrapper)."""
+        return self.strategy.model
+
+    @property
+    def accelerator(self) -> Any:
+        return self.strategy.accelerator
+
+    @property
+    def precision_plugin(self) -> Precision:
+        return self.strategy.precision_plugin
+
+    @property
+    def precision(self) -> str:
+        return self.strategy.precision_plugin.precision
+
+    @property
+    def optimizers(self) -> list[Optimizer]:
+        return self.strategy.optimizers
+
+    @optimizers.setter
+    def optimizers(self, optimizers: list[Optimizer]) -> None:
+        self.strategy.optimizers = optimizers
+
+    @property
+    def lr_scheduler_configs(self) -> list[LRSchedulerConfig]:
+        return self.strategy.lr_scheduler_configs
+
+    @property
+    def is_global_zero(self) -> bool:
+        return self.strategy.is_global_zero
+
+    @property
+    def global_rank(self) -> int:
+        return self.strategy.global_rank
+
+    @property
+    def local_rank(self) -> int:
+        return self.strategy.local_rank
+
+    @property
+    def node_rank(self) -> int:
+        return self.strategy.node_rank
+
+    @property
+    def world_size(self) -> int:
+        return self.strategy.world_size
+
+    @property
+    def num_nodes(self) -> int:
+        return self._resolved.num_nodes
+
+    @property
+    def num_devices(self) -> int:
+        return self._resolved.num_devices
+
+    @property
+    def device_ids(self) -> list[int]:
+        return self._resolved.device_ids
+
+    @property
+    def loggers(self) -> list[Logger]:
+        return self._loggers
+
+    @loggers.setter
+    def loggers(self, loggers: list[Logger] | None) -> None:
+        self._loggers = list(loggers) if loggers else []
+
+    @property
+    def logger(self) -> Logger | None:
+        """The first logger (``None`` without loggers)."""
+        return self._loggers[0] if self._loggers else None
+
+    @logger.setter
+    def logger(self, logger: Logger | None) -> None:
+        self._loggers = [logger] if logger is not None else []
+
+    @property
+    def log_dir(self) -> str:
+        """The first logger's directory, else ``default_root_dir``."""
+        if self._loggers:
+            logger = self._loggers[0]
+            directory = logger.log_dir if logger.log_dir is not None else logger.save_dir
+            if directory is not None:
+                return directory
+        return self._config.default_root_dir
+
+    @property
+    def default_root_dir(self) -> str:
+        return self._config.default_root_dir
+
+    @property
+    def checkpoint_callback(self) -> Checkpoint | None:
+        callbacks = self.checkpoint_callbacks
+        return callbacks[0] if callbacks else None
+
+    @property
+    def checkpoint_callbacks(self) -> list[Checkpoint]:
+        return [c for c in self.callbacks if isinstance(c, Checkpoint)]
+
+    @property
+    def early_stopping_callback(self) -> Callback | None:
+        callbacks = self.early_stopping_callbacks
+        return callbacks[0] if callbacks else None
+
+    @property
+    def early_stopping_callbacks(self) -> list[Callback]:
+        return [c for c in self.callbacks if type(c).__name__ == "EarlyStopping" or any(
+            base.__name__ == "EarlyStopping" for base in type(c).__mro__)]
+
+    @property
+    def progress_bar_callback(self) -> ProgressBar | None:
+        for c in self.callbacks:
+            if isinstance(c, ProgressBar):
+                return c
+        return None
+
+    @property
+    def state_dict_ready(self) -> bool:
+        return self._lightning_module is not None
+
+    @property
+    def num_training_batches(self) -> int | float:
+        return self._num_training_batches
+
+    @property
+    def num_val_batches(self) -> list[int | float]:
+        return self._num_val_batches
+
+    @property
+    def num_sanity_val_batches(self) -> list[int | float]:
+        return self._num_sanity_val_batches
+
+    @property
+    def num_test_batches(self) -> list[int | float]:
+        return self._num_test_batches
+
+    @property
+    def num_predict_batches(self) -> list[int | float]:
+        return self._num_predict_batches
+
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """Optimizer steps the whole fit will take (for schedulers like ``OneCycleLR``).
+
+        Loads the training dataloader if it was not loaded yet (it may be called in ``configure_optimizers``).
+        """
+        config = self._config
+        if config.max_epochs == -1 and config.max_steps == -1:
+            return math.inf
+        loop = self._fit_loop
+        if loop is None and self.state.fn == TrainerFn.FITTING and self._lightning_module is not None:
+            raise MisconfigurationException("`estimated_stepping_batches` is available once `fit` has started.")
+        if loop is not None and loop.train_loader is None:
+            rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
+            loop._setup_train_data()
+        total = self._num_training_batches
+        if total == math.inf:
+            return config.max_steps if config.max_steps != -1 else math.inf
+        per_epoch = math.ceil(total / config.accumulate_grad_batches)
+        estimated = per_epoch * max(config.max_epochs, 1)
+        return min(estimated, config.max_steps) if config.max_steps != -1 else estimated
+
+    @property
+    def train_dataloader(self) -> Any:
+        return self._fit_loop.train_loader if self._fit_loop is not None else None
+
+    @property
+    def val_dataloaders(self) -> Any:
+        if self._fit_loop is None or self._fit_loop.val_loaders is None:
+            return None
+        loaders = self._fit_loop.val_loaders
+        return loaders[0] if len(loaders) == 1 else loaders
+
+    @property
+    def sanity_checking(self) -> bool:
+        return self.state.stage == RunningStage.SANITY_CHECKING
+
+    @property
+    def training(self) -> bool:
+        return self.state.stage == RunningStage.TRAINING
+
+    @training.setter
+    def training(self, value: bool) -> None:
+        if value:
+            self.state.stage = RunningStage.TRAINING
+
+    @property
+    def validating(self) -> bool:
+        return self.state.stage == RunningStage.VALIDATING
+
+    @validating.setter
+    def validating(self, value: bool) -> None:
+        if value:
+            self.state.stage = RunningStage.VALIDATING
+
+    @property
+    def testing(self) -> bool:
+        return self.state.stage == RunningStage.TESTING
+
+    @testing.setter
+    def testing(self, value: bool) -> None:
+        if value:
+            self.state.stage = RunningStage.TESTING
+
+    @property
+    def predicting(self) -> bool:
+        return self.state.stage == RunningStage.PREDICTING
+
+    @predicting.setter
+    def predicting(self, value: bool) -> None:
+        if value:
+            self.state.stage = RunningStage.PREDICTING
+
+    @property
+    def evaluating(self) -> bool:
+        return self.state.stage is not None and self.state.stage.evaluating
+
+    @property
+    def interrupted(self) -> bool:
+        return self.state.status == TrainerStatus.INTERRUPTED
+
+    @property
+    def received_sigterm(self) -> bool:
+        return self._received_sigterm
+
+    @property
+    def enable_validation(self) -> bool:
+        loop = self._fit_loop
+        return loop is not None and loop._validation_enabled()
+
+    @property
+    def barebones(self) -> bool:
+        return self._config.barebones
+
+    # the validated arguments, read-only
+    max_epochs = property(lambda self: self._config.max_epochs)
+    min_epochs = property(lambda self: self._config.min_epochs)
+    max_steps = property(lambda self: self._config.max_steps)
+    min_steps = property(lambda self: self._config.min_steps)
+    fast_dev_run = property(lambda self: self._config.fast_dev_run)
+    accumulate_grad_batches = property(lambda self: self._config.accumulate_grad_batches)
+    gradient_clip_val = property(lambda self: self._config.gradient_clip_val)
+    gradient_clip_algorithm = property(lambda self: self._config.gradient_clip_algorithm)
+    val_check_interval = property(lambda self: self._config.val_check_interval)
+    check_val_every_n_epoch = property(lambda self: self._config.check_val_every_n_epoch)
+    log_every_n_steps = property(lambda self: self._config.log_every_n_steps)
+    limit_train_batches = property(lambda self: self._config.limit_train_batches)
+    limit_val_batches = property(lambda self: self._config.limit_val_batches)
+    limit_test_batches = property(lambda self: self._config.limit_test_batches)
+    limit_predict_batches = property(lambda self: self._config.limit_predict_batches)
+    overfit_batches = property(lambda self: self._config.overfit_batches)
+    num_sanity_val_steps = property(lambda self: self._config.num_sanity_val_steps)
+    reload_dataloaders_every_n_epochs = property(lambda self: self._config.reload_dataloaders_every_n_epochs)
+    max_time = property(lambda self: self._config.max_time)
+
+
+# ---------------------------------------------------------------------- module-level helpers
+def _resolve_plugins(args: dict[str, Any], config: _config.TrainerConfig, legacy: dict[str, Any]) -> Any:
+    from torchbolt.trainer.connector import resolve_plugins
+
+    return resolve_plugins(
+        accelerator=args["accelerator"], strategy=args["strategy"], devices=args["devices"],
+        num_nodes=args["num_nodes"], precision=config.precision, plugins=args["plugins"],
+        sync_batchnorm=config.sync_batchnorm, legacy=legacy,
+    )
+
+
+def _resolve_profiler(profiler: Any, root_dir: str) -> Any:
+    from torchbolt.profilers import resolve_profiler
+
+    return resolve_profiler(profiler, root_dir)
+
+
+def _is_active_profiler(profiler: Any) -> bool:
+    return profiler is not None and not getattr(profiler, "_passthrough", False)
+
+
+def _model_checkpoint_cls() -> type[Checkpoint] | None:
+    try:
+        from torchbolt.callbacks.model_checkpoint import ModelCheckpoint
+    except ImportError:
+        return None
+    return ModelCheckpoint
+
+
+def _reorder_callbacks(callbacks: list[Callback]) -> list[Callback]:
+    """Tuner callbacks first, checkpoint callbacks last (they save the final state of the others)."""
+    tuner, other, checkpoints = [], [], []
+    for cb in callbacks:
+        if getattr(cb, "_is_tuner_callback", False):
+            tuner.append(cb)
+        elif isinstance(cb, Checkpoint):
+            checkpoints.append(cb)
+        else:
+            other.append(cb)
+    return tuner + other + checkpoints
+
+
+def _differs(a: Any, b: Any) -> bool:
+    try:
+        return bool(a != b)
+    except Exception:
+        return a is not b
+
+
+def _print_results(results: list[dict[str, float]], stage: str) -> None:
+    """The table ``trainer.test``/``validate`` print: one row per metric, one column per dataloader."""
+    metrics = sorted({k for r in results for k in r})
+    if not metrics:
+        return
+    title = "Test metric" if stage == "test" else "Validate metric"
+    headers = [title] + [f"DataLoader {i}" for i in range(len(results))]
+    rows = []
+    for key in metrics:
+        row = [key]
+        for r in results:
+            value = r.get(key)
+            row.append("" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value))
+        rows.append(row)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) + 4 for i, h in enumerate(headers)]
+    line = "─" * sum(widths)
+    out = [line, "".join(h.center(w) for h, w in zip(headers, widths)), line]
+    out += ["".join(c.center(w) for c, w in zip(r, widths)) for r in rows]
+    out.append(line)
+    print("\n".join(out))
+

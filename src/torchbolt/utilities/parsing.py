@@ -1,0 +1,74 @@
+"""Small parsing helpers shared across the package."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class AttributeDict(dict[str, Any]):
+    """A dict whose keys can also be read and written as attributes (``hparams.lr``).
+
+    Example::
+
+        >>> d = AttributeDict(lr=0.1)
+        >>> d.lr
+        0.1
+    """
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError as e:
+            raise AttributeError(f"Missing attribute {key!r}") from e
+
+    def __setattr__(self, key: str, val: Any) -> None:
+        self[key] = val
+
+    def __delattr__(self, key: str) -> None:
+        try:
+            del self[key]
+        except KeyError as e:
+            raise AttributeError(f"Missing attribute {key!r}") from e
+
+    def __repr__(self) -> str:
+        if not self:
+            return ""
+        width = max(len(str(k)) for k in self)
+        return "\n".join(f'"{k}":'.ljust(width + 3) + f" {v}" for k, v in sorted(self.items(), key=lambda kv: str(kv[0])))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.update(state)
+
+
+def is_overridden(method_name: str, instance: object, parent: type | None = None) -> bool:
+    """Whether ``instance``'s class overrides ``method_name`` of ``parent`` (or its own base class).
+
+    Used once per run to build the hook dispatch tables, never on the per-batch path.
+    """
+    if instance is None:
+        return False
+    if parent is None:
+        from torchbolt.callbacks.callback import Callback
+        from torchbolt.core.datamodule import LightningDataModule
+        from torchbolt.core.module import LightningModule
+
+        for candidate in (LightningModule, LightningDataModule, Callback):
+            if isinstance(instance, candidate):
+                parent = candidate
+                break
+        else:
+            raise ValueError("Expected a parent class to compare with")
+    instance_attr = getattr(instance, method_name, None)
+    if instance_attr is None:
+        return False
+    # an attribute assigned on the instance (e.g. a mock, or a lambda) always counts as an override
+    if method_name in getattr(instance, "__dict__", {}):
+        return True
+    parent_attr = getattr(parent, method_name, None)
+    if parent_attr is None:
+        return True
+    instance_fn = getattr(instance_attr, "__func__", instance_attr)
+    return instance_fn is not parent_attr
