@@ -141,17 +141,17 @@ class FitLoop:
         num_steps = trainer._config.num_sanity_val_steps
         if not self._validation_enabled() or num_steps == 0:
             return
-        self._setup_val_data()
-        assert self.val_loaders is not None
-        limits = [min(num_steps, limit) for limit in self.val_limits]
-        trainer._num_sanity_val_batches = limits
-        if not any(limits):
-            return
         trainer.state.stage = RunningStage.SANITY_CHECKING
         # evaluation must not change the random stream training draws from (shuffling, dropout)
         with isolate_rng():
             trainer._hooks.callbacks("on_sanity_check_start")
-            EvaluationLoop(trainer, RunningStage.SANITY_CHECKING, inference_mode=False).run(self.val_loaders, limits)
+            self._setup_val_data()
+            assert self.val_loaders is not None
+            limits = [min(num_steps, limit) for limit in self.val_limits]
+            trainer._num_sanity_val_batches = limits
+            if any(limits):
+                EvaluationLoop(trainer, RunningStage.SANITY_CHECKING, inference_mode=False).run(
+                    self.val_loaders, limits)
             trainer._hooks.callbacks("on_sanity_check_end")
         trainer._metrics.reset()
         trainer.state.stage = RunningStage.TRAINING

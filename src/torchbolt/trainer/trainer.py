@@ -443,9 +443,10 @@ class Trainer:
         self.strategy.on_exception(exception)
         try:
             self._teardown()
+            if self._hooks is not None and self.state.fn is not None:
+                self._call_teardown_hooks(self.state.fn.value, status="failed")
         finally:
-            for logger in self.loggers:
-                logger.finalize("failed")
+            self.state.stage = None
 
     # ------------------------------------------------------------------ one run
     def _run(self, model: LightningModule, source: DataSource, ckpt_path: Any) -> Any:
@@ -615,7 +616,7 @@ class Trainer:
         self._hooks.module("setup", stage=stage)
         self.strategy.barrier("post_setup")
 
-    def _call_teardown_hooks(self, stage: str) -> None:
+    def _call_teardown_hooks(self, stage: str, status: str = "success") -> None:
         if self.datamodule is not None:
             self.datamodule.teardown(stage=stage)
         self._hooks.callbacks("teardown", stage=stage)
@@ -624,7 +625,7 @@ class Trainer:
         if model is not None:
             model.__dict__["_current_fx_name"] = None
         for logger in self.loggers:
-            logger.finalize("success")
+            logger.finalize(status)
         if _is_active_profiler(self.profiler):
             self.profiler.describe()
 
