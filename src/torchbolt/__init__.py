@@ -5,10 +5,10 @@
 
 __version__ = "0.1.0"
 
-from torchbolt.callbacks.callback import Callback  # noqa: E402
-from torchbolt.core.datamodule import LightningDataModule  # noqa: E402
-from torchbolt.core.module import LightningModule  # noqa: E402
-from torchbolt.trainer.trainer import Trainer  # noqa: E402
-from torchbolt.utilities.seed import seed_everything  # noqa: E402
+from torchbolt.callbacks.callback import Callback
+from torchbolt.core.datamodule import LightningDataModule
+from torchbolt.core.module import LightningModule
+from torchbolt.trainer.trainer import Trainer
+from torchbolt.utilities.seed import seed_everything
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]

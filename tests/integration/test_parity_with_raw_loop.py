@@ -69,7 +69,7 @@ def _raw_loop(optimizer_name: str, epochs: int, accumulate: int) -> dict[str, to
                 optimizer.step()
         model.eval()
         with torch.no_grad():
-            for x, y in val_loader:  # the validation pass draws from the same global generator
+            for x, _ in val_loader:  # the validation pass draws from the same global generator
                 model(x)
     return {k: v.clone() for k, v in model.state_dict().items()}
 

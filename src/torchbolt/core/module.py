@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import numbers
 from collections.abc import Callable, Generator, Mapping
 from contextlib import contextmanager
@@ -442,7 +443,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
     def clip_gradients(
         self,
         optimizer: Optimizer,
-        gradient_clip_val: int | float | None = None,
+        gradient_clip_val: int | builtins.float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Clip the gradients of ``optimizer``'s parameters by norm (default) or value.
@@ -489,7 +490,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
     def configure_gradient_clipping(
         self,
         optimizer: Optimizer,
-        gradient_clip_val: int | float | None = None,
+        gradient_clip_val: int | builtins.float | None = None,
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         """Called before each optimizer step to clip gradients; by default applies the Trainer's settings.
@@ -568,7 +569,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         if not isinstance(input_sample, tuple):
             input_sample = (input_sample,)
         kwargs.setdefault("dynamo", False)
-        torch.onnx.export(self, input_sample, file_path, **kwargs)
+        torch.onnx.export(self, input_sample, file_path, **kwargs)  # type: ignore[arg-type]
         self.train(mode)
 
     @torch.no_grad()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
-from contextlib import contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any, ContextManager, TypeVar
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -54,6 +54,8 @@ class Strategy(ABC):
         self._optimizers: list[Optimizer] = []
         self._lightning_optimizers: list[LightningOptimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
+        # convert BatchNorm to SyncBatchNorm in setup (only distributed strategies act on it)
+        self.sync_batchnorm: bool = False
 
     # ------------------------------------------------------------------ plug-ins
     @property
@@ -188,7 +190,7 @@ class Strategy(ABC):
         assert self._lightning_module is not None
         self._lightning_module.to(self.root_device)
 
-    def model_sharded_context(self) -> ContextManager:
+    def model_sharded_context(self) -> AbstractContextManager:
         """Entered around ``configure_model`` (sharded strategies create layers already sharded)."""
         return nullcontext()
 

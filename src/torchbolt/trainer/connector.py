@@ -180,7 +180,7 @@ def resolve_plugins(
     elif strategy_obj._precision_plugin is None:
         strategy_obj.precision_plugin = precision_plugin_for(precision or "32-true", device_type, strategy_obj)
     if sync_batchnorm:
-        setattr(strategy_obj, "_sync_batchnorm", True)
+        strategy_obj.sync_batchnorm = True
     return ResolvedPlugins(
         strategy=strategy_obj,
         accelerator=accel,

@@ -130,7 +130,8 @@ class DataConnector:
                 "You requested to overfit but enabled training dataloader shuffling."
                 " We are turning off the training dataloader shuffling for you."
             )
-            loader = type(loader)(**_dataloader_init_kwargs(loader, SequentialSampler(loader.dataset)))
+            sequential = SequentialSampler(loader.dataset)  # type: ignore[arg-type]
+            loader = type(loader)(**_dataloader_init_kwargs(loader, sequential))
         sampler_kwargs = trainer.strategy.distributed_sampler_kwargs
         if sampler_kwargs is not None and trainer._config.use_distributed_sampler:
             from torchbolt.utilities.distributed import _inject_distributed_sampler

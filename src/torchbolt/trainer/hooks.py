@@ -61,6 +61,7 @@ class HookDispatcher:
         self._cb_table: dict[str, tuple[Callable, ...]] = {}
         self._cb_tables_monitoring: dict[bool, tuple[Callable, ...]] = {}
         self._module_table: dict[str, Callable | None] = {}
+        self._overrides: dict[str, bool] = {}
         self._data_hooks: dict[str, Callable | None] = {name: self._resolve_data_hook(name) for name in _DATA_HOOKS}
 
     # ------------------------------------------------------------------ table building
@@ -148,11 +149,10 @@ class HookDispatcher:
 
     def module_overrides(self, name: str) -> bool:
         """Whether the module's class overrides ``name`` (cached)."""
-        key = f"overrides:{name}"
-        result = self._cb_table.get(key)
+        result = self._overrides.get(name)
         if result is None:
-            result = self._cb_table[key] = (is_overridden(name, self._module, LightningModule),)  # type: ignore[assignment]
-        return bool(result[0])
+            result = self._overrides[name] = is_overridden(name, self._module, LightningModule)
+        return result
 
     def datamodule(self, name: str, *args: Any, **kwargs: Any) -> Any:
         dm = self._datamodule

@@ -423,7 +423,7 @@ class ResultCollection:
     def dataloader_keys(self) -> dict[int | None, list[str]]:
         """The epoch-level logged keys per dataloader index (for ``trainer.test`` results)."""
         keys: dict[int | None, list[str]] = {}
-        for (fx, name, dl_idx), entry in self._entries.items():
+        for (_, _, dl_idx), entry in self._entries.items():
             if entry.meta.on_epoch and entry.meta.logger:
                 keys.setdefault(dl_idx, []).append(entry.key_epoch)
         return keys

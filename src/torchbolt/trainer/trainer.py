@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from torchbolt.callbacks.callback import Callback
 from torchbolt.callbacks.checkpoint import Checkpoint
@@ -23,9 +22,8 @@ from torchbolt.callbacks.progress.tqdm_progress import TQDMProgressBar
 from torchbolt.callbacks.timer import Timer
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
-from torchbolt.core.optimizer import LRSchedulerConfig, _init_optimizers_and_lr_schedulers
+from torchbolt.core.optimizer import _init_optimizers_and_lr_schedulers
 from torchbolt.loggers.logger import DummyLogger, Logger
-from torchbolt.plugins.precision.precision import Precision
 from torchbolt.strategies.strategy import Strategy
 from torchbolt.trainer import config as _config
 from torchbolt.trainer.checkpointing import CheckpointConnector
@@ -35,6 +33,7 @@ from torchbolt.trainer.fit_loop import FitLoop
 from torchbolt.trainer.hooks import HookDispatcher
 from torchbolt.trainer.logging import MetricStore, ResultCollection, _log_levels, scalars
 from torchbolt.trainer.optimization import bind_optimizers
+from torchbolt.trainer.properties import TrainerProperties
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.parsing import is_overridden
@@ -43,7 +42,7 @@ from torchbolt.utilities.rank_zero import WarningCache, rank_zero_info, rank_zer
 _warning_cache = WarningCache()
 
 
-class Trainer:
+class Trainer(TrainerProperties):
     """Runs a :class:`~torchbolt.LightningModule`: the loops, devices, precision, logging and checkpoints.
 
     Example::
@@ -750,303 +749,6 @@ class Trainer:
         checkpoint = self._checkpoint_connector.dump_checkpoint(weights_only)
         self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
         self.strategy.barrier("Trainer.save_checkpoint")
-
-    # ------------------------------------------------------------------ read-only properties
-    @property
-    def current_epoch(self) -> int:
-        """Completed training epochs (0 during the first epoch)."""
-        return self._progress.current_epoch
-
-    @property
-    def global_step(self) -> int:
-        """Optimizer steps taken so far."""
-        return self._progress.global_step
-
-    @property
-    def should_stop(self) -> bool:
-        """Set to ``True`` to stop fitting at the next chance (after ``min_epochs``/``min_steps``)."""
-        return self._progress.should_stop
-
-    @should_stop.setter
-    def should_stop(self, value: bool) -> None:
-        self._progress.should_stop = bool(value)
-
-    @property
-    def callback_metrics(self) -> dict[str, Tensor]:
-        """Every metric logged so far (step and epoch values, as tensors): what callbacks monitor."""
-        return self._metrics.callback
-
-    @property
-    def logged_metrics(self) -> dict[str, Any]:
-        """The metrics last sent to the loggers."""
-        return self._metrics.logged
-
-    @property
-    def progress_bar_metrics(self) -> dict[str, float]:
-        """The ``prog_bar=True`` metrics as Python numbers (reading them synchronizes with the device)."""
-        return scalars(self._metrics.pbar)
-
-    @property
-    def lightning_module(self) -> LightningModule:
-        return self._lightning_module  # type: ignore[return-value]
-
-    @property
-    def model(self) -> torch.nn.Module | None:
-        """The model the loops call (the LightningModule, or its DDP/FSDP wrapper)."""
-        return self.strategy.model
-
-    @property
-    def accelerator(self) -> Any:
-        return self.strategy.accelerator
-
-    @property
-    def precision_plugin(self) -> Precision:
-        return self.strategy.precision_plugin
-
-    @property
-    def precision(self) -> str:
-        return self.strategy.precision_plugin.precision
-
-    @property
-    def optimizers(self) -> list[Optimizer]:
-        return self.strategy.optimizers
-
-    @optimizers.setter
-    def optimizers(self, optimizers: list[Optimizer]) -> None:
-        self.strategy.optimizers = optimizers
-
-    @property
-    def lr_scheduler_configs(self) -> list[LRSchedulerConfig]:
-        return self.strategy.lr_scheduler_configs
-
-    @property
-    def is_global_zero(self) -> bool:
-        return self.strategy.is_global_zero
-
-    @property
-    def global_rank(self) -> int:
-        return self.strategy.global_rank
-
-    @property
-    def local_rank(self) -> int:
-        return self.strategy.local_rank
-
-    @property
-    def node_rank(self) -> int:
-        return self.strategy.node_rank
-
-    @property
-    def world_size(self) -> int:
-        return self.strategy.world_size
-
-    @property
-    def num_nodes(self) -> int:
-        return self._resolved.num_nodes
-
-    @property
-    def num_devices(self) -> int:
-        return self._resolved.num_devices
-
-    @property
-    def device_ids(self) -> list[int]:
-        return self._resolved.device_ids
-
-    @property
-    def loggers(self) -> list[Logger]:
-        return self._loggers
-
-    @loggers.setter
-    def loggers(self, loggers: list[Logger] | None) -> None:
-        self._loggers = list(loggers) if loggers else []
-
-    @property
-    def logger(self) -> Logger | None:
-        """The first logger (``None`` without loggers)."""
-        return self._loggers[0] if self._loggers else None
-
-    @logger.setter
-    def logger(self, logger: Logger | None) -> None:
-        self._loggers = [logger] if logger is not None else []
-
-    @property
-    def log_dir(self) -> str:
-        """The first logger's directory, else ``default_root_dir``."""
-        if self._loggers:
-            logger = self._loggers[0]
-            directory = logger.log_dir if logger.log_dir is not None else logger.save_dir
-            if directory is not None:
-                return directory
-        return self._config.default_root_dir
-
-    @property
-    def default_root_dir(self) -> str:
-        return self._config.default_root_dir
-
-    @property
-    def checkpoint_callback(self) -> Checkpoint | None:
-        callbacks = self.checkpoint_callbacks
-        return callbacks[0] if callbacks else None
-
-    @property
-    def checkpoint_callbacks(self) -> list[Checkpoint]:
-        return [c for c in self.callbacks if isinstance(c, Checkpoint)]
-
-    @property
-    def early_stopping_callback(self) -> Callback | None:
-        callbacks = self.early_stopping_callbacks
-        return callbacks[0] if callbacks else None
-
-    @property
-    def early_stopping_callbacks(self) -> list[Callback]:
-        return [c for c in self.callbacks if type(c).__name__ == "EarlyStopping" or any(
-            base.__name__ == "EarlyStopping" for base in type(c).__mro__)]
-
-    @property
-    def progress_bar_callback(self) -> ProgressBar | None:
-        for c in self.callbacks:
-            if isinstance(c, ProgressBar):
-                return c
-        return None
-
-    @property
-    def state_dict_ready(self) -> bool:
-        return self._lightning_module is not None
-
-    @property
-    def num_training_batches(self) -> int | float:
-        return self._num_training_batches
-
-    @property
-    def num_val_batches(self) -> list[int | float]:
-        return self._num_val_batches
-
-    @property
-    def num_sanity_val_batches(self) -> list[int | float]:
-        return self._num_sanity_val_batches
-
-    @property
-    def num_test_batches(self) -> list[int | float]:
-        return self._num_test_batches
-
-    @property
-    def num_predict_batches(self) -> list[int | float]:
-        return self._num_predict_batches
-
-    @property
-    def estimated_stepping_batches(self) -> int | float:
-        """Optimizer steps the whole fit will take (for schedulers like ``OneCycleLR``).
-
-        Loads the training dataloader if it was not loaded yet (it may be called in ``configure_optimizers``).
-        """
-        config = self._config
-        if config.max_epochs == -1 and config.max_steps == -1:
-            return math.inf
-        loop = self._fit_loop
-        if loop is None and self.state.fn == TrainerFn.FITTING and self._lightning_module is not None:
-            raise MisconfigurationException("`estimated_stepping_batches` is available once `fit` has started.")
-        if loop is not None and loop.train_loader is None:
-            rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
-            loop._setup_train_data()
-        total = self._num_training_batches
-        if total == math.inf:
-            return config.max_steps if config.max_steps != -1 else math.inf
-        per_epoch = math.ceil(total / config.accumulate_grad_batches)
-        estimated = per_epoch * max(config.max_epochs, 1)
-        return min(estimated, config.max_steps) if config.max_steps != -1 else estimated
-
-    @property
-    def train_dataloader(self) -> Any:
-        return self._fit_loop.train_loader if self._fit_loop is not None else None
-
-    @property
-    def val_dataloaders(self) -> Any:
-        if self._fit_loop is None or self._fit_loop.val_loaders is None:
-            return None
-        loaders = self._fit_loop.val_loaders
-        return loaders[0] if len(loaders) == 1 else loaders
-
-    @property
-    def sanity_checking(self) -> bool:
-        return self.state.stage == RunningStage.SANITY_CHECKING
-
-    @property
-    def training(self) -> bool:
-        return self.state.stage == RunningStage.TRAINING
-
-    @training.setter
-    def training(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.TRAINING
-
-    @property
-    def validating(self) -> bool:
-        return self.state.stage == RunningStage.VALIDATING
-
-    @validating.setter
-    def validating(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.VALIDATING
-
-    @property
-    def testing(self) -> bool:
-        return self.state.stage == RunningStage.TESTING
-
-    @testing.setter
-    def testing(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.TESTING
-
-    @property
-    def predicting(self) -> bool:
-        return self.state.stage == RunningStage.PREDICTING
-
-    @predicting.setter
-    def predicting(self, value: bool) -> None:
-        if value:
-            self.state.stage = RunningStage.PREDICTING
-
-    @property
-    def evaluating(self) -> bool:
-        return self.state.stage is not None and self.state.stage.evaluating
-
-    @property
-    def interrupted(self) -> bool:
-        return self.state.status == TrainerStatus.INTERRUPTED
-
-    @property
-    def received_sigterm(self) -> bool:
-        return self._received_sigterm
-
-    @property
-    def enable_validation(self) -> bool:
-        loop = self._fit_loop
-        return loop is not None and loop._validation_enabled()
-
-    @property
-    def barebones(self) -> bool:
-        return self._config.barebones
-
-    # the validated arguments, read-only
-    max_epochs = property(lambda self: self._config.max_epochs)
-    min_epochs = property(lambda self: self._config.min_epochs)
-    max_steps = property(lambda self: self._config.max_steps)
-    min_steps = property(lambda self: self._config.min_steps)
-    fast_dev_run = property(lambda self: self._config.fast_dev_run)
-    accumulate_grad_batches = property(lambda self: self._config.accumulate_grad_batches)
-    gradient_clip_val = property(lambda self: self._config.gradient_clip_val)
-    gradient_clip_algorithm = property(lambda self: self._config.gradient_clip_algorithm)
-    val_check_interval = property(lambda self: self._config.val_check_interval)
-    check_val_every_n_epoch = property(lambda self: self._config.check_val_every_n_epoch)
-    log_every_n_steps = property(lambda self: self._config.log_every_n_steps)
-    limit_train_batches = property(lambda self: self._config.limit_train_batches)
-    limit_val_batches = property(lambda self: self._config.limit_val_batches)
-    limit_test_batches = property(lambda self: self._config.limit_test_batches)
-    limit_predict_batches = property(lambda self: self._config.limit_predict_batches)
-    overfit_batches = property(lambda self: self._config.overfit_batches)
-    num_sanity_val_steps = property(lambda self: self._config.num_sanity_val_steps)
-    reload_dataloaders_every_n_epochs = property(lambda self: self._config.reload_dataloaders_every_n_epochs)
-    max_time = property(lambda self: self._config.max_time)
-
 
 # ---------------------------------------------------------------------- module-level helpers
 def _resolve_plugins(args: dict[str, Any], config: _config.TrainerConfig, legacy: dict[str, Any]) -> Any:

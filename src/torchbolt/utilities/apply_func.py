@@ -74,7 +74,7 @@ def apply_to_collection(
                 items.append((k, v))
         if isinstance(data, defaultdict):
             return type(data)(data.default_factory, OrderedDict(items))
-        return type(data)(items)
+        return type(data)(items)  # type: ignore[call-arg]
     if _is_namedtuple(data) or (isinstance(data, Sequence) and not isinstance(data, (str, bytes))):
         out = []
         for d in data:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import uuid
@@ -12,7 +13,7 @@ import fsspec
 import torch
 from fsspec.implementations.local import AbstractFileSystem, LocalFileSystem
 
-_PATH = Union[str, Path]
+_PATH = Union[str, Path, "os.PathLike[str]"]
 
 
 def get_filesystem(path: _PATH, **kwargs: Any) -> AbstractFileSystem:
@@ -59,10 +60,8 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
                 os.fsync(f.fileno())
             os.replace(tmp, path_str)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.remove(tmp)
-            except OSError:
-                pass
             raise
         _fsync_dir(directory)
         return

@@ -100,7 +100,7 @@ class CombinedLoader(Iterable):
         exhausted = [False] * len(iterators)
         index = 0
         while index < total:
-            values = []
+            values: list[Any] = []
             for i, iterator in enumerate(iterators):
                 try:
                     if self._mode == "max_size" and exhausted[i]:

@@ -14,5 +14,5 @@ def _inject_distributed_sampler(loader: DataLoader, stage: str, sampler_kwargs: 
     if isinstance(loader.sampler, DistributedSampler):
         return loader
     shuffle = _is_dataloader_shuffled(loader) if stage == "train" else False
-    sampler = DistributedSampler(loader.dataset, shuffle=shuffle, **sampler_kwargs)
+    sampler: DistributedSampler = DistributedSampler(loader.dataset, shuffle=shuffle, **sampler_kwargs)
     return type(loader)(**_dataloader_init_kwargs(loader, sampler))

@@ -57,6 +57,8 @@ class HyperparametersMixin:
 
     __jit_unused_properties__: list[str] = ["hparams", "hparams_initial"]
 
+    _hparams: Any
+
     def __init__(self) -> None:
         super().__init__()
         self._log_hyperparams: bool = True
@@ -130,7 +132,7 @@ class HyperparametersMixin:
         self._hparams = hp
 
     @property
-    def hparams(self) -> AttributeDict | MutableMapping:
+    def hparams(self) -> AttributeDict:
         """The saved hyperparameters; assign to ``self.hparams.x`` to update one."""
         if not hasattr(self, "_hparams"):
             self._hparams = AttributeDict()
@@ -141,4 +143,4 @@ class HyperparametersMixin:
         """A copy of the hyperparameters as they were when ``save_hyperparameters`` ran."""
         if not hasattr(self, "_hparams_initial"):
             return AttributeDict()
-        return copy.deepcopy(self._hparams_initial)  # type: ignore[arg-type]
+        return copy.deepcopy(self._hparams_initial)  # type: ignore[return-value]

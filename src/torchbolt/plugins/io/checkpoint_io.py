@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Union
 
-_PATH = Union[str, Path]
+_PATH = Union[str, Path, "os.PathLike[str]"]
 
 
 class CheckpointIO(ABC):
