@@ -208,10 +208,11 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     max_epochs_arg = args["max_epochs"]
     if max_epochs_arg is None:
         if max_steps == -1 and max_time is None:
-            rank_zero_warn(
-                "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
-                " set `max_epochs=-1`."
-            )
+            if not fast_dev_run:
+                rank_zero_warn(
+                    "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
+                    " set `max_epochs=-1`."
+                )
             max_epochs = 1000
         else:
             max_epochs = -1

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from torchbolt.trainer.logging import ResultCollection, scalars
+from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.states import RunningStage
 from torchbolt.utilities.exceptions import MisconfigurationException
 
@@ -83,8 +83,8 @@ class EvaluationLoop:
     def _grad_context(self) -> Any:
         return torch.inference_mode() if self._inference_mode else torch.no_grad()
 
-    def run(self, loaders: list[Any], limits: list[int | float]) -> list[dict[str, float]]:
-        """Evaluate; return one dict of epoch-level logged metrics per dataloader."""
+    def run(self, loaders: list[Any], limits: list[int | float]) -> list[dict[str, Any]]:
+        """Evaluate; return one dict of epoch-level logged metrics (tensors) per dataloader."""
         trainer = self.trainer
         hooks = trainer._hooks
         module = trainer.lightning_module
@@ -142,7 +142,7 @@ class EvaluationLoop:
         if log:
             trainer._log_to_loggers(log, step=step)
 
-    def _publish_epoch(self, sanity: bool, num_loaders: int) -> list[dict[str, float]]:
+    def _publish_epoch(self, sanity: bool, num_loaders: int) -> list[dict[str, Any]]:
         callback, log, pbar = self.results.epoch_outputs()
         if sanity:
             return []
@@ -152,14 +152,12 @@ class EvaluationLoop:
             trainer._log_to_loggers(log)
         return self._per_dataloader(log, num_loaders)
 
-    def _per_dataloader(self, log: dict[str, Any], num_loaders: int) -> list[dict[str, float]]:
-        """Split the epoch metrics by dataloader (keys without a suffix go to every loader)."""
-        values = scalars(log)
-        results: list[dict[str, float]] = []
+    def _per_dataloader(self, log: dict[str, Any], num_loaders: int) -> list[dict[str, Any]]:
+        """Split the epoch metrics (still tensors) by dataloader; keys without a suffix go to every loader."""
+        results: list[dict[str, Any]] = []
         for idx in range(num_loaders):
             suffix = f"/dataloader_idx_{idx}"
-            results.append({k: v for k, v in values.items()
-                            if k.endswith(suffix) or "/dataloader_idx_" not in k})
+            results.append({k: v for k, v in log.items() if k.endswith(suffix) or "/dataloader_idx_" not in k})
         return results
 
 

@@ -261,7 +261,7 @@ class Trainer(TrainerProperties):
             return [_default_logger(self._config.default_root_dir)]
         if isinstance(logger, Logger):
             return [logger]
-        if isinstance(logger, Iterable):
+        if isinstance(logger, Iterable) and not isinstance(logger, (str, bytes)):
             loggers = list(logger)
             for item in loggers:
                 if not isinstance(item, Logger):
@@ -528,7 +528,7 @@ class Trainer(TrainerProperties):
         else:
             self._num_test_batches = limits
         loop = EvaluationLoop(self, running, inference_mode=self._config.inference_mode)
-        results = loop.run(loaders, limits)
+        results = [scalars(r) for r in loop.run(loaders, limits)]
         if getattr(self, "_verbose", True) and self.is_global_zero and results:
             _print_results(results, stage)
         return results
