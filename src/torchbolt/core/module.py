@@ -55,10 +55,14 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
                 return torch.optim.Adam(self.parameters(), lr=1e-3)
     """
 
+    # set while TorchScript compiles/traces the module: its property walk must not raise
+    _jit_is_scripting: bool = False
+
     # names TorchScript must not try to compile
     __jit_unused_properties__: list[str] = [
         "example_input_array", "on_gpu", "current_epoch", "global_step", "global_rank", "local_rank",
         "logger", "loggers", "automatic_optimization", "trainer", "device", "dtype", "hparams", "hparams_initial",
+        "strict_loading",
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -81,9 +85,9 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         Raises:
             RuntimeError: when the module is not attached to a Trainer.
         """
-        if self._trainer is None:
+        if self._trainer is None and not LightningModule._jit_is_scripting:
             raise RuntimeError(f"{type(self).__qualname__} is not attached to a `Trainer`.")
-        return self._trainer
+        return self._trainer  # type: ignore[return-value]
 
     @trainer.setter
     def trainer(self, trainer: Trainer | None) -> None:
@@ -588,7 +592,8 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         """
         mode = self.training
         if method == "script":
-            module = torch.jit.script(self.eval(), **kwargs)
+            with _jit_is_scripting():
+                module = torch.jit.script(self.eval(), **kwargs)
         elif method == "trace":
             if example_inputs is None:
                 if self.example_input_array is None:
@@ -600,7 +605,8 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
             from torchbolt.utilities.apply_func import move_data_to_device
 
             example_inputs = move_data_to_device(example_inputs, self.device)
-            module = torch.jit.trace(func=self.eval(), example_inputs=example_inputs, **kwargs)
+            with _jit_is_scripting():
+                module = torch.jit.trace(func=self.eval(), example_inputs=example_inputs, **kwargs)
         else:
             raise ValueError(f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}")
         self.train(mode)
@@ -638,3 +644,13 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         state = dict(self.__dict__)
         state["_trainer"] = None
         return state
+
+
+@contextmanager
+def _jit_is_scripting() -> Generator[None, None, None]:
+    """TorchScript inspects every attribute; properties that need a Trainer must not raise meanwhile."""
+    LightningModule._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        LightningModule._jit_is_scripting = False
