@@ -3,12 +3,22 @@
 ``import torchbolt as pl`` gives the names Lightning users expect.
 """
 
+import logging as _logging
+
 __version__ = "0.1.0"
 
-from torchbolt.callbacks.callback import Callback
-from torchbolt.core.datamodule import LightningDataModule
-from torchbolt.core.module import LightningModule
-from torchbolt.trainer.trainer import Trainer
-from torchbolt.utilities.seed import seed_everything
+# Like Lightning: show torchbolt's INFO messages (stop reasons, restored checkpoints) unless the
+# application configured logging itself.
+_logger = _logging.getLogger(__name__)
+_logger.setLevel(_logging.INFO)
+if not _logging.getLogger().hasHandlers():
+    _logger.addHandler(_logging.StreamHandler())
+    _logger.propagate = False
+
+from torchbolt.callbacks.callback import Callback  # noqa: E402
+from torchbolt.core.datamodule import LightningDataModule  # noqa: E402
+from torchbolt.core.module import LightningModule  # noqa: E402
+from torchbolt.trainer.trainer import Trainer  # noqa: E402
+from torchbolt.utilities.seed import seed_everything  # noqa: E402
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]
