@@ -1,7 +1,9 @@
 """General utilities, at the paths Lightning users import them from."""
 
 from torchbolt.utilities.apply_func import apply_to_collection, move_data_to_device
+from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.grads import grad_norm
 from torchbolt.utilities.parsing import AttributeDict, is_overridden
 from torchbolt.utilities.rank_zero import (
     rank_zero_debug,
@@ -14,8 +16,10 @@ from torchbolt.utilities.seed import isolate_rng, seed_everything
 
 __all__ = [
     "AttributeDict",
+    "CombinedLoader",
     "MisconfigurationException",
     "apply_to_collection",
+    "grad_norm",
     "is_overridden",
     "isolate_rng",
     "move_data_to_device",

@@ -48,7 +48,8 @@ class _RankZeroOnly:
     def __call__(self, fn: Callable[P, T]) -> Callable[P, T | None]:
         @wraps(fn)
         def wrapped_fn(*args: P.args, **kwargs: P.kwargs) -> T | None:
-            if _RankZeroOnly.rank == 0:
+            # read at call time: the strategy sets the rank once the process group exists
+            if self.rank == 0:
                 return fn(*args, **kwargs)
             return None
 
