@@ -390,3 +390,11 @@ def test_estimated_stepping_batches_inside_configure_optimizers() -> None:
     trainer.fit(OneCycle())
     assert seen == [9] and trainer.global_step == 9
     assert math.isinf(quiet_trainer(max_epochs=-1).estimated_stepping_batches)
+
+
+def test_pl_trainer_environment_variables_fill_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PL_TRAINER_MAX_EPOCHS", "3")
+    monkeypatch.setenv("PL_TRAINER_ACCELERATOR", "cpu")
+    trainer = pl.Trainer(logger=False)
+    assert trainer.max_epochs == 3 and type(trainer.accelerator).__name__ == "CPUAccelerator"
+    assert pl.Trainer(max_epochs=5, logger=False).max_epochs == 5

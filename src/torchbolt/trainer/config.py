@@ -7,6 +7,7 @@ re-checks them.
 
 from __future__ import annotations
 
+import ast
 import difflib
 import os
 from dataclasses import dataclass
@@ -350,3 +351,22 @@ def _apply_overfit_and_fast_dev_run(config: TrainerConfig) -> None:
     elif config.overfit_batches > 0:
         config.limit_train_batches = config.overfit_batches
         config.limit_val_batches = config.overfit_batches
+
+
+def env_defaults(explicit: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """Apply ``PL_TRAINER_<ARG>`` environment variables to arguments left at their defaults.
+
+    As in Lightning, an argument passed explicitly always wins; the value is read as a Python
+    literal when it is one (``PL_TRAINER_MAX_EPOCHS=3``) and as a string otherwise
+    (``PL_TRAINER_ACCELERATOR=cpu``).
+    """
+    result = dict(explicit)
+    for name in _KNOWN_ARGS:
+        raw = os.environ.get(f"PL_TRAINER_{name.upper()}")
+        if raw is None or name not in defaults or explicit.get(name) is not defaults[name]:
+            continue
+        try:
+            result[name] = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            result[name] = raw
+    return result

@@ -149,6 +149,7 @@ class Trainer(TrainerProperties):
     ) -> None:
         args = dict(locals())
         del args["self"], args["legacy_kwargs"]
+        args = _config.env_defaults(args, _TRAINER_DEFAULTS)
         legacy = _config._check_legacy(legacy_kwargs)
         args = self._apply_legacy(args, legacy)
         self._config = _config.resolve_config(args, legacy)
@@ -751,6 +752,15 @@ class Trainer(TrainerProperties):
         self.strategy.barrier("Trainer.save_checkpoint")
 
 # ---------------------------------------------------------------------- module-level helpers
+def _signature_defaults() -> dict[str, Any]:
+    import inspect
+
+    return {name: p.default for name, p in inspect.signature(Trainer.__init__).parameters.items()
+            if p.default is not inspect.Parameter.empty}
+
+
+_TRAINER_DEFAULTS: dict[str, Any] = {}
+
 def _resolve_plugins(args: dict[str, Any], config: _config.TrainerConfig, legacy: dict[str, Any]) -> Any:
     from torchbolt.trainer.connector import resolve_plugins
 
@@ -820,3 +830,5 @@ def _print_results(results: list[dict[str, float]], stage: str) -> None:
     out.append(line)
     print("\n".join(out))
 
+
+_TRAINER_DEFAULTS.update(_signature_defaults())
