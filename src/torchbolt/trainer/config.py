@@ -159,9 +159,9 @@ def normalize_precision(precision: Any) -> str | None:
         )
     canonical = _PRECISION_ALIASES[key]
     if key in ("16", "bf16"):
-        rank_zero_warn(
-            f"`precision={precision!r}` is supported for historical reasons but its usage is discouraged."
-            f" Please set your precision to {canonical!r} instead!"
+        rank_zero_deprecation(
+            f"`Trainer(precision={precision!r})` is a Lightning 1.x spelling, supported for historical reasons;"
+            f" use `precision={canonical!r}` instead."
         )
     return canonical
 
@@ -174,8 +174,6 @@ def _check_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
             candidates = difflib.get_close_matches(key, _KNOWN_ARGS + list(_LEGACY_SPELLINGS), n=1)
             hint = f" Did you mean `{candidates[0]}`?" if candidates else ""
             raise TypeError(f"Trainer.__init__() got an unexpected keyword argument {key!r}.{hint}")
-        if value is None or value is False:
-            continue
         rank_zero_deprecation(
             f"`Trainer({key}={value!r})` is a Lightning 1.x argument; use `{_LEGACY_SPELLINGS[key]}` instead."
         )

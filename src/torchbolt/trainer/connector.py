@@ -40,12 +40,12 @@ class ResolvedPlugins:
 
 def _apply_legacy_device_args(accelerator: Any, devices: Any, strategy: Any, legacy: dict[str, Any]
                               ) -> tuple[Any, Any, Any]:
-    if "gpus" in legacy:
-        gpus = legacy["gpus"]
-        accelerator, devices = "gpu", gpus
-    if "tpu_cores" in legacy:
+    # in Lightning 1.x, `gpus=0`/`gpus=None` meant "train on the CPU"
+    if legacy.get("gpus") not in (None, 0, "0", [], False):
+        accelerator, devices = "gpu", legacy["gpus"]
+    if legacy.get("tpu_cores") not in (None, 0, [], False):
         accelerator, devices = "tpu", legacy["tpu_cores"]
-    if "distributed_backend" in legacy:
+    if legacy.get("distributed_backend") is not None:
         strategy = legacy["distributed_backend"]
     # Lightning 1.x accepted the strategy in `accelerator`, e.g. Trainer(accelerator="ddp")
     if isinstance(accelerator, str) and accelerator not in _ACCELERATOR_NAMES and accelerator in StrategyRegistry:
