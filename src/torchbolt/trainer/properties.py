@@ -323,13 +323,27 @@ class TrainerProperties:
     def barebones(self) -> bool:
         return self._config.barebones
 
+    @property
+    def accumulate_grad_batches(self) -> int:
+        """Step the optimizer every this many batches; the fit loop reads it at every batch."""
+        return self._config.accumulate_grad_batches
+
+    @accumulate_grad_batches.setter
+    def accumulate_grad_batches(self, value: int) -> None:
+        # the one setting callbacks may change during fit (``GradientAccumulationScheduler`` does, per
+        # epoch); it writes the config, which stays the single owner of the value
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MisconfigurationException(
+                f"`trainer.accumulate_grad_batches = {value!r}` is invalid: expected an int >= 1."
+            )
+        self._config.accumulate_grad_batches = value
+
     # the validated arguments, read-only
     max_epochs = property(lambda self: self._config.max_epochs)
     min_epochs = property(lambda self: self._config.min_epochs)
     max_steps = property(lambda self: self._config.max_steps)
     min_steps = property(lambda self: self._config.min_steps)
     fast_dev_run = property(lambda self: self._config.fast_dev_run)
-    accumulate_grad_batches = property(lambda self: self._config.accumulate_grad_batches)
     gradient_clip_val = property(lambda self: self._config.gradient_clip_val)
     gradient_clip_algorithm = property(lambda self: self._config.gradient_clip_algorithm)
     val_check_interval = property(lambda self: self._config.val_check_interval)

@@ -35,9 +35,9 @@ from torchbolt.trainer.logging import MetricStore, ResultCollection, _log_levels
 from torchbolt.trainer.optimization import bind_optimizers
 from torchbolt.trainer.properties import TrainerProperties
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
-from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from torchbolt.utilities.parsing import is_overridden
-from torchbolt.utilities.rank_zero import WarningCache, rank_zero_info, rank_zero_warn
+from torchbolt.utilities.rank_zero import WarningCache, rank_zero_deprecation, rank_zero_info, rank_zero_warn
 
 _warning_cache = WarningCache()
 
@@ -366,6 +366,33 @@ class Trainer(TrainerProperties):
         self._return_predictions = True if return_predictions is None else bool(return_predictions)
         return self._run_entry(TrainerFn.PREDICTING, model, source, ckpt_path)
 
+    def tune(
+        self,
+        model: LightningModule,
+        train_dataloaders: Any = None,
+        val_dataloaders: Any = None,
+        dataloaders: Any = None,
+        datamodule: LightningDataModule | None = None,
+        scale_batch_size_kwargs: dict[str, Any] | None = None,
+        lr_find_kwargs: dict[str, Any] | None = None,
+        method: str = "fit",
+    ) -> dict[str, Any]:
+        """Lightning 1.x: run the tuners enabled by ``Trainer(auto_scale_batch_size=...)``/``auto_lr_find=...``.
+
+        Deprecated: use ``torchbolt.tuner.Tuner(trainer).lr_find(model)`` and ``.scale_batch_size(model)``.
+
+        Returns:
+            ``{"scale_batch_size": int, "lr_find": lr_finder}`` for the tuners that ran.
+        """
+        from torchbolt.tuner.tuning import _tune
+
+        rank_zero_deprecation(
+            "`trainer.tune()` is a Lightning 1.x method; use `Tuner(trainer).lr_find(model)` and"
+            " `Tuner(trainer).scale_batch_size(model)` (from `torchbolt.tuner import Tuner`) instead."
+        )
+        return _tune(self, model, train_dataloaders, val_dataloaders, dataloaders, datamodule,
+                     scale_batch_size_kwargs, lr_find_kwargs, method)  # type: ignore[arg-type]
+
     def _evaluate(
         self, fn: TrainerFn, model: LightningModule | None, dataloaders: Any, ckpt_path: Any, verbose: bool,
         datamodule: LightningDataModule | None,
@@ -419,6 +446,13 @@ class Trainer(TrainerProperties):
             if launcher is not None:
                 return launcher.launch(self._run, model, source, ckpt_path, trainer=self)
             return self._run(model, source, ckpt_path)
+        except _TunerExitException:
+            # a tuner callback finished its search and ends this fit: a normal finish, not a failure
+            self._teardown()
+            self._call_teardown_hooks(fn.value)
+            self.state.status = TrainerStatus.FINISHED
+            self.state.stage = None
+            return None
         except KeyboardInterrupt as exception:
             rank_zero_info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
             self._interrupt(exception)

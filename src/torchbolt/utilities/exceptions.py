@@ -12,3 +12,7 @@ class MisconfigurationException(Exception):
 
 class SIGTERMException(SystemExit):
     """Raised inside the fit loop at a step boundary after the process received SIGTERM."""
+
+
+class _TunerExitException(Exception):
+    """Raised by a tuner callback to end the ``fit`` it runs in once the search is done (not an error)."""

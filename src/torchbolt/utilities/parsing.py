@@ -72,3 +72,77 @@ def is_overridden(method_name: str, instance: object, parent: type | None = None
         return True
     instance_fn = getattr(instance_attr, "__func__", instance_attr)
     return instance_fn is not parent_attr
+
+
+def _attr_holders(model: Any, attribute: str) -> list[Any]:
+    """Every object that holds ``attribute``: the model, its ``hparams``, the datamodule, its ``hparams``.
+
+    The datamodule (the model's Trainer's) comes last, so it wins when reading.
+    """
+    holders: list[Any] = []
+    if hasattr(model, attribute):
+        holders.append(model)
+    hparams = getattr(model, "_hparams", None)
+    if hparams is not None and _has_key(hparams, attribute):
+        holders.append(hparams)
+    trainer = getattr(model, "_trainer", None)
+    datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+    if datamodule is not None:
+        if hasattr(datamodule, attribute):
+            holders.append(datamodule)
+        dm_hparams = getattr(datamodule, "_hparams", None)
+        if dm_hparams is not None and _has_key(dm_hparams, attribute):
+            holders.append(dm_hparams)
+    return holders
+
+
+def _has_key(container: Any, key: str) -> bool:
+    if isinstance(container, dict):
+        return key in container
+    return hasattr(container, key)
+
+
+def lightning_hasattr(model: Any, attribute: str) -> bool:
+    """Whether ``attribute`` is on the model, in ``model.hparams``, on the datamodule or in its ``hparams``."""
+    return bool(_attr_holders(model, attribute))
+
+
+def lightning_getattr(model: Any, attribute: str) -> Any:
+    """Read ``attribute`` from where :func:`lightning_hasattr` finds it (the datamodule's value wins).
+
+    Raises:
+        AttributeError: when none of the four places holds it.
+    """
+    holders = _attr_holders(model, attribute)
+    if not holders:
+        raise AttributeError(
+            f"{attribute} is neither stored in the model namespace nor the `hparams` namespace/dict, nor the"
+            " datamodule."
+        )
+    holder = holders[-1]
+    if isinstance(holder, dict):
+        return holder[attribute]
+    return getattr(holder, attribute)
+
+
+def lightning_setattr(model: Any, attribute: str, value: Any) -> None:
+    """Set ``attribute`` to ``value`` everywhere :func:`lightning_hasattr` finds it (model, hparams, datamodule).
+
+    Example::
+
+        lightning_setattr(model, "lr", 3e-4)   # updates model.lr and model.hparams.lr when both exist
+
+    Raises:
+        AttributeError: when none of the four places holds it.
+    """
+    holders = _attr_holders(model, attribute)
+    if not holders:
+        raise AttributeError(
+            f"{attribute} is neither stored in the model namespace nor the `hparams` namespace/dict, nor the"
+            " datamodule."
+        )
+    for holder in holders:
+        if isinstance(holder, dict):
+            holder[attribute] = value
+        else:
+            setattr(holder, attribute, value)

@@ -1,0 +1,192 @@
+"""The batch-size finder: the largest batch size whose training steps do not run out of memory.
+
+Each trial trains ``steps_per_trial`` steps at one batch size (re-creating the training dataloader,
+which reads the size from the model or datamodule attribute). ``"power"`` doubles the size until a
+trial runs out of memory and keeps the last size that worked; ``"binsearch"`` then bisects between
+the last success and the first failure.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from torchbolt.tuner._search import SearchRun
+from torchbolt.utilities.combined_loader import CombinedLoader
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.memory import garbage_collection_cuda, is_oom_error
+from torchbolt.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
+from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    from torchbolt.trainer.trainer import Trainer
+
+
+def _check_batch_size_finder_args(mode: str, steps_per_trial: int, init_val: int, max_trials: int) -> None:
+    if mode not in ("power", "binsearch"):
+        raise MisconfigurationException(
+            f"`scale_batch_size(mode={mode!r})` is invalid: use 'power' or 'binsearch'."
+        )
+    for name, value in (("steps_per_trial", steps_per_trial), ("init_val", init_val), ("max_trials", max_trials)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise MisconfigurationException(f"`scale_batch_size({name}={value!r})` is invalid: expected an int >= 1.")
+
+
+def _check_can_scale(trainer: Trainer, batch_arg_name: str) -> None:
+    """Raises MisconfigurationException when the batch size cannot be searched in this fit."""
+    model = trainer.lightning_module
+    if trainer.world_size > 1 or trainer.strategy.distributed_sampler_kwargs is not None:
+        raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
+    fit_loop = trainer._fit_loop
+    if fit_loop is not None and fit_loop.source.explicit.get("train") is not None:
+        raise MisconfigurationException(
+            "The Batch size finder cannot be used with dataloaders passed directly to `.fit()`. Please disable"
+            " the feature or incorporate the dataloader into your LightningModule or LightningDataModule."
+        )
+    if not lightning_hasattr(model, batch_arg_name):
+        raise MisconfigurationException(
+            f"Field {batch_arg_name} not found in `model`, `datamodule`, nor their `hparams` attributes."
+        )
+    hparams = getattr(model, "_hparams", None)
+    if hasattr(model, batch_arg_name) and hparams is not None and batch_arg_name in hparams:
+        rank_zero_warn(
+            f"Field `model.{batch_arg_name}` and `model.hparams.{batch_arg_name}` are mutually exclusive!"
+            f" `model.{batch_arg_name}` will be used as the initial batch size for scaling. If this is not the"
+            " intended behavior, please remove either one."
+        )
+
+
+def _scale_batch_size(
+    trainer: Trainer,
+    mode: str = "power",
+    steps_per_trial: int = 3,
+    init_val: int = 2,
+    max_trials: int = 25,
+    batch_arg_name: str = "batch_size",
+) -> int | None:
+    """Find the batch size inside the running ``fit``; set it on the model/datamodule; restore the rest.
+
+    Returns:
+        The batch size found, or ``None`` under ``fast_dev_run``.
+    """
+    _check_batch_size_finder_args(mode, steps_per_trial, init_val, max_trials)
+    if trainer.fast_dev_run:
+        rank_zero_warn("Skipping batch size scaler since `fast_dev_run` is enabled.")
+        return None
+    _check_can_scale(trainer, batch_arg_name)
+    # validation is skipped: a training step at a batch size needs more memory than evaluating one
+    with SearchRun(trainer, [], max_steps=steps_per_trial, max_epochs=-1, min_epochs=None, min_steps=None,
+                   limit_train_batches=1.0, limit_val_batches=0, num_sanity_val_steps=0,
+                   val_check_interval=1.0) as search:
+        new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, value=init_val)
+        run = _run_power_scaling if mode == "power" else _run_binary_scaling
+        new_size = run(trainer, search, new_size, batch_arg_name, max_trials)
+    garbage_collection_cuda()
+    lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
+    rank_zero_info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
+    return new_size
+
+
+def _trial(search: SearchRun) -> bool:
+    """Run one trial; ``False`` when it ran out of memory (any other error propagates)."""
+    try:
+        search.run()
+    except RuntimeError as exception:
+        if not is_oom_error(exception):
+            raise
+        return False
+    finally:
+        search.trainer.lightning_module.zero_grad(set_to_none=True)
+    return True
+
+
+def _run_power_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch_arg_name: str,
+                       max_trials: int) -> int:
+    """Double until a trial fails, then return the last size that worked (halve while nothing has worked)."""
+    any_success = False
+    for _ in range(max_trials):
+        garbage_collection_cuda()
+        if _trial(search):
+            new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, factor=2.0, desc="succeeded")
+            if not changed:
+                break
+            any_success = True
+            continue
+        # the failed trial's exception (and the memory its frames hold) is released by now
+        garbage_collection_cuda()
+        new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, factor=0.5, desc="failed")
+        if any_success:
+            break
+    return new_size
+
+
+def _run_binary_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch_arg_name: str,
+                        max_trials: int) -> int:
+    """Double until a trial fails, then bisect between the last success and the first failure."""
+    low, high, count = 1, None, 0
+    while True:
+        garbage_collection_cuda()
+        if _trial(search):
+            count += 1
+            if count > max_trials:
+                break
+            low = new_size
+            if high is not None:
+                if high - low <= 1:
+                    break
+                new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, value=(high + low) // 2,
+                                                       desc="succeeded")
+            else:
+                new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, factor=2.0,
+                                                       desc="succeeded")
+            if not changed:
+                break
+            continue
+        garbage_collection_cuda()
+        high = new_size
+        new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, value=(high + low) // 2, desc="failed")
+        if high - low <= 1:
+            break
+    return new_size
+
+
+def _dataset_length(loader: Any) -> int | None:
+    """The number of samples behind a training loader (the largest dataset of a combined loader)."""
+    loaders = loader.flattened if isinstance(loader, CombinedLoader) else [loader]
+    lengths = []
+    for item in loaders:
+        dataset = getattr(item, "dataset", None)
+        try:
+            lengths.append(len(dataset))  # type: ignore[arg-type]
+        except TypeError:
+            continue
+    return max(lengths) if lengths else None
+
+
+def _adjust_batch_size(trainer: Trainer, search: SearchRun, batch_arg_name: str = "batch_size", factor: float = 1.0,
+                       value: int | None = None, desc: str | None = None) -> tuple[int, bool]:
+    """Set the batch size to ``value`` (or the current one times ``factor``), capped at the dataset size.
+
+    Returns:
+        The new batch size and whether it differs from the current one.
+
+    Raises:
+        RuntimeError: when even a batch size of 1 does not fit in memory.
+    """
+    model = trainer.lightning_module
+    batch_size = lightning_getattr(model, batch_arg_name)
+    loader, _ = trainer._data.train_loader(search.source)
+    length = _dataset_length(loader)
+    if length is not None and batch_size >= length:
+        rank_zero_info(f"The batch size {batch_size} is greater or equal than the length of your dataset.")
+        return batch_size, False
+    new_size = value if value is not None else int(batch_size * factor)
+    if new_size < 1:
+        raise RuntimeError(
+            f"Batch size {batch_size} ran out of memory and there is no smaller batch size to try: the model does"
+            " not fit in memory even with one sample per batch."
+        )
+    if desc:
+        rank_zero_info(f"Batch size {batch_size} {desc}, trying batch size {new_size}")
+    lightning_setattr(model, batch_arg_name, new_size)
+    return new_size, new_size != batch_size
+
