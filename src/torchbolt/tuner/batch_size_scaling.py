@@ -87,16 +87,23 @@ def _scale_batch_size(
 
 
 def _trial(search: SearchRun) -> bool:
-    """Run one trial; ``False`` when it ran out of memory (any other error propagates)."""
+    """Run one trial; ``False`` when it ran out of memory (any other error propagates).
+
+    After a failure the memory the trial held is released (the exception and its frames are gone by
+    then); a successful trial's memory is freed by reference counting when its loop is replaced.
+    """
     try:
         search.run()
+        succeeded = True
     except RuntimeError as exception:
         if not is_oom_error(exception):
             raise
-        return False
+        succeeded = False
     finally:
         search.trainer.lightning_module.zero_grad(set_to_none=True)
-    return True
+    if not succeeded:
+        garbage_collection_cuda()
+    return succeeded
 
 
 def _run_power_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch_arg_name: str,
@@ -104,15 +111,12 @@ def _run_power_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch
     """Double until a trial fails, then return the last size that worked (halve while nothing has worked)."""
     any_success = False
     for _ in range(max_trials):
-        garbage_collection_cuda()
         if _trial(search):
             new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, factor=2.0, desc="succeeded")
             if not changed:
                 break
             any_success = True
             continue
-        # the failed trial's exception (and the memory its frames hold) is released by now
-        garbage_collection_cuda()
         new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, factor=0.5, desc="failed")
         if any_success:
             break
@@ -124,7 +128,6 @@ def _run_binary_scaling(trainer: Trainer, search: SearchRun, new_size: int, batc
     """Double until a trial fails, then bisect between the last success and the first failure."""
     low, high, count = 1, None, 0
     while True:
-        garbage_collection_cuda()
         if _trial(search):
             count += 1
             if count > max_trials:
@@ -141,7 +144,6 @@ def _run_binary_scaling(trainer: Trainer, search: SearchRun, new_size: int, batc
             if not changed:
                 break
             continue
-        garbage_collection_cuda()
         high = new_size
         new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, value=(high + low) // 2, desc="failed")
         if high - low <= 1:
