@@ -72,9 +72,16 @@ class BaseFinetuning(Callback):
         if not self._restarting:
             return
         named_parameters = dict(pl_module.named_parameters())
+        trained: set[int] = set()
         for opt_idx, optimizer in enumerate(trainer.optimizers):
             groups = self._apply_mapping_to_param_groups(self._internal_optimizer_metadata[opt_idx], named_parameters)
             optimizer.param_groups[:] = groups  # in place: wrappers and schedulers share this list
+            trained.update(id(p) for group in groups for p in group["params"])
+        # modules unfrozen before the checkpoint train again (`freeze_before_training` froze them in setup)
+        for module in self.flatten_modules(pl_module):
+            own = list(module.parameters(recurse=False))
+            if own and all(id(p) in trained for p in own):
+                self.make_trainable(module)
         self._restarting = False
 
     @staticmethod

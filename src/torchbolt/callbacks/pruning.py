@@ -195,6 +195,7 @@ class ModelPruning(Callback):
                 # every forward pass); copying in place keeps the optimizer's reference to it valid
                 target = f"{name}_orig" if hasattr(module, f"{name}_orig") else name
                 getattr(module, target).data.copy_(getattr(original, name).data)
+                _refresh_masked(module, name)
 
     def _apply_local_pruning(self, amount: int | float) -> None:
         for module, name in self._parameters_to_prune:
@@ -375,3 +376,10 @@ class ModelPruning(Callback):
             " parameter_name_to_prune) or None"
         )
 
+
+def _refresh_masked(module: nn.Module, name: str) -> None:
+    """Recompute ``module.<name>`` from ``<name>_orig`` and the mask now, as the next forward pass would,
+    so the attribute does not show stale values until then."""
+    for hook in module._forward_pre_hooks.values():
+        if isinstance(hook, pytorch_prune.BasePruningMethod) and hook._tensor_name == name:
+            setattr(module, name, hook.apply_mask(module))
