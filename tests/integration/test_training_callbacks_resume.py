@@ -122,7 +122,7 @@ def test_gradient_accumulation_schedule_resumes(tmp_path):
 
 
 def test_backbone_finetuning_resumes_with_its_param_groups(tmp_path):
-    full_model, full, resumed_model, resumed = _resume_matches(
+    _, full, resumed_model, resumed = _resume_matches(
         tmp_path, lambda: BackboneFinetuning(unfreeze_backbone_at_epoch=1, lambda_func=lambda e: 1.5), max_epochs=4,
         save_epoch=3)
     assert resumed.previous_backbone_lr == full.previous_backbone_lr
@@ -143,7 +143,7 @@ def test_nonfinite_guard_resumes_with_its_counts(tmp_path):
 
 
 def test_learning_rate_finder_does_not_search_again_after_resume(tmp_path):
-    full_model, full, resumed_model, resumed = _resume_matches(
+    full_model, full, resumed_model, _ = _resume_matches(
         tmp_path, lambda: LearningRateFinder(min_lr=1e-4, max_lr=1.0, num_training_steps=20), max_epochs=3,
         save_epoch=1)
     assert resumed_model.hparams.lr == full_model.hparams.lr == full.optimal_lr.suggestion()

@@ -149,7 +149,7 @@ def test_rollback_without_any_checkpoint_raises():
 def test_detect_anomaly_names_the_operation_that_produced_nan():
     class SqrtOfNegative(Model):
         def training_step(self, batch, batch_idx):
-            x, y = batch
+            x, _ = batch
             return torch.sqrt(self.net(x) - 100.0).sum()
 
     with pytest.raises(RuntimeError, match="SqrtBackward0"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 
@@ -123,7 +124,7 @@ def test_exponential_mode_spaces_rates_evenly_in_log_scale_from_min_to_max():
                                           early_stop_threshold=None, update_attr=False)
     lrs = lr_finder.results["lr"]
     assert lrs[0] == pytest.approx(1e-6) and lrs[-1] == pytest.approx(1e-2)
-    ratios = [b / a for a, b in zip(lrs, lrs[1:])]
+    ratios = [b / a for a, b in itertools.pairwise(lrs)]
     assert ratios == pytest.approx([10 ** 0.5] * 8)
 
 
