@@ -76,6 +76,7 @@ class LearningRateFinder(Callback):
         # a run resumed from a checkpoint of a run that already searched does not search again
         self._restored_results: dict[str, Any] | None = None
         self._restored_suggestion: float | None = None
+        self._suggestion: float | None = None
 
     def lr_find(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Run the search now; set the suggestion when ``update_attr``."""
@@ -88,12 +89,11 @@ class LearningRateFinder(Callback):
                 attr_name=self._attr_name,
             )
         self.lr_finder = self.optimal_lr
+        self._suggestion = self.optimal_lr.suggestion() if self._update_attr and self.optimal_lr else None
         if self._early_exit:
             raise _TunerExitException()
-        if self._update_attr and self.optimal_lr is not None:
-            lr = self.optimal_lr.suggestion()
-            if lr is not None:
-                _apply_lr(trainer, lr)
+        if self._suggestion is not None:
+            _apply_lr(trainer, self._suggestion)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._restored_results is None:
@@ -110,8 +110,9 @@ class LearningRateFinder(Callback):
     def state_dict(self) -> dict[str, Any]:
         if self.optimal_lr is None:
             return {}
+        suggestion = self._suggestion if self._restored_results is None else self._restored_suggestion
         return {"results": {key: list(values) for key, values in self.optimal_lr.results.items()},
-                "suggestion": self.optimal_lr.suggestion() if self._update_attr else None}
+                "suggestion": suggestion}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         from torchbolt.tuner.lr_finder import _LRFinder

@@ -393,6 +393,16 @@ class Trainer(TrainerProperties):
         return _tune(self, model, train_dataloaders, val_dataloaders, dataloaders, datamodule,
                      scale_batch_size_kwargs, lr_find_kwargs, method)  # type: ignore[arg-type]
 
+    @property
+    def tuner(self) -> Any:
+        """Lightning 1.x: ``trainer.tuner.lr_find(model)``. Deprecated: use ``Tuner(trainer)``."""
+        from torchbolt.tuner import Tuner
+
+        rank_zero_deprecation(
+            "`trainer.tuner` is a Lightning 1.x attribute; use `Tuner(trainer)` (from `torchbolt.tuner import Tuner`)."
+        )
+        return Tuner(self)
+
     def _evaluate(
         self, fn: TrainerFn, model: LightningModule | None, dataloaders: Any, ckpt_path: Any, verbose: bool,
         datamodule: LightningDataModule | None,

@@ -207,6 +207,15 @@ def test_trainer_tune_with_auto_lr_find_updates_hparams_lr_with_deprecation_warn
     assert trainer.optimizers[0].param_groups[0]["lr"] == model.hparams.lr
 
 
+def test_lightning_1x_trainer_tuner_attribute_runs_the_lr_finder():
+    model = LinearRegression(lr=1e-3)
+    trainer = _trainer()
+    with pytest.warns(TorchboltDeprecationWarning, match="trainer.tuner"):
+        tuner = trainer.tuner
+    lr_finder = tuner.lr_find(model, min_lr=1e-4, max_lr=1.0, num_training=30)
+    assert model.hparams.lr == lr_finder.suggestion()
+
+
 def test_trainer_tune_with_attribute_name_in_auto_lr_find():
     class CustomName(LinearRegression):
         def __init__(self):
