@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +15,6 @@ from torch import Tensor, nn
 from torchbolt.callbacks.callback import Callback
 from torchbolt.core.module import LightningModule
 from torchbolt.utilities.exceptions import MisconfigurationException
-from torchbolt.utilities.model_helpers import deepcopy_without_trainer
 from torchbolt.utilities.rank_zero import rank_zero_debug, rank_zero_only
 
 if TYPE_CHECKING:
@@ -187,7 +187,7 @@ class ModelPruning(Callback):
         for layer in self._original_layers.values():
             original = layer["data"]
             if self._resample_parameters and callable(getattr(original, "reset_parameters", None)):
-                original = deepcopy_without_trainer(original)
+                original = deepcopy(original)
                 original.reset_parameters()
             for i, name in layer["names"]:
                 module, _ = self._parameters_to_prune[i]
@@ -259,7 +259,7 @@ class ModelPruning(Callback):
             self._original_layers = {}
             for i, (module, name) in enumerate(self._parameters_to_prune):
                 layer = self._original_layers.setdefault(
-                    id(module), {"data": deepcopy_without_trainer(module), "names": []})
+                    id(module), {"data": deepcopy(module), "names": []})
                 layer["names"].append((i, name))
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:

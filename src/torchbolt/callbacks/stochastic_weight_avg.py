@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from copy import deepcopy
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -12,7 +13,6 @@ from torch.optim.swa_utils import SWALR
 from torchbolt.callbacks.callback import Callback
 from torchbolt.core.optimizer import LRSchedulerConfig
 from torchbolt.utilities.exceptions import MisconfigurationException
-from torchbolt.utilities.model_helpers import deepcopy_without_trainer
 from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
@@ -97,8 +97,8 @@ class StochasticWeightAveraging(Callback):
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.strategy.restore_checkpoint_after_setup:
             raise MisconfigurationException("SWA does not currently support sharded models.")
-        # the copy is made before the model moves to its device
-        self._average_model = deepcopy_without_trainer(pl_module)
+        # the copy is made before the model moves to its device (a LightningModule copies without its Trainer)
+        self._average_model = deepcopy(pl_module)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if len(trainer.optimizers) != 1:

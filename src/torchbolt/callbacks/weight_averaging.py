@@ -10,7 +10,6 @@ import torch
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from torchbolt.callbacks.callback import Callback
-from torchbolt.utilities.model_helpers import trainer_detached
 from torchbolt.utilities.parsing import is_overridden
 from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -70,10 +69,8 @@ class WeightAveraging(Callback):
                 " WeightAveraging doesn't support sharding model layers, so you may run out of memory."
             )
             pl_module.configure_model()
-        # AveragedModel deep-copies the module: copy the weights, not the Trainer the module points to
-        with trainer_detached(pl_module):
-            self._average_model = AveragedModel(model=pl_module, device=self._device,
-                                                use_buffers=self._use_buffers, **self._kwargs)
+        self._average_model = AveragedModel(model=pl_module, device=self._device, use_buffers=self._use_buffers,
+                                            **self._kwargs)
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # `setup` ran before the model moved to its device; without an explicit device, follow it
