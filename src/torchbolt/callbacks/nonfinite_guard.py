@@ -57,7 +57,7 @@ class NonFiniteGuard(Callback):
         rollback: ``False``: raise after ``max_consecutive``; ``True``: reload the newest checkpoint
             written by the Trainer's checkpoint callbacks; a path: reload that checkpoint.
         max_rollbacks: how many rollbacks are tolerated before raising anyway.
-        log: log the number of skipped steps with ``self.log``.
+        log: log the number of skipped steps with ``self.log`` (not under ``Trainer(barebones=True)``).
 
     Raises:
         MisconfigurationException: for invalid arguments.
@@ -114,7 +114,7 @@ class NonFiniteGuard(Callback):
             self._skip(trainer, optimizer)
         else:
             self.consecutive = 0
-        if self.log:
+        if self.log and not trainer.barebones:
             pl_module.log("nonfinite_skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
 
     def _skip(self, trainer: Trainer, optimizer: Optimizer) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from torchbolt.loggers.logger import DummyLogger
 from torchbolt.trainer.hooks import HookDispatcher
 from torchbolt.trainer.logging import MetricStore
 from torchbolt.trainer.states import Progress
@@ -168,7 +169,8 @@ class SearchRun:
         trainer._config = dataclasses.replace(trainer._config, **self.config_overrides)
         trainer._hooks = HookDispatcher(trainer, trainer.lightning_module, self.callbacks, trainer.datamodule, None)
         trainer.callbacks = list(self.callbacks)
-        trainer._loggers = []
+        # nothing is logged, but hooks that use `self.logger` keep working
+        trainer._loggers = [DummyLogger()] if trainer._loggers else []
         trainer._metrics = MetricStore()
         return self
 

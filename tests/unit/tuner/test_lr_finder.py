@@ -229,3 +229,18 @@ def test_trainer_tune_with_attribute_name_in_auto_lr_find():
         result = trainer.tune(model, lr_find_kwargs={"min_lr": 1e-4, "max_lr": 1.0, "num_training": 30})
     assert model.my_rate == result["lr_find"].suggestion()
     assert model.hparams.lr == 1e-3
+
+
+def test_search_with_a_logger_gives_hooks_a_logger_that_records_nothing(tmp_path):
+    from torchbolt.loggers import CSVLogger
+
+    class UsesLogger(LinearRegression):
+        def on_train_start(self):
+            self.logger.log_hyperparams({"started": True})
+
+    logger = CSVLogger(tmp_path)
+    trainer = pl.Trainer(max_epochs=1, logger=logger, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, log_every_n_steps=1)
+    Tuner(trainer).lr_find(UsesLogger(), num_training=10, update_attr=False)
+    assert trainer.logger is logger
+    assert not (tmp_path / "lightning_logs").exists()
