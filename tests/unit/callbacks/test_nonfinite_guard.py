@@ -164,3 +164,12 @@ def test_arguments_are_validated():
     with pytest.raises(MisconfigurationException, match="checks nothing"):
         NonFiniteGuard(check_loss=False, check_grads=False)
     assert math.isfinite(NonFiniteGuard().max_consecutive)
+
+
+def test_guard_works_under_barebones_without_logging():
+    guard = NonFiniteGuard()
+    model = Model(bad={5: "nan_grads"})
+    trainer = pl.Trainer(max_epochs=1, barebones=True, callbacks=[guard])
+    trainer.fit(model)
+    assert guard.skipped_steps == 1
+    assert all(torch.isfinite(p).all() for p in model.parameters())
