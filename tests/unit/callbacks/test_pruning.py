@@ -117,6 +117,29 @@ def test_lottery_ticket_resets_the_unpruned_weights_to_their_initial_values():
     assert (recorder.weight[~mask] == 0).all()
 
 
+def test_resample_parameters_resets_the_unpruned_weights_to_fresh_random_values():
+    model = Model()
+    initial = model.layer1.weight.detach().clone()
+    torch.manual_seed(123)
+    _fit(model, ModelPruning("l1_unstructured", parameters_to_prune=[(model.layer1, "weight")], amount=0.5,
+                             resample_parameters=True), max_epochs=1)
+    weight = model.layer1.weight.detach()
+    kept = weight != 0
+    assert int(kept.sum()) == 64
+    assert not torch.isclose(weight[kept], initial[kept]).any()
+    # still the layer's initialization distribution: bounded by 1/sqrt(fan_in)
+    assert weight.abs().max() <= 1 / 8**0.5
+
+
+def test_a_pruning_method_class_works_with_global_pruning():
+    from torch.nn.utils import prune
+
+    model = Model()
+    _fit(model, ModelPruning(prune.L1Unstructured, parameter_names=["weight"], amount=0.25,
+                             use_lottery_ticket_hypothesis=False), max_epochs=1)
+    assert _sparsity(model) == 0.25
+
+
 def test_checkpoint_holds_plain_weights_that_load_into_an_unpruned_model(tmp_path):
     class SaveAtEnd(Callback):
         def on_train_epoch_end(self, trainer, pl_module):
