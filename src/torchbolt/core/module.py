@@ -345,7 +345,11 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
 
         A torchmetrics ``MetricCollection`` can be passed directly.
         """
-        items = dictionary.items()
+        if hasattr(dictionary, "_enable_compute_groups"):
+            # a torchmetrics MetricCollection: keys with its prefix/postfix, members sharing state by reference
+            items = dictionary.items(keep_base=False, copy_state=False)  # type: ignore[call-arg]
+        else:
+            items = dictionary.items()
         for name, value in items:
             self.log(
                 name=name, value=value, prog_bar=prog_bar, logger=logger, on_step=on_step, on_epoch=on_epoch,

@@ -1,11 +1,25 @@
-"""Experiment loggers, at Lightning's names and paths."""
+"""Experiment loggers, at Lightning's names and module paths.
+
+Each logger imports its backend package (tensorboard, mlflow, wandb) only when it is created or
+first writes, so ``import torchbolt`` never pays for them.
+"""
 
 from torchbolt.loggers.csv_logs import CSVLogger
 from torchbolt.loggers.logger import DummyLogger, Logger
+from torchbolt.loggers.mlflow import MLFlowLogger
+from torchbolt.loggers.tensorboard import TensorBoardLogger, _tensorboard_available
+from torchbolt.loggers.wandb import WandbLogger
+from torchbolt.utilities.rank_zero import rank_zero_warn
 
-__all__ = ["CSVLogger", "DummyLogger", "Logger"]
+__all__ = ["CSVLogger", "DummyLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
 
 
 def _default_logger(root_dir: str) -> Logger:
-    """The logger of ``Trainer(logger=True)``: TensorBoard when installed, else CSV, under ``lightning_logs``."""
+    """The logger of ``Trainer(logger=True)``: TensorBoard when installed, else CSV, in ``<root_dir>/lightning_logs``."""
+    if _tensorboard_available():
+        return TensorBoardLogger(save_dir=root_dir)
+    rank_zero_warn(
+        "`Trainer(logger=True)` writes CSV logs (metrics.csv) because `tensorboard` is not installed. Install it"
+        " with `pip install 'torchbolt[tensorboard]'` to get TensorBoard event files instead."
+    )
     return CSVLogger(save_dir=root_dir)

@@ -9,7 +9,7 @@ from argparse import Namespace
 from typing import Any
 
 from torchbolt.loggers.logger import Logger, _add_prefix, _convert_params, _next_version, rank_zero_experiment
-from torchbolt.utilities.cloud_io import get_filesystem
+from torchbolt.utilities.cloud_io import _atomic_save, get_filesystem
 from torchbolt.utilities.rank_zero import rank_zero_only, rank_zero_warn
 
 
@@ -27,11 +27,13 @@ class ExperimentWriter:
         self.log_dir = log_dir
         if self._fs.exists(log_dir) and self._fs.listdir(log_dir):
             rank_zero_warn(
-                f"Experiment logs directory {log_dir} exists and is not empty."
-                " Previous log files in this directory will be deleted when the new ones are saved!"
+                f"Experiment logs directory {log_dir} exists and is not empty. New rows are appended to its"
+                " metrics.csv and its hparams.yaml is rewritten; pass another `version` to start a clean one."
             )
         self._fs.makedirs(log_dir, exist_ok=True)
         self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
+        self._read_existing_header = False
+        self._header_on_disk: list[str] = []
 
     def log_hparams(self, params: dict[str, Any]) -> None:
         from torchbolt.core.saving import save_hparams_to_yaml
@@ -50,12 +52,19 @@ class ExperimentWriter:
         self.metrics.append(row)
 
     def save(self) -> None:
-        """Append buffered rows; rewrite the whole file when the set of columns grew."""
+        """Append buffered rows; rewrite the whole file (old rows kept) when the set of columns grew.
+
+        Columns are sorted by name, as Lightning's are. A file left by an earlier run in the same
+        directory (a resumed run) keeps its rows and columns.
+        """
         if not self.metrics:
             return
-        new_keys = self._record_new_keys()
         file_exists = self._fs.isfile(self.metrics_file_path)
-        if new_keys and file_exists:
+        if file_exists and not self._read_existing_header:
+            self._read_existing_header = True
+            self._header_on_disk = self._file_header()
+        self._record_new_keys()
+        if file_exists and self._header_on_disk != self.metrics_keys:
             self._rewrite_with_new_header(self.metrics_keys)
         mode = "a" if file_exists else "w"
         with self._fs.open(self.metrics_file_path, mode, newline="") as f:
@@ -63,14 +72,19 @@ class ExperimentWriter:
             if mode == "w":
                 writer.writeheader()
             writer.writerows(self.metrics)
+        self._header_on_disk = list(self.metrics_keys)
         self.metrics = []
 
+    def _file_header(self) -> list[str]:
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            return next(csv.reader(f), [])
+
     def _record_new_keys(self) -> set[str]:
-        current = set(self.metrics_keys)
-        new_keys: set[str] = set()
-        for row in self.metrics:
-            new_keys.update(k for k in row if k not in current)
-        self.metrics_keys.extend(sorted(new_keys))
+        """Add the keys of the buffered rows (and of a file found on disk) to the sorted column list."""
+        known = set(self.metrics_keys)
+        new_keys = {k for row in self.metrics for k in row if k not in known}
+        new_keys |= {k for k in self._header_on_disk if k not in known}
+        self.metrics_keys = sorted(known | new_keys)
         return new_keys
 
     def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
@@ -80,8 +94,8 @@ class ExperimentWriter:
         writer = csv.DictWriter(buffer, fieldnames=fieldnames)
         writer.writeheader()
         writer.writerows(rows)
-        with self._fs.open(self.metrics_file_path, "w", newline="") as f:
-            f.write(buffer.getvalue())
+        # replaced atomically: a crash while growing the header never loses the rows already written
+        _atomic_save(buffer.getvalue().encode("utf-8"), self.metrics_file_path)
 
 
 class CSVLogger(Logger):
@@ -159,9 +173,13 @@ class CSVLogger(Logger):
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Buffer one row (``step`` defaults to the row count); written every ``flush_logs_every_n_steps`` steps
+        and whenever the Trainer calls :meth:`save` (after each of its logging calls)."""
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
+        if step is None:
+            step = len(self.experiment.metrics)
         self.experiment.log_metrics(metrics, step)
-        if step is not None and (step + 1) % self._flush_logs_every_n_steps == 0:
+        if (step + 1) % self._flush_logs_every_n_steps == 0:
             self.save()
 
     @rank_zero_only

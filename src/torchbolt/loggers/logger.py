@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 from abc import ABC, abstractmethod
 from argparse import Namespace
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from torch import nn
+from torch import Tensor, nn
 
 from torchbolt.utilities.rank_zero import rank_zero_only
 
@@ -133,6 +135,20 @@ class DummyLogger(Logger):
     def version(self) -> str:
         return ""
 
+    def __getitem__(self, idx: int) -> DummyLogger:
+        # lets code written for a list of loggers (``self.logger[0]``) run unchanged
+        return self
+
+    def __getattr__(self, name: str) -> Callable:
+        # any other logger method (``log_image``, ``watch``...) is accepted and does nothing
+        if name.startswith("__"):
+            raise AttributeError(name)
+
+        def method(*args: Any, **kwargs: Any) -> None:
+            return None
+
+        return method
+
 
 def _next_version(root_dir: str, fs: Any = None) -> int:
     """One more than the largest ``version_N`` under ``root_dir`` (0 when there is none)."""
@@ -155,11 +171,13 @@ def _next_version(root_dir: str, fs: Any = None) -> int:
 
 
 def _flatten_dict(params: Mapping[Any, Any], delimiter: str = "/", parent_key: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}``."""
+    """``{"a": {"b": 1}}`` -> ``{"a/b": 1}`` (namespaces and dataclass instances are flattened too)."""
     result: dict[str, Any] = {}
     for k, v in params.items():
         new_key = f"{parent_key}{delimiter}{k}" if parent_key else str(k)
-        if isinstance(v, Namespace):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            v = dataclasses.asdict(v)
+        elif isinstance(v, Namespace):
             v = vars(v)
         if isinstance(v, Mapping):
             result.update(_flatten_dict(v, delimiter, new_key))
@@ -180,3 +198,41 @@ def _add_prefix(metrics: Mapping[str, Any], prefix: str, separator: str) -> dict
     if not prefix:
         return dict(metrics)
     return {f"{prefix}{separator}{k}": v for k, v in metrics.items()}
+
+
+def _sanitize_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Values as ``bool``/``int``/``float``/``str``/``Tensor`` (what TensorBoard's hparams accept); others as ``str``."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if hasattr(value, "item") and type(value).__module__ == "numpy" and getattr(value, "ndim", 1) == 0:
+            value = value.item()  # numpy scalars become Python numbers, not strings
+        is_tensor = isinstance(value, Tensor)
+        if (is_tensor and value.ndim > 1) or (not is_tensor and type(value) not in (bool, int, float, str)):
+            value = str(value)
+        out[key] = value
+    return out
+
+
+def _sanitize_callable_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Callables (a class, a function) are recorded by name; they are never called."""
+    return {k: (getattr(v, "__name__", repr(v)) if callable(v) else v) for k, v in params.items()}
+
+
+def _convert_json_serializable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Values JSON cannot encode become their ``str``, recursively through dicts."""
+
+    def convert(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {str(k): convert(v) for k, v in value.items()}
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError, OverflowError):
+            return str(value)
+        return value
+
+    return {k: convert(v) for k, v in params.items()}
+
+
+def _to_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """Single-element tensors as Python numbers (loggers may be called with tensors directly)."""
+    return {k: (v.item() if isinstance(v, Tensor) else v) for k, v in metrics.items()}

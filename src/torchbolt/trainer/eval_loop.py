@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from torchbolt.profilers.profiler import Profiler, profiled_iter
 from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.states import RunningStage
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -60,10 +61,11 @@ def _check_dataloader_idx_signature(step: Any, step_name: str, loader_name: str,
         )
 
 
-def _batches(loader: Any, limit: int | float) -> Iterator[tuple[int, Any]]:
+def _batches(loader: Any, limit: int | float, profiler: Profiler | None = None,
+             action: str = "") -> Iterator[tuple[int, Any]]:
     if limit == 0:
         return
-    for batch_idx, batch in enumerate(loader):
+    for batch_idx, batch in enumerate(profiled_iter(loader, profiler, action)):
         yield batch_idx, batch
         if batch_idx + 1 >= limit:
             return
@@ -100,13 +102,15 @@ class EvaluationLoop:
         loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
         _check_dataloader_idx_signature(getattr(module, step_name), step_name, loader_name, multiple)
         eval_step_count = 0
+        profiler = trainer._active_profiler
+        next_action = f"[_EvaluationLoop].{'val' if prefix == 'validation' else prefix}_next"
         try:
             with self._grad_context():
                 hooks.both(f"on_{prefix}_start")
                 hooks.both(f"on_{prefix}_epoch_start")
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     module.__dict__["_current_dataloader_idx"] = dl_idx if multiple else None
-                    for batch_idx, batch in _batches(loader, limit):
+                    for batch_idx, batch in _batches(loader, limit, profiler, next_action):
                         batch = hooks.transfer_batch(batch, dl_idx)
                         extra = (dl_idx,) if multiple else ()
                         self.results.batch_start(batch, dl_idx if multiple else None)
@@ -185,7 +189,8 @@ class PredictionLoop:
                 hooks.both("on_predict_start")
                 hooks.both("on_predict_epoch_start")
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
-                    for batch_idx, batch in _batches(loader, limit):
+                    for batch_idx, batch in _batches(loader, limit, trainer._active_profiler,
+                                                     "[_PredictionLoop].predict_next"):
                         batch = hooks.transfer_batch(batch, dl_idx)
                         extra = (dl_idx,) if multiple else ()
                         hooks.both("on_predict_batch_start", batch, batch_idx, *extra)

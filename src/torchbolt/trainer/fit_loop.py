@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from torchbolt.profilers.profiler import profiled, profiled_iter
 from torchbolt.trainer.data import DataSource
 from torchbolt.trainer.eval_loop import EvaluationLoop
 from torchbolt.trainer.logging import ResultCollection
@@ -59,6 +60,12 @@ class FitLoop:
         self._val_loaded_epoch = -1
         self.val_check_batch: int | float = math.inf
         self._epoch_log: dict[str, Any] = {}
+        self._profiler = trainer._active_profiler
+        if self._profiler is not None:
+            # decided once: an unprofiled loop runs the plain methods, with no per-batch check
+            self._run_epoch = profiled(self._run_epoch, "run_training_epoch", self._profiler)  # type: ignore[method-assign]
+            self.optimization.run = profiled(  # type: ignore[method-assign]
+                self.optimization.run, "run_training_batch", self._profiler)
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
@@ -219,7 +226,7 @@ class FitLoop:
         iterator = iter(self.train_loader)
         for _ in range(self.progress.epoch_batches_done):
             next(iterator)
-        return iterator
+        return profiled_iter(iterator, self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
 
     def _batches(self, iterator: Iterator[Any]) -> Iterator[tuple[int, Any, bool]]:
         """``(batch_idx, batch, is_last)`` for the rest of the epoch.

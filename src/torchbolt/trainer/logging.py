@@ -182,6 +182,9 @@ class _Entry:
 
     def compute(self, reduce_fn: Callable[[Tensor, Any, str], Tensor]) -> Tensor | None:
         if self.metric is not None:
+            if self.count == 0:
+                return None  # not logged since the last reset: computing would read an empty metric
+            # torchmetrics synchronizes its own state across processes inside compute()
             self.computed = self.metric.compute()
             return self.computed
         self.fold()
@@ -282,11 +285,13 @@ class ResultCollection:
                     f"`self.log({name!r}, ...)` was first called with a Metric object and now with another value."
                 )
             if meta.on_step:
+                # the value of this batch is what the metric's forward() returned (None after update() only)
                 cache = value._forward_cache
-                if cache is not None:
-                    entry.last = cache.detach() if isinstance(cache, Tensor) else cache
-            entry.updated = True
-            self._updated.append(entry)
+                entry.last = cache.detach() if isinstance(cache, Tensor) else None
+            entry.count += 1
+            if not entry.updated:
+                entry.updated = True
+                self._updated.append(entry)
             return
         value = self._to_tensor(name, value, entry)
         if meta.on_step:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import weakref
 from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
 from torchbolt.core.optimizer import _init_optimizers_and_lr_schedulers
 from torchbolt.loggers.logger import DummyLogger, Logger
+from torchbolt.profilers.profiler import Profiler, instrument_optimizers, instrument_strategy
 from torchbolt.strategies.strategy import Strategy
 from torchbolt.trainer import config as _config
 from torchbolt.trainer.checkpointing import CheckpointConnector
@@ -179,6 +181,7 @@ class Trainer(TrainerProperties):
         self._enable_autolog_hparams = enable_autolog_hparams
         self.ckpt_path: str | None = None
         self.profiler = _resolve_profiler(profiler, self._config.default_root_dir)
+        self._active_profiler: Profiler | None = None  # the profiler of the current run, None when not profiling
         self.callbacks: list[Callback] = self._build_callbacks(callbacks)
         self._loggers: list[Logger] = self._build_loggers(logger)
         self._last_test_results: list[dict[str, float]] = []
@@ -507,6 +510,7 @@ class Trainer(TrainerProperties):
         self._progress.should_stop = False
         self._verify_model(model, fn, source)
         self.strategy.setup_environment()
+        self._setup_profiler(model, fn)
         self._prepare_data(model)
         self._call_setup_hooks(fn.value)
         self._configure_model(model)
@@ -522,6 +526,8 @@ class Trainer(TrainerProperties):
         if fn == TrainerFn.FITTING:
             assert self._fit_loop is not None
             bind_optimizers(self, model.automatic_optimization, self._fit_loop.optimization.on_gradients_ready)
+            if self._active_profiler is not None:
+                instrument_optimizers(self.strategy, self._active_profiler)
             self._hooks.both("on_fit_start")
         self._log_hyperparams(model)
         if resolved_ckpt is not None:
@@ -673,6 +679,17 @@ class Trainer(TrainerProperties):
         if _is_active_profiler(self.profiler):
             self.profiler.describe()
 
+    def _setup_profiler(self, model: LightningModule, fn: TrainerFn) -> None:
+        """Decide once whether this run is profiled; if so, wrap the strategy's step methods (else nothing)."""
+        profiler = self.profiler
+        self._active_profiler = profiler if _is_active_profiler(profiler) else None
+        if self._active_profiler is None:
+            return
+        profiler._lightning_module = weakref.proxy(model)
+        local_rank = self.local_rank if self.world_size > 1 else None
+        profiler.setup(stage=fn.value, local_rank=local_rank, log_dir=self.log_dir)
+        instrument_strategy(self.strategy, profiler)
+
     def _configure_model(self, model: LightningModule) -> None:
         with self.strategy.model_sharded_context(), self.strategy.precision_plugin.module_init_context():
             self._hooks.module("configure_sharded_model")
@@ -711,8 +728,8 @@ class Trainer(TrainerProperties):
         for logger in self.loggers:
             if hparams:
                 logger.log_hyperparams(hparams)
-            if self.state.fn == TrainerFn.FITTING and model.example_input_array is not None:
-                logger.log_graph(model)
+            if self.state.fn == TrainerFn.FITTING:
+                logger.log_graph(model)  # each logger decides (TensorBoard: only with `log_graph=True`)
             logger.save()
 
     # ------------------------------------------------------------------ logging plumbing
