@@ -18,6 +18,7 @@ from torchbolt.callbacks.timer import Timer
 
 if TYPE_CHECKING:
     from torchbolt.callbacks.batch_size_finder import BatchSizeFinder
+    from torchbolt.callbacks.device_stats_monitor import DeviceStatsMonitor
     from torchbolt.callbacks.finetuning import BackboneFinetuning, BaseFinetuning
     from torchbolt.callbacks.gradient_accumulation_scheduler import GradientAccumulationScheduler
     from torchbolt.callbacks.lr_finder import LearningRateFinder
@@ -25,12 +26,14 @@ if TYPE_CHECKING:
     from torchbolt.callbacks.pruning import ModelPruning
     from torchbolt.callbacks.spike import SpikeDetection, TrainingSpikeException
     from torchbolt.callbacks.stochastic_weight_avg import StochasticWeightAveraging
+    from torchbolt.callbacks.throughput_monitor import ThroughputMonitor
     from torchbolt.callbacks.weight_averaging import EMAWeightAveraging, WeightAveraging
 
 _LAZY = {
     "BackboneFinetuning": "finetuning",
     "BaseFinetuning": "finetuning",
     "BatchSizeFinder": "batch_size_finder",
+    "DeviceStatsMonitor": "device_stats_monitor",
     "EMAWeightAveraging": "weight_averaging",
     "GradientAccumulationScheduler": "gradient_accumulation_scheduler",
     "LearningRateFinder": "lr_finder",
@@ -39,6 +42,7 @@ _LAZY = {
     "NonFiniteTrainingError": "nonfinite_guard",
     "SpikeDetection": "spike",
     "StochasticWeightAveraging": "stochastic_weight_avg",
+    "ThroughputMonitor": "throughput_monitor",
     "TrainingSpikeException": "spike",
     "WeightAveraging": "weight_averaging",
 }
@@ -59,6 +63,7 @@ __all__ = [
     "BatchSizeFinder",
     "Callback",
     "Checkpoint",
+    "DeviceStatsMonitor",
     "EMAWeightAveraging",
     "GradientAccumulationScheduler",
     "LearningRateFinder",
@@ -72,6 +77,7 @@ __all__ = [
     "SpikeDetection",
     "StochasticWeightAveraging",
     "TQDMProgressBar",
+    "ThroughputMonitor",
     "Timer",
     "TrainingSpikeException",
     "WeightAveraging",

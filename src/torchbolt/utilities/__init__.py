@@ -13,6 +13,7 @@ from torchbolt.utilities.rank_zero import (
     rank_zero_warn,
 )
 from torchbolt.utilities.seed import isolate_rng, seed_everything
+from torchbolt.utilities.throughput import measure_flops
 
 __all__ = [
     "AttributeDict",
@@ -22,6 +23,7 @@ __all__ = [
     "grad_norm",
     "is_overridden",
     "isolate_rng",
+    "measure_flops",
     "move_data_to_device",
     "rank_zero_debug",
     "rank_zero_deprecation",
