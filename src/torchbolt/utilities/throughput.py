@@ -114,11 +114,11 @@ class Throughput:
                 if world > 1:
                     metrics["batches_per_sec"] = dev_batches * world
                     metrics["samples_per_sec"] = dev_samples * world
-                if len(self._lengths) == self._lengths.maxlen and self._batches[-1] > self._batches[0]:
-                    avg_length = (self._lengths[-1] - self._lengths[0]) / (self._batches[-1] - self._batches[0])
-                    metrics[f"device{sep}items_per_sec"] = dev_samples * avg_length
+                if len(self._lengths) == self._lengths.maxlen:
+                    dev_items = (self._lengths[-1] - self._lengths[0]) / elapsed
+                    metrics[f"device{sep}items_per_sec"] = dev_items
                     if world > 1:
-                        metrics["items_per_sec"] = dev_samples * avg_length * world
+                        metrics["items_per_sec"] = dev_items * world
         if len(self._flops) == self._flops.maxlen and len(self._time) >= 2:
             elapsed = self._time[-1] - self._time[0]
             if elapsed > 0:
