@@ -36,7 +36,7 @@ def test_simple_profiler_times_hooks_and_step_phases(tmp_path):
     profiler = SimpleProfiler()
     _fit(tmp_path, profiler)
     recorded = profiler.recorded_durations
-    assert STEP_ACTIONS <= set(recorded)
+    assert set(recorded) >= STEP_ACTIONS
     assert len(recorded["run_training_batch"]) == 6
     assert len(recorded["[_TrainingEpochLoop].train_dataloader_next"]) == 6
     # sanity check (2) + end-of-epoch validation (2)
