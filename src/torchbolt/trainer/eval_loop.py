@@ -142,9 +142,10 @@ class EvaluationLoop:
         if sanity:
             return
         trainer = self.trainer
-        trainer._metrics.update(callback, {}, pbar)
+        trainer._metrics.update(callback, log, pbar)
         if log:
-            trainer._log_to_loggers(log, step=step)
+            # step-level evaluation metrics use the evaluation batch count as x-axis, without "epoch"
+            trainer._log_to_loggers(log, step=step, add_epoch=False)
 
     def _publish_epoch(self, sanity: bool, num_loaders: int) -> list[dict[str, Any]]:
         callback, log, pbar = self.results.epoch_outputs()

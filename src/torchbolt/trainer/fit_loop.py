@@ -295,10 +295,9 @@ class FitLoop:
     def _publish_step_metrics(self) -> None:
         trainer, p = self.trainer, self.progress
         callback, log, pbar = self.results.step_outputs()
-        trainer._metrics.update(callback, {}, pbar)
+        trainer._metrics.update(callback, log, pbar)
         every = trainer._config.log_every_n_steps
         if log and ((every and (p.batches_that_stepped + 1) % every == 0) or p.should_stop):
-            trainer._metrics.update({}, log, {})
             trainer._log_to_loggers(log, step=p.batches_that_stepped)
 
     def _end_epoch(self, epoch_complete: bool) -> None:

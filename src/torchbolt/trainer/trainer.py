@@ -768,13 +768,19 @@ class Trainer(TrainerProperties):
     def _log_to_loggers(self, metrics: dict[str, Any], step: int | None = None, add_epoch: bool = True) -> None:
         """Send ``metrics`` to every logger (converting to numbers: a host sync) at ``step``.
 
-        ``step`` defaults to the number of optimizer-stepping batches, the x-axis loggers share.
+        ``step`` defaults to the number of optimizer-stepping batches, the x-axis loggers share. With
+        ``add_epoch`` (the Trainer's own x-axis, as for training metrics and evaluation epoch metrics),
+        a value the user logged as ``"step"`` replaces that x-axis; otherwise ``"epoch"`` is added.
         """
         if not self.loggers or not metrics:
             return
         values = scalars(metrics)
         if add_epoch:
-            values.setdefault("epoch", self.current_epoch)
+            user_step = values.pop("step", None)
+            if user_step is not None:
+                step = int(user_step)
+            else:
+                values.setdefault("epoch", self.current_epoch)
         if step is None:
             step = self._progress.batches_that_stepped
         for logger in self.loggers:
