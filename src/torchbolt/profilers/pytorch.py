@@ -18,8 +18,10 @@ from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
 _warning_cache = WarningCache()
-# the step actions that advance the profiler's schedule, per stage (other steps are recorded, not counted)
-_STAGE_STEP = {"fit": "training_step", "validate": "validation_step", "test": "test_step", "predict": "predict_step"}
+# the actions that advance the profiler's schedule, per stage (other steps are recorded, not counted). In fit
+# it is the whole batch: training_step runs inside optimizer.step, and a cycle ending there would cut the step.
+_STAGE_STEP = {"fit": "run_training_batch", "validate": "validation_step", "test": "test_step",
+               "predict": "predict_step"}
 _STAGE_BATCHES = {"fit": "num_training_batches", "validate": "num_val_batches", "test": "num_test_batches",
                   "predict": "num_predict_batches"}
 
@@ -67,10 +69,10 @@ class PyTorchProfiler(Profiler):
     ``record_function`` range named ``[pl][profile]<action>``.
 
     By default the profiler skips 1 step, warms up for 1 and records 3 (``torch.profiler.schedule(wait=1,
-    warmup=1, active=3)``) of the stage's main step (``training_step`` in fit); with fewer than 5 batches it
-    records every step. When a recording cycle ends, a Chrome trace is written to
-    ``<dirpath>/<stage>-<filename>-<action>.<time>.pt.trace.json`` (open it in ``chrome://tracing`` or
-    Perfetto). The summary is a table of the recorded operators.
+    warmup=1, active=3, repeat=1)``) of the stage's batches (``run_training_batch`` in fit, ``validation_step``
+    in validate...); with fewer than 5 batches it records every step. When a recording cycle ends, a
+    Chrome trace is written to ``<dirpath>/<stage>-<filename>-<action>.<time>.pt.trace.json`` (open it in
+    ``chrome://tracing`` or Perfetto). The summary is a table of the recorded operators.
 
     Args:
         dirpath: where traces and the report go (default ``trainer.log_dir``).
