@@ -157,6 +157,11 @@ class WandbLogger(Logger):
             self.experiment.log(dict(metrics))
 
     @rank_zero_only
+    def save(self) -> None:
+        # starting the run here makes a wandb failure surface when fit starts, not at the first metric
+        _ = self.experiment
+
+    @rank_zero_only
     def log_table(self, key: str, columns: list[str] | None = None, data: list[list[Any]] | None = None,
                   dataframe: Any = None, step: int | None = None) -> None:
         """Log a ``wandb.Table`` built from ``columns`` + ``data`` or a ``dataframe``."""

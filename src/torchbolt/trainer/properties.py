@@ -167,13 +167,18 @@ class TrainerProperties:
 
     @property
     def log_dir(self) -> str:
-        """The first logger's directory, else ``default_root_dir``."""
+        """The first logger's directory (its ``save_dir`` when it has none), else ``default_root_dir``.
+
+        Rank 0's value on every process: other ranks would pick the next free ``version_N`` themselves.
+        Under several processes, read it on all of them (it is a collective, as in Lightning).
+        """
+        directory: str | None = None
         if self._loggers:
             logger = self._loggers[0]
             directory = logger.log_dir if logger.log_dir is not None else logger.save_dir
-            if directory is not None:
-                return directory
-        return self._config.default_root_dir
+        if directory is None:
+            directory = self._config.default_root_dir
+        return self.strategy.broadcast(directory)
 
     @property
     def default_root_dir(self) -> str:

@@ -147,3 +147,20 @@ def test_csv_is_the_default_logger_without_tensorboard(tmp_path: Path, monkeypat
     trainer.fit(LoggingModel())
     assert trainer.log_dir == os.path.join(str(tmp_path), "lightning_logs", "version_0")
     assert os.path.isfile(os.path.join(trainer.log_dir, "metrics.csv"))
+
+
+def test_unwritable_save_dir_fails_before_training(tmp_path: Path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    steps = []
+
+    class Model(BoringModel):
+        def training_step(self, batch, batch_idx):
+            steps.append(batch_idx)
+            return super().training_step(batch, batch_idx)
+
+    trainer = Trainer(logger=CSVLogger(blocker / "logs"), max_steps=2, limit_val_batches=0,
+                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    with pytest.raises(OSError):
+        trainer.fit(Model())
+    assert steps == []

@@ -142,6 +142,15 @@ def test_version_name_and_sub_dir_pin_the_directory(tmp_path):
     assert any(f.startswith("events.out") for f in os.listdir(expected))
 
 
+def test_default_checkpoint_dir_is_under_the_version_dir(tmp_path):
+    pytest.importorskip("torchbolt.callbacks.model_checkpoint", reason="ModelCheckpoint is not in this build yet")
+    trainer = _trainer(tmp_path, enable_checkpointing=True)
+    trainer.fit(LoggingModel())
+    checkpoint_dir = trainer.checkpoint_callback.dirpath
+    assert checkpoint_dir == os.path.join(trainer.log_dir, "checkpoints")
+    assert os.listdir(checkpoint_dir)
+
+
 def test_int_version_and_empty_name(tmp_path):
     logger = TensorBoardLogger(tmp_path, name="", version=7)
     assert logger.root_dir == os.path.join(str(tmp_path), "")

@@ -161,3 +161,16 @@ def test_logger_pickles_by_run_id(tmp_path, wandb_env):
     assert clone._experiment is None
     assert clone.version == run_id
     assert os.fspath(clone.save_dir) == str(tmp_path)
+
+
+def test_run_starts_when_fit_starts(tmp_path, wandb_env):
+    import wandb
+
+    class Model(BoringModel):  # no hyperparameters and no metrics: the run still opens before training
+        def training_step(self, batch, batch_idx):
+            assert wandb.run is not None
+            return super().training_step(batch, batch_idx)
+
+    logger = WandbLogger(project="proj", save_dir=tmp_path, offline=True)
+    _fit(logger, tmp_path, Model())
+    assert logger.version == wandb.run.id
