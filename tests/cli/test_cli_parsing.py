@@ -7,9 +7,9 @@ configured on the real model, datamodule and Trainer objects.
 from __future__ import annotations
 
 import os
-from datetime import timedelta
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest

@@ -6,8 +6,8 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
-
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -32,17 +32,15 @@ if _jap is not None:
     # torch's C-extension callables (e.g. in type hints) cannot be resolved back to an import path
     _jap.register_unresolvable_import_paths(torch)
     # configs may live on any filesystem fsspec knows (s3://, memory://, ...), as checkpoints can
-    try:
+    with contextlib.suppress(AttributeError, ImportError, ValueError):  # older jsonargparse, or no fsspec support
         _jap.set_parsing_settings(config_read_mode_fsspec_enabled=True)
-    except (AttributeError, ImportError, ValueError):  # older jsonargparse, or fsspec support missing
-        pass
     # ``skip_none`` was renamed ``skip_unset`` in jsonargparse 4.49 (the methods' signatures hide it)
     _SKIP_KEY = "skip_unset" if _version_tuple(getattr(_jap, "__version__", "0")) >= (4, 49) else "skip_none"
 else:
     ArgumentParser = object  # type: ignore[assignment,misc]
     Namespace = dict  # type: ignore[assignment,misc]
-    ActionConfigFile = None
-    class_from_function = None
+    ActionConfigFile = None  # type: ignore[assignment,misc]
+    class_from_function = None  # type: ignore[assignment]
     _SKIP_KEY = "skip_none"
 
 INSTALL_HINT = "pip install 'torchbolt[cli]'"
