@@ -19,6 +19,7 @@ def script_env(subprocess_env: dict[str, str]) -> dict[str, str]:
     # the script imports its model from tests.helpers, as a user's script imports their package
     env = dict(subprocess_env)
     env["PYTHONPATH"] = os.pathsep.join([env["PYTHONPATH"], str(REPO_ROOT)])
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: intra-op threads only contend on a shared machine
     return env
 
 

@@ -20,6 +20,9 @@ CLI_CONFIGS = EXAMPLES / "cli" / "configs"
 
 
 def run_example(env: dict[str, str], script: Path, *args: str) -> str:
+    # tiny models gain nothing from intra-op threads, and on a shared 2-core machine the threads' spinning
+    # makes these runs several times slower
+    env = {**env, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, str(script), *args], env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc.stdout
