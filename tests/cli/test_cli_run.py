@@ -11,6 +11,7 @@ import yaml
 
 from tests.helpers.cli_models import CLIDataModule, CLIModel, DeepCLIModel, StageRecorder
 from torchbolt.cli import LightningCLI, SaveConfigCallback
+from torchbolt.utilities.imports import module_available
 
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 TINY = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
@@ -244,3 +245,14 @@ def test_adapt_checkpoint_hparams_can_drop_values(tmp_path):
 
     cli = run("validate", *TINY, f"--ckpt_path={ckpt}", cli_class=AdaptCLI, save_config_callback=None)
     assert cli.model.hparams.lr == 0.1  # the default, not the checkpoint's 0.3
+
+
+@pytest.mark.skipif(not module_available("tensorboard"), reason="tensorboard is not installed")
+def test_logger_chosen_by_name_receives_config_yaml(tmp_path):
+    cli = run("fit", *TINY[:-3], "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+              "--trainer.logger=TensorBoardLogger", f"--trainer.logger.save_dir={tmp_path / 'tb'}",
+              "--trainer.logger.name=cli_run")
+    assert type(cli.trainer.logger).__name__ == "TensorBoardLogger"
+    saved = Path(cli.trainer.logger.log_dir) / "config.yaml"
+    assert saved.is_file() and saved.parent.parent == tmp_path / "tb" / "cli_run"
+    assert any(path.name.startswith("events.out.tfevents") for path in saved.parent.iterdir())
