@@ -18,6 +18,7 @@ from torchbolt.plugins.io.checkpoint_io import CheckpointIO
 from torchbolt.plugins.precision.precision import Precision
 from torchbolt.strategies.parallel import ParallelStrategy, _ForwardRedirection, _StartMethod
 from torchbolt.strategies.registry import register_strategy
+from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
@@ -86,6 +87,11 @@ class DDPStrategy(ParallelStrategy):
         self.model_to_device()
         fitting = setup_optimizers is not None
         if fitting and self.sync_batchnorm:
+            if self.root_device.type == "cpu":
+                raise MisconfigurationException(
+                    "`Trainer(sync_batchnorm=True)` needs GPUs: `torch.nn.SyncBatchNorm` does not run on the CPU."
+                    " Remove `sync_batchnorm=True` for CPU runs (each process then keeps its own batch statistics)."
+                )
             self._sync_bn_replaced = _convert_sync_batchnorm(module)
         if fitting:
             self._model = self._wrap(module)
@@ -140,6 +146,7 @@ class DDPStrategy(ParallelStrategy):
     def teardown(self) -> None:
         _revert_sync_batchnorm(self._sync_bn_replaced)
         self._sync_bn_replaced = []
+        self._model = None  # unwrap: the next entry point (or `save_checkpoint`) sees the plain module
         super().teardown()
 
 

@@ -51,6 +51,8 @@ class ParallelStrategy(Strategy):
             start the ranks with ``torch.multiprocessing``.
     """
 
+    strategy_name = "parallel"
+
     def __init__(
         self,
         accelerator: Accelerator | None = None,
@@ -107,10 +109,6 @@ class ParallelStrategy(Strategy):
     @property
     def launcher(self) -> Launcher | None:
         return self._launcher
-
-    @property
-    def strategy_name(self) -> str:
-        return getattr(type(self), "_registered_name", type(self).__name__)
 
     @property
     def num_nodes(self) -> int:
@@ -272,9 +270,6 @@ class ParallelStrategy(Strategy):
         assert module is not None
         return _ForwardRedirection()(wrapper, module, name, args, kwargs)
 
-    def teardown(self) -> None:
-        super().teardown()
-        self._model = None
 
 
 class _ForwardRedirection:
