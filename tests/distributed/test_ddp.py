@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
-import torchbolt as pl
 from _launch import free_port, python, run, script_env, torchrun
 from common import Regressor, read_results, trainer_kwargs
+
+import torchbolt as pl
 
 
 @pytest.fixture(scope="module")

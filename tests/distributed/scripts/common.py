@@ -48,7 +48,7 @@ class Regressor(pl.LightningModule):
         return nn.functional.mse_loss(self.net(x), y)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        idx, x, y = batch
+        idx, _x, _y = batch
         if batch_idx == 0:
             self.seen["val"].append([])
         self.seen["val"][-1].extend(idx.tolist())

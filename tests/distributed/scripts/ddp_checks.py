@@ -9,7 +9,6 @@ import os
 import sys
 
 import torch
-import torch.distributed as dist
 from common import IndexedData, Regressor, log, trainer_kwargs, write_result
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 from torch.utils.data import DataLoader
