@@ -71,3 +71,9 @@ def stop_group(proc: subprocess.Popen) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
+
+
+def read_results_safe(out: Path, name: str, world_size: int = 2) -> list[Any]:
+    from common import read_results
+
+    return read_results(str(out), name, world_size)

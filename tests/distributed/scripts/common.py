@@ -42,7 +42,7 @@ class Regressor(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         idx, x, y = batch
-        if batch_idx == 0:
+        if batch_idx == 0 or not self.seen["train"]:
             self.seen["train"].append([])
         self.seen["train"][-1].extend(idx.tolist())
         return nn.functional.mse_loss(self.net(x), y)
