@@ -153,11 +153,11 @@ class DeepSpeedStrategy(ParallelStrategy):
             size = self._logging_batch_size
             config["train_micro_batch_size_per_gpu"] = size if isinstance(size, int) else 1
         clip = getattr(trainer, "gradient_clip_val", None) if trainer is not None else None
-        if clip and "gradient_clipping" not in config:
-            if getattr(trainer, "gradient_clip_algorithm", "norm") == "value":
-                raise MisconfigurationException(
-                    "DeepSpeed clips gradients by norm only; use `gradient_clip_algorithm='norm'`.")
-            config["gradient_clipping"] = float(clip)
+        if clip and getattr(trainer, "gradient_clip_algorithm", "norm") == "value":
+            raise MisconfigurationException(
+                "DeepSpeed clips gradients by norm only; use `gradient_clip_algorithm='norm'`.")
+        # the Trainer's setting (none by default): recent DeepSpeed versions otherwise clip at 1.0
+        config.setdefault("gradient_clipping", float(clip or 0.0))
         precision = getattr(self.precision_plugin, "precision", "32-true")
         if precision.startswith("16") and "fp16" not in config:
             config["fp16"] = {"enabled": True}
