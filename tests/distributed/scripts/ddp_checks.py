@@ -153,7 +153,8 @@ class _BN(Regressor):
 def phase_batchnorm() -> None:
     pl.seed_everything(7)
     model = _BN(batch_size=4, batchnorm=True)
-    trainer = pl.Trainer(**trainer_kwargs(devices=int(os.environ.get("CHECK_DEVICES", 2)), strategy="ddp", sync_batchnorm=True, limit_train_batches=2))
+    devices = int(os.environ.get("CHECK_DEVICES", 2))
+    trainer = pl.Trainer(**trainer_kwargs(devices=devices, strategy="ddp", sync_batchnorm=True, limit_train_batches=2))
     trainer.fit(model)
     write_result(OUT, "batchnorm", trainer.global_rank, {
         "during": model.kind_during_fit, "after": type(model.net[0]).__name__, "final": model.state_dict()})

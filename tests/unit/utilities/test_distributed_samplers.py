@@ -31,7 +31,7 @@ def test_evaluation_sampler_splits_without_padding() -> None:
     assert shares == [[0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8]]
     loader = DataLoader(data, batch_size=2)
     split = [_indices(_inject_distributed_sampler(loader, "val", {"num_replicas": 3, "rank": r})) for r in range(3)]
-    assert sorted(sum(split, [])) == data
+    assert sorted(i for share in split for i in share) == data
 
 
 def test_a_custom_sampler_is_wrapped_and_split() -> None:
