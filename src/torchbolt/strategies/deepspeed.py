@@ -131,6 +131,7 @@ class DeepSpeedStrategy(ParallelStrategy):
 
     @property
     def deepspeed_engine(self) -> Any:
+        """The ``deepspeed.DeepSpeedEngine`` wrapping the module (``None`` before setup)."""
         return self._model
 
     # ------------------------------------------------------------------ setup
@@ -206,13 +207,13 @@ class DeepSpeedStrategy(ParallelStrategy):
         by the accumulation steps, so DeepSpeed must not divide it again."""
         module = self._lightning_module
         closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
-        self._model.backward(closure_loss, scale_wrt_gas=False)
+        self.deepspeed_engine.backward(closure_loss, scale_wrt_gas=False)
         return self.precision_plugin.post_backward(closure_loss, module)
 
     def optimizer_step(self, optimizer: Optimizer, closure: Callable[[], Any],
                        on_gradients_ready: Callable[[Optimizer], None], **kwargs: Any) -> Any:
         """Run the closure (forward and backward), the pre-step hooks, then ``engine.step()``."""
-        engine = self._model
+        engine = self.deepspeed_engine
         engine.set_gradient_accumulation_boundary(True)
         result = closure()
         on_gradients_ready(optimizer)
@@ -222,7 +223,7 @@ class DeepSpeedStrategy(ParallelStrategy):
     @contextmanager
     def no_backward_sync(self, enabled: bool) -> Generator[None, None, None]:
         """Tell DeepSpeed whether this micro-batch ends an accumulation window (it reduces gradients then)."""
-        engine = self._model
+        engine = self.deepspeed_engine
         if engine is not None:
             engine.set_gradient_accumulation_boundary(not enabled)
         yield
@@ -239,7 +240,7 @@ class DeepSpeedStrategy(ParallelStrategy):
         """Every rank writes its ZeRO shards under ``filepath`` (a directory); rank 0 adds torchbolt's state."""
         path = self.broadcast(os.fspath(filepath))
         client = {k: v for k, v in checkpoint.items() if k not in ("state_dict", "optimizer_states")}
-        self._model.save_checkpoint(path, tag=_TAG)
+        self.deepspeed_engine.save_checkpoint(path, tag=_TAG)
         if self.is_global_zero:
             client["optimizer_states"] = [None]
             self.checkpoint_io.save_checkpoint(client, os.path.join(path, _CLIENT_STATE))
@@ -258,7 +259,7 @@ class DeepSpeedStrategy(ParallelStrategy):
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
         """Load weights and, when fitting, optimizer state, from the DeepSpeed shards."""
-        self._model.load_checkpoint(checkpoint[_DS_KEY], tag=_TAG, load_module_strict=strict,
+        self.deepspeed_engine.load_checkpoint(checkpoint[_DS_KEY], tag=_TAG, load_module_strict=strict,
                                     load_optimizer_states=bool(self.optimizers), load_lr_scheduler_states=False)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
@@ -285,7 +286,7 @@ def convert_zero_checkpoint_to_fp32_state_dict(checkpoint_dir: _PATH, output_fil
     return checkpoint
 
 
-for _name, _kwargs in {
+_VARIANTS: dict[str, dict[str, Any]] = {
     "deepspeed": {},
     "deepspeed_stage_1": {"stage": 1},
     "deepspeed_stage_1_offload": {"stage": 1, "offload_optimizer": True},
@@ -295,5 +296,6 @@ for _name, _kwargs in {
     "deepspeed_stage_3_offload": {"stage": 3, "offload_optimizer": True, "offload_parameters": True},
     "deepspeed_stage_3_offload_nvme": {"stage": 3, "offload_optimizer": True, "offload_parameters": True,
                                        "offload_optimizer_device": "nvme", "offload_params_device": "nvme"},
-}.items():
+}
+for _name, _kwargs in _VARIANTS.items():
     register_strategy(_name, DeepSpeedStrategy, f"DeepSpeed ZeRO ({_kwargs or 'stage 2'})", **_kwargs)

@@ -114,7 +114,13 @@ class DataParallelStrategy(Strategy):
         """Outputs gathered from the replicas (a vector) are reduced to one value."""
         if isinstance(tensor, Tensor) and tensor.ndim > 0:
             op = (reduce_op or "mean").lower()
-            return {"sum": tensor.sum, "max": tensor.max, "min": tensor.min}.get(op, tensor.float().mean)()
+            if op == "sum":
+                return tensor.sum()
+            if op == "max":
+                return tensor.max()
+            if op == "min":
+                return tensor.min()
+            return tensor.float().mean()
         return tensor
 
     def teardown(self) -> None:

@@ -63,7 +63,7 @@ def _as_predicate(policy: _Policy, argument: str) -> Callable[[nn.Module, int], 
             )
         return lambda module, numel: isinstance(module, types)
     if callable(policy):
-        fn = policy
+        fn: Callable[..., Any] = policy
         try:
             three_args = len(inspect.signature(fn).parameters) >= 3
         except (TypeError, ValueError):

@@ -117,8 +117,9 @@ class SignalConnector:
         flags = self.agreed
         wants_checkpoint = bool(flags & REQUEUE_FLAG) or (bool(flags & SIGTERM_FLAG) and self._auto_requeue)
         if wants_checkpoint:
-            path = trainer.strategy.broadcast(hpc_save_path(trainer.default_root_dir)
-                                              if trainer.is_global_zero else None)
+            # rank 0 names the file, so every rank writes (its shard of) the same checkpoint
+            path: str = trainer.strategy.broadcast(hpc_save_path(trainer.default_root_dir)
+                                                   if trainer.is_global_zero else "")
             rank_zero_info(f"Signal received: saving a checkpoint to {path} before stopping.")
             for logger in trainer.loggers:
                 logger.save()

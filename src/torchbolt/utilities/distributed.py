@@ -196,7 +196,8 @@ class DistributedSamplerWrapper(DistributedSampler):
     The wrapped sampler's order is kept (no extra shuffle); set ``unrepeated=True`` for evaluation.
     """
 
-    def __init__(self, sampler: Sampler, *args: Any, unrepeated: bool = False, **kwargs: Any) -> None:
+    def __init__(self, sampler: Sampler | Iterable[Any], *args: Any, unrepeated: bool = False,
+                 **kwargs: Any) -> None:
         kwargs.setdefault("shuffle", False)
         self._unrepeated = unrepeated
         super().__init__(_SamplerAsDataset(sampler), *args, **kwargs)  # type: ignore[arg-type]
