@@ -167,7 +167,7 @@ def test_trainer_picks_ddp_and_the_environment_under_slurm(monkeypatch: pytest.M
     from torchbolt.strategies import DDPStrategy
 
     _slurm(monkeypatch)
-    trainer = pl.Trainer(accelerator="cpu", devices=4, num_nodes=2, logger=False)
+    trainer = pl.Trainer(accelerator="cpu", devices=4, num_nodes=2, logger=False, max_epochs=1)
     assert isinstance(trainer.strategy, DDPStrategy)
     assert isinstance(trainer.strategy.cluster_environment, SLURMEnvironment)
     assert (trainer.global_rank, trainer.local_rank, trainer.node_rank, trainer.world_size) == (5, 1, 1, 8)

@@ -21,7 +21,7 @@ from typing import Any
 
 from torchbolt.plugins.environments.cluster_environment import ClusterEnvironment
 from torchbolt.strategies.launchers.launcher import Launcher, _set_num_threads_if_needed
-from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
 
 # set in the children: the pid of the process that started them (they exit when it disappears)
 LAUNCHER_PID_ENV = "TORCHBOLT_LAUNCHER_PID"
@@ -112,8 +112,8 @@ class SubprocessScriptLauncher(Launcher):
 
     def _on_failure(self, exception: BaseException) -> None:
         """This rank failed: say which rank failed first, then stop the children that are still running."""
-        if not self.procs:
-            return
+        if not self.procs or isinstance(exception, _TunerExitException):
+            return  # a tuner ending its search run on every rank is not a failure
         failed = [(i + 1, p) for i, p in enumerate(self.procs) if p.poll() not in (None, 0)]
         if failed and hasattr(exception, "add_note"):
             rank, proc = failed[0]
