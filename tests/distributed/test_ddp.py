@@ -106,6 +106,11 @@ def test_all_gather_reduce_broadcast_and_rank_zero_only(ddp_out: Path) -> None:
         assert result["is_global_zero"] is (rank == 0)
 
 
+def test_progress_bar_shows_on_rank_zero_only(ddp_out: Path) -> None:
+    rank0, rank1 = read_results(str(ddp_out), "once")
+    assert rank0["progress_bar"] is True and rank1["progress_bar"] is False
+
+
 def test_prepare_data_runs_once_per_node_and_checkpoints_are_written_by_rank_zero(ddp_out: Path) -> None:
     read_results(str(ddp_out), "once")
     assert len(list(ddp_out.glob("prepare_data.*"))) == 1

@@ -138,11 +138,11 @@ class _PrepareOnce(Regressor):
 
 def phase_once() -> None:
     model = _PrepareOnce()
-    trainer = pl.Trainer(**trainer_kwargs(devices=2, strategy="ddp", limit_train_batches=1))
+    trainer = pl.Trainer(**trainer_kwargs(devices=2, strategy="ddp", limit_train_batches=1, enable_progress_bar=True))
     trainer.fit(model)
     trainer.save_checkpoint(os.path.join(OUT, f"saved_by_rank{trainer.global_rank}.ckpt"))
     trainer.save_checkpoint(os.path.join(OUT, "shared.ckpt"))
-    write_result(OUT, "once", trainer.global_rank, {"done": True})
+    write_result(OUT, "once", trainer.global_rank, {"progress_bar": trainer.progress_bar_callback.is_enabled})
 
 
 class _BN(Regressor):
