@@ -19,7 +19,6 @@ from torchbolt.plugins.precision.precision import Precision
 from torchbolt.strategies.parallel import ParallelStrategy, _ForwardRedirection, _StartMethod
 from torchbolt.strategies.registry import register_strategy
 from torchbolt.utilities.exceptions import MisconfigurationException
-from torchbolt.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule
@@ -100,7 +99,6 @@ class DDPStrategy(ParallelStrategy):
     def _wrap(self, module: nn.Module) -> DistributedDataParallel:
         device = self.root_device
         device_ids = [device.index if device.index is not None else 0] if device.type == "cuda" else None
-        rank_zero_info(f"Wrapping the model in DistributedDataParallel ({self.world_size} processes).")
         model = DistributedDataParallel(module, device_ids=device_ids, **self._ddp_kwargs)
         if self._ddp_comm_hook is not None:
             model.register_comm_hook(state=self._ddp_comm_state, hook=self._ddp_comm_hook)
