@@ -281,6 +281,24 @@ class Strategy(ABC):
         """Combine a decision across processes: all must agree (``all=True``) or any suffices."""
         return decision
 
+    def exchange_flags(self, flags: int) -> int:
+        """Agree on small bit flags (e.g. "a signal arrived") without blocking the loop.
+
+        Returns the OR of every process's flags as passed to the *previous* call (so all processes
+        see the same value at the same call); on one process, ``flags`` itself.
+        """
+        return flags
+
+    def finish_flag_exchange(self, failed: bool = False) -> None:
+        """Complete (or, after a failure, drop) the exchange :meth:`exchange_flags` left in flight."""
+
+    def check_num_batches(self, num_batches: int | float, stage: str) -> None:
+        """Raise when processes would run different numbers of ``stage`` batches (no-op on one process)."""
+
+    def even_batches(self, loader: Any, num_batches: int | float) -> Any:
+        """``loader``, made to stop on every process together when it has no length (identity on one process)."""
+        return loader
+
     # ------------------------------------------------------------------ checkpoints
     def lightning_module_state_dict(self) -> dict[str, Any]:
         """The module's full state dict (gathered on rank 0 for sharded strategies)."""

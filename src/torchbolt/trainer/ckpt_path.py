@@ -13,17 +13,28 @@ if TYPE_CHECKING:
 
 
 def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> str | None:
-    """``None`` (no restore), a path, ``"last"`` or ``"best"`` -> the checkpoint file to load.
+    """``None`` (no restore; a requeued SLURM job resumes from its ``hpc`` checkpoint), a path, ``"last"``,
+    ``"best"`` or ``"hpc"`` -> the checkpoint file to load.
 
     Raises:
         MisconfigurationException: ``"best"``/``"last"`` when no checkpoint callback recorded one.
     """
     if ckpt_path is None:
-        return None
+        return _slurm_requeue_resume_path(trainer, fn)
     if isinstance(ckpt_path, os.PathLike):
         ckpt_path = os.fspath(ckpt_path)
     if not isinstance(ckpt_path, str):
         raise MisconfigurationException(f"`ckpt_path={ckpt_path!r}`: pass a path, 'last' or 'best'.")
+    if ckpt_path == "hpc":
+        from torchbolt.trainer.signals import hpc_resume_path
+
+        path = hpc_resume_path(trainer.default_root_dir)
+        if path is None:
+            raise MisconfigurationException(
+                f'`.{fn.value}(ckpt_path="hpc")` is set but no `hpc_ckpt_<n>.ckpt` was found in'
+                f" {trainer.default_root_dir!r} (they are saved when the run receives the requeue signal)."
+            )
+        return path
     if ckpt_path in ("best", "last"):
         callback = trainer.checkpoint_callback
         attr = "best_model_path" if ckpt_path == "best" else "last_model_path"
@@ -35,3 +46,21 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any) -> str | 
             )
         return str(path)
     return ckpt_path
+
+
+def _slurm_requeue_resume_path(trainer: Trainer, fn: TrainerFn) -> str | None:
+    """A requeued SLURM job resumes ``fit`` from the checkpoint its predecessor saved on the requeue signal."""
+    if fn != TrainerFn.FITTING:
+        return None
+    from torchbolt.plugins.environments.slurm import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return None
+    from torchbolt.trainer.signals import hpc_resume_path
+
+    path = hpc_resume_path(trainer.default_root_dir)
+    if path is not None:
+        from torchbolt.utilities.rank_zero import rank_zero_info
+
+        rank_zero_info(f"Resuming the requeued SLURM job from {path}")
+    return path

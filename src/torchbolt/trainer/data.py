@@ -160,7 +160,10 @@ class DataConnector:
             loader = CombinedLoader(prepared, "max_size_cycle")
         else:
             loader = self._prepare(raw, "train")
-        return loader, num_batches(loader, trainer._config.limit_train_batches, "train")
+        count = num_batches(loader, trainer._config.limit_train_batches, "train")
+        # every rank must run the same number of batches, or a gradient all-reduce waits forever
+        trainer.strategy.check_num_batches(count, "train")
+        return trainer.strategy.even_batches(loader, count), count
 
     def eval_loaders(self, source: DataSource, stage: str) -> tuple[list[Any], list[int | float]]:
         """The flattened loaders of ``stage`` ("val", "test", "predict") and their batch counts."""

@@ -18,7 +18,7 @@ from torchbolt.trainer.eval_loop import EvaluationLoop
 from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.optimization import AutomaticOptimization, ManualOptimization, update_lr_schedulers
 from torchbolt.trainer.states import RunningStage
-from torchbolt.utilities.exceptions import MisconfigurationException, SIGTERMException
+from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import PossibleUserWarning, WarningCache, rank_zero_info, rank_zero_warn
 from torchbolt.utilities.seed import isolate_rng
 
@@ -288,8 +288,10 @@ class FitLoop:
         if p.should_stop:
             for logger in trainer.loggers:
                 logger.save()
+        if trainer._signal_connector.poll(trainer.strategy):  # every rank sees a signal at the same batch
+            trainer._received_sigterm = True
         if trainer._received_sigterm and not (is_last or self._epoch_done(batch_idx)):
-            raise SIGTERMException
+            trainer._signal_connector.stop(trainer)  # checkpoint if the signal asks for it; raises
         return False
 
     def _publish_step_metrics(self) -> None:
@@ -320,7 +322,7 @@ class FitLoop:
         p.epoch_started = False
         trainer._active_results = None
         if trainer._received_sigterm:
-            raise SIGTERMException
+            trainer._signal_connector.stop(trainer)
 
     def _publish_epoch_metrics(self) -> None:
         callback, log, pbar = self.results.epoch_outputs()

@@ -36,6 +36,7 @@ from torchbolt.trainer.hooks import HookDispatcher
 from torchbolt.trainer.logging import MetricStore, ResultCollection, _log_levels, scalars
 from torchbolt.trainer.optimization import bind_optimizers
 from torchbolt.trainer.properties import TrainerProperties
+from torchbolt.trainer.signals import SignalConnector
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
 from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from torchbolt.utilities.parsing import is_overridden
@@ -178,6 +179,7 @@ class Trainer(TrainerProperties):
         self._num_test_batches: list[int | float] = []
         self._num_predict_batches: list[int | float] = []
         self._received_sigterm = False
+        self._signal_connector = SignalConnector()
         self._enable_autolog_hparams = enable_autolog_hparams
         self.ckpt_path: str | None = None
         self.profiler = _resolve_profiler(profiler, self._config.default_root_dir)
@@ -488,6 +490,7 @@ class Trainer(TrainerProperties):
         if self.datamodule is not None:
             self.datamodule.on_exception(exception)
         self.strategy.on_exception(exception)
+        self.strategy.finish_flag_exchange(failed=True)
         try:
             self._teardown()
             if self._hooks is not None and self.state.fn is not None:
@@ -511,6 +514,8 @@ class Trainer(TrainerProperties):
         self._verify_model(model, fn, source)
         self.strategy.setup_environment()
         self._setup_profiler(model, fn)
+        if fn == TrainerFn.FITTING:
+            self._signal_connector.register(self._cluster_environment())
         self._prepare_data(model)
         self._call_setup_hooks(fn.value)
         self._configure_model(model)
@@ -537,6 +542,7 @@ class Trainer(TrainerProperties):
                 self._checkpoint_connector.restore_training_state()
             self._checkpoint_connector.release()
         results = self._run_stage(fn, model, source)
+        self.strategy.finish_flag_exchange()
         self._teardown()
         if fn == TrainerFn.FITTING:
             self._hooks.both("on_fit_end")
@@ -585,8 +591,12 @@ class Trainer(TrainerProperties):
         return results
 
     def _teardown(self) -> None:
+        self._signal_connector.teardown()
         self.strategy.teardown()
         self._active_results = None
+
+    def _cluster_environment(self) -> Any:
+        return getattr(self.strategy, "cluster_environment", None) or self._resolved.cluster_environment
 
     # ------------------------------------------------------------------ run phases
     def _attach_model_callbacks(self, model: LightningModule) -> None:

@@ -1,18 +1,320 @@
-"""Helpers for data under distributed strategies."""
+"""Helpers for data and collectives under distributed strategies (all built on ``torch.distributed``)."""
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
 from typing import Any
 
-from torch.utils.data import DataLoader, DistributedSampler
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, IterableDataset, Sampler
 
 from torchbolt.utilities.data import _dataloader_init_kwargs, _is_dataloader_shuffled
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.rank_zero import rank_zero_info
+
+# gloo's default is 30 minutes: a crashed or diverged rank would keep the others waiting that long
+DEFAULT_GLOO_TIMEOUT = timedelta(minutes=5)
+DEFAULT_NCCL_TIMEOUT = timedelta(minutes=10)
+
+_OPS = {"sum": "SUM", "max": "MAX", "min": "MIN", "mean": "SUM", "avg": "SUM", "product": "PRODUCT"}
+
+
+def is_distributed_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def default_timeout(backend: str) -> timedelta:
+    """The process-group timeout: ``TORCHBOLT_PG_TIMEOUT`` seconds when set, else 5 min (gloo) / 10 min."""
+    env = os.environ.get("TORCHBOLT_PG_TIMEOUT")
+    if env:
+        return timedelta(seconds=float(env))
+    return DEFAULT_GLOO_TIMEOUT if backend == "gloo" else DEFAULT_NCCL_TIMEOUT
+
+
+def init_process_group(backend: str, global_rank: int, world_size: int, main_address: str, main_port: int,
+                       timeout: timedelta) -> bool:
+    """Create the default process group (env:// rendezvous); returns ``False`` when one already exists.
+
+    Raises:
+        RuntimeError: when an existing group has a different world size or rank.
+    """
+    if is_distributed_initialized():
+        if dist.get_world_size() != world_size or dist.get_rank() != global_rank:
+            raise RuntimeError(
+                f"A process group already exists with rank {dist.get_rank()} of {dist.get_world_size()}, but this"
+                f" run needs rank {global_rank} of {world_size}. Destroy it first"
+                " (`torch.distributed.destroy_process_group()`)."
+            )
+        return False
+    os.environ["MASTER_ADDR"] = main_address
+    os.environ["MASTER_PORT"] = str(main_port)
+    rank_zero_info(f"Initializing distributed: GLOBAL_RANK: {global_rank}, MEMBER: {global_rank + 1}/{world_size}")
+    dist.init_process_group(backend, rank=global_rank, world_size=world_size, timeout=timeout)
+    return True
+
+
+def sync_tensor(tensor: Tensor, group: Any | None = None, reduce_op: str | None = "mean") -> Tensor:
+    """All-reduce a copy of ``tensor`` with ``reduce_op`` ("mean", "sum", "max", "min"); identity without a group.
+
+    Raises:
+        ValueError: for an unknown ``reduce_op``.
+    """
+    if not is_distributed_initialized():
+        return tensor
+    op_name = "mean" if reduce_op is None else str(reduce_op).lower()
+    if op_name not in _OPS:
+        raise ValueError(f"`reduce_op={reduce_op!r}` is not supported; use 'mean', 'sum', 'max' or 'min'.")
+    result = tensor.detach().clone()
+    # gloo has no AVG and integer means would truncate: sum in floating point, then divide
+    if op_name in ("mean", "avg") and not result.is_floating_point():
+        result = result.to(torch.get_default_dtype())
+    dist.all_reduce(result, op=getattr(dist.ReduceOp, _OPS[op_name]), group=group)
+    if op_name in ("mean", "avg"):
+        result = result / dist.get_world_size(group)
+    return result
+
+
+def gather_all_tensors(tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Any:
+    """``tensor`` from every process, stacked along a new leading dimension of size world size.
+
+    When shapes differ between processes (e.g. a shorter last evaluation batch), the tensors are
+    padded for the exchange, trimmed back, and returned as a list (they cannot be stacked).
+    """
+    if not is_distributed_initialized():
+        return tensor
+    tensor = tensor.contiguous()
+    world = dist.get_world_size(group)
+    if sync_grads:
+        from torch.distributed.nn.functional import all_gather as differentiable_all_gather
+
+        return torch.stack(differentiable_all_gather(tensor, group=group or dist.group.WORLD))
+    shape = torch.tensor(tensor.shape, device=tensor.device, dtype=torch.long)
+    shapes = [torch.zeros_like(shape) for _ in range(world)]
+    dist.all_gather(shapes, shape, group=group)
+    if all(torch.equal(s, shape) for s in shapes):
+        out = [torch.empty_like(tensor) for _ in range(world)]
+        dist.all_gather(out, tensor, group=group)
+        return torch.stack(out)
+    max_shape = torch.stack(shapes).max(dim=0).values.tolist()
+    padded = tensor.new_zeros(max_shape)
+    padded[tuple(slice(0, s) for s in tensor.shape)] = tensor
+    out = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(out, padded, group=group)
+    trimmed = [o[tuple(slice(0, int(s)) for s in sh.tolist())] for o, sh in zip(out, shapes)]
+    return trimmed  # type: ignore[return-value]
+
+
+class AsyncFlagExchange:
+    """Shares small integer flags between processes without blocking the training loop.
+
+    Each :meth:`exchange` starts a non-blocking all-reduce (MAX per bit) of this process's flags
+    on a CPU (gloo) group and returns the result of the previous call, which has completed by then.
+    Every process therefore sees the same agreed flags at the same call, one call late, and the
+    loop never waits on the network or synchronizes the device.
+    """
+
+    _BITS = 8
+
+    def __init__(self, group: Any | None) -> None:
+        self.group = group
+        self._pending: tuple[Tensor, Any] | None = None
+
+    def exchange(self, flags: int) -> int:
+        agreed = 0
+        if self._pending is not None:
+            tensor, work = self._pending
+            work.wait()
+            agreed = sum(1 << i for i, bit in enumerate(tensor.tolist()) if bit)
+        tensor = torch.tensor([(flags >> i) & 1 for i in range(self._BITS)], dtype=torch.int32)
+        work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
+        self._pending = (tensor, work)
+        return agreed
+
+    def finish(self) -> None:
+        """Wait for the exchange in flight (every process must call this at the same point)."""
+        if self._pending is not None:
+            self._pending[1].wait()
+            self._pending = None
+
+    def abandon(self) -> None:
+        """Forget the exchange in flight (after a failure, when other processes may never join it)."""
+        self._pending = None
+
+
+# ---------------------------------------------------------------------- samplers
+class UnrepeatedDistributedSampler(DistributedSampler):
+    """A ``DistributedSampler`` that never repeats a sample: rank ``r`` gets indices ``r, r + n, r + 2n, ...``.
+
+    Used for evaluation so that metrics count each sample exactly once; ranks may therefore get one
+    sample (and so one batch) more than others.
+    """
+
+    def __init__(self, dataset: Dataset, *args: Any, **kwargs: Any) -> None:
+        super().__init__(dataset, *args, **kwargs)
+        size = len(dataset)  # type: ignore[arg-type]
+        self.num_samples = len(range(self.rank, size, self.num_replicas))
+        self.total_size = size
+
+    def __iter__(self) -> Iterator[int]:
+        size = len(self.dataset)  # type: ignore[arg-type]
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed + self.epoch)
+            indices = torch.randperm(size, generator=g).tolist()
+        else:
+            indices = list(range(size))
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+
+class _SamplerAsDataset(Dataset):
+    """The indices a sampler yields in one epoch, as a dataset a ``DistributedSampler`` can split."""
+
+    def __init__(self, sampler: Iterable[Any]) -> None:
+        self._sampler = sampler
+        self._indices: list[Any] | None = None
+
+    def __getitem__(self, index: int) -> Any:
+        if self._indices is None:
+            self._indices = list(self._sampler)
+        return self._indices[index]
+
+    def __len__(self) -> int:
+        return len(self._sampler)  # type: ignore[arg-type]
+
+    def reset(self) -> None:
+        self._indices = None
+
+
+class DistributedSamplerWrapper(DistributedSampler):
+    """Splits what a user's sampler yields (e.g. a ``WeightedRandomSampler``) between ranks.
+
+    The wrapped sampler's order is kept (no extra shuffle); set ``unrepeated=True`` for evaluation.
+    """
+
+    def __init__(self, sampler: Sampler | Iterable[Any], *args: Any, unrepeated: bool = False,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("shuffle", False)
+        self._unrepeated = unrepeated
+        super().__init__(_SamplerAsDataset(sampler), *args, **kwargs)  # type: ignore[arg-type]
+        if unrepeated:
+            size = len(self.dataset)  # type: ignore[arg-type]
+            self.num_samples = len(range(self.rank, size, self.num_replicas))
+            self.total_size = size
+
+    def __iter__(self) -> Iterator[Any]:
+        dataset: _SamplerAsDataset = self.dataset  # type: ignore[assignment]
+        dataset.reset()
+        positions = (UnrepeatedDistributedSampler.__iter__(self) if self._unrepeated  # type: ignore[arg-type]
+                     else super().__iter__())
+        return iter([dataset[i] for i in positions])
+
+
+def _distributed_sampler(loader: DataLoader, stage: str, sampler_kwargs: dict[str, Any]) -> Sampler:
+    """The sampler that splits ``loader``'s samples between ranks for ``stage``."""
+    kwargs = dict(sampler_kwargs)
+    kwargs.setdefault("seed", int(os.environ.get("PL_GLOBAL_SEED", 0)))
+    training = stage == "train"
+    sampler = loader.sampler
+    if isinstance(loader.batch_sampler, BatchSampler):
+        sampler = loader.batch_sampler.sampler
+    plain = type(sampler).__name__ in ("RandomSampler", "SequentialSampler")
+    if plain:
+        shuffle = _is_dataloader_shuffled(loader) if training else False
+        cls = DistributedSampler if training else UnrepeatedDistributedSampler
+        return cls(loader.dataset, shuffle=shuffle, **kwargs)
+    return DistributedSamplerWrapper(sampler, unrepeated=not training, **kwargs)
 
 
 def _inject_distributed_sampler(loader: DataLoader, stage: str, sampler_kwargs: dict[str, Any]) -> DataLoader:
-    """Rebuild ``loader`` with a ``DistributedSampler`` that keeps its shuffling."""
-    if isinstance(loader.sampler, DistributedSampler):
+    """Rebuild ``loader`` so each rank sees its share of the samples, keeping every other option.
+
+    Training uses a (padded) ``DistributedSampler`` that keeps the loader's shuffling; evaluation
+    uses an unpadded one so no sample is counted twice. Loaders that already split data
+    (a ``DistributedSampler``) and iterable datasets are returned unchanged.
+
+    Raises:
+        MisconfigurationException: for a custom batch sampler that cannot be rebuilt around a new sampler.
+    """
+    if isinstance(loader.dataset, IterableDataset):
         return loader
-    shuffle = _is_dataloader_shuffled(loader) if stage == "train" else False
-    sampler: DistributedSampler = DistributedSampler(loader.dataset, shuffle=shuffle, **sampler_kwargs)
-    return type(loader)(**_dataloader_init_kwargs(loader, sampler))
+    sampler = loader.sampler
+    batch_sampler = loader.batch_sampler
+    inner = batch_sampler.sampler if isinstance(batch_sampler, BatchSampler) else sampler
+    if isinstance(sampler, DistributedSampler) or isinstance(inner, DistributedSampler):
+        return loader
+    new_sampler = _distributed_sampler(loader, stage, sampler_kwargs)
+    if batch_sampler is None or type(batch_sampler) is BatchSampler:
+        return type(loader)(**_dataloader_init_kwargs(loader, new_sampler))
+    # a custom batch sampler: rebuild it around the distributed sampler when it follows BatchSampler's signature
+    batch_size = getattr(batch_sampler, "batch_size", None)
+    drop_last = getattr(batch_sampler, "drop_last", None)
+    try:
+        rebuilt = type(batch_sampler)(new_sampler, batch_size=batch_size, drop_last=drop_last)  # type: ignore[call-arg]
+    except TypeError as e:
+        raise MisconfigurationException(
+            f"The {stage} dataloader uses a custom batch sampler `{type(batch_sampler).__name__}` that torchbolt"
+            " cannot rebuild around a `DistributedSampler`. Split the data per rank yourself and pass"
+            " `Trainer(use_distributed_sampler=False)`."
+        ) from e
+    kwargs = _dataloader_init_kwargs(loader)
+    kwargs["batch_sampler"] = rebuilt
+    kwargs.pop("sampler", None)
+    kwargs.pop("batch_size", None)
+    kwargs.pop("drop_last", None)
+    return type(loader)(**kwargs)
+
+
+class _EvenIterable:
+    """Iterates ``iterable`` on every rank and stops all of them when any rank runs out (a "join").
+
+    For training data without a length under several processes: one small CPU all-reduce per batch
+    decides whether every rank still has a batch, so no rank waits in a collective forever.
+    """
+
+    def __init__(self, iterable: Iterable[Any], group: Any | None) -> None:
+        self.iterable = iterable
+        self.group = group
+        self.stopped_early = False
+
+    def __iter__(self) -> Iterator[Any]:
+        iterator = iter(self.iterable)
+        flag = torch.zeros(1, dtype=torch.int32)
+        while True:
+            try:
+                batch: Any = next(iterator)
+                flag[0] = 1
+            except StopIteration:
+                batch = None
+                flag[0] = 0
+            dist.all_reduce(flag, op=dist.ReduceOp.MIN, group=self.group)
+            if not flag[0]:
+                self.stopped_early = batch is not None
+                return
+            yield batch
+
+    def __getattr__(self, name: str) -> Any:
+        # expose `sampler`, `dataset`, ... of the wrapped loader (set_epoch, batch size inference)
+        if name == "iterable":
+            raise AttributeError(name)
+        return getattr(self.iterable, name)
+
+
+def _check_even_counts(counts: list[float], stage: str) -> None:
+    finite = [c for c in counts if c != math.inf]
+    if len(set(counts)) <= 1:
+        return
+    if len(finite) != len(counts):
+        detail = "some ranks have a dataloader without a length and others have one"
+    else:
+        detail = "per rank: " + ", ".join(f"rank {r}: {int(c)}" for r, c in enumerate(counts))
+    raise MisconfigurationException(
+        f"The {stage} dataloaders have different numbers of batches on different ranks ({detail}). Every rank"
+        " must run the same number of training batches, or the gradient synchronization waits forever."
+        " Let torchbolt add a `DistributedSampler` (`Trainer(use_distributed_sampler=True)`, the default),"
+        " give each rank an equal share, or set `limit_train_batches` to the smallest count."
+    )

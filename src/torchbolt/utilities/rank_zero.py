@@ -111,3 +111,8 @@ class WarningCache(set[str]):
         if message not in self:
             self.add(message)
             rank_zero_info(message, stacklevel=stacklevel, **kwargs)
+
+
+def rank_prefixed_message(message: str, rank: int | None) -> str:
+    """``"[rank: 1] message"`` (the message unchanged when ``rank`` is ``None``), for logs from every rank."""
+    return message if rank is None else f"[rank: {rank}] {message}"

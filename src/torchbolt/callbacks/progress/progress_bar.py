@@ -30,6 +30,8 @@ class ProgressBar(Callback):
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._trainer = trainer
+        if not trainer.is_global_zero:
+            self.disable()  # one bar per job, not one per process
 
     @property
     def is_enabled(self) -> bool:

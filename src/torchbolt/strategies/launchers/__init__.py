@@ -1,0 +1,7 @@
+"""Launchers: how the processes of a multi-process run are started."""
+
+from torchbolt.strategies.launchers.launcher import Launcher
+from torchbolt.strategies.launchers.multiprocessing import MultiProcessingLauncher
+from torchbolt.strategies.launchers.subprocess_script import SubprocessScriptLauncher
+
+__all__ = ["Launcher", "MultiProcessingLauncher", "SubprocessScriptLauncher"]
