@@ -25,7 +25,6 @@ from torchbolt.trainer.resume import (
     loader_states,
     restore_grads,
     rng_to_checkpoint,
-    set_generator_states,
     set_rng,
 )
 from torchbolt.trainer.states import RunningStage
@@ -300,8 +299,7 @@ class FitLoop:
             return profiled_iter(point.replay_epoch(loader, done), self._profiler,
                                  "[_TrainingEpochLoop].train_dataloader_next")
         if point is not None and not fresh_loader:
-            # the loader was rebuilt for this fit: give it the generator state the original one had reached
-            set_generator_states(loader, point.generators)
+            point.restore_loader(loader)  # rebuilt for this fit: put it where the original loader was
         self._epoch_rng = capture_rng()
         self._epoch_generators = generator_states(loader)
         return profiled_iter(iter(loader), self._profiler, "[_TrainingEpochLoop].train_dataloader_next")

@@ -50,7 +50,8 @@ def rng_to_checkpoint(states: dict[str, Any]) -> dict[str, Any]:
         "torch": states["torch"],
         "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
                   float(cached)],
-        "python": [int(version), list(internal), gauss],
+        # the 625 words of the Mersenne Twister as one tensor (a list would pickle 625 objects)
+        "python": [int(version), torch.tensor(internal, dtype=torch.int64), gauss],
     }
     if "torch.cuda" in states:
         plain["torch.cuda"] = list(states["torch.cuda"])
@@ -64,7 +65,7 @@ def rng_from_checkpoint(plain: dict[str, Any]) -> dict[str, Any]:
     states: dict[str, Any] = {
         "torch": plain["torch"].cpu().to(torch.uint8),
         "numpy": (kind, np.asarray(keys.cpu().numpy(), dtype=np.uint32), pos, has_gauss, cached),
-        "python": (version, tuple(internal), gauss),
+        "python": (version, tuple(int(v) for v in internal.tolist()), gauss),
     }
     if "torch.cuda" in plain:
         states["torch.cuda"] = [s.cpu().to(torch.uint8) for s in plain["torch.cuda"]]
@@ -195,6 +196,13 @@ class ResumePoint:
             results=state.get("results"),
             epoch_log=dict(state.get("epoch_log") or {}),
         )
+
+    def restore_loader(self, loader: Any) -> None:
+        """At an epoch start, give a rebuilt training loader the state the original one had reached:
+        its own ``load_state_dict`` when it has one, else its generators' states."""
+        if self.loader_states is not None and _load_loader_states(loader, self.loader_states):
+            return
+        set_generator_states(loader, self.generators)
 
     def replay_epoch(self, loader: Any, done: int) -> Iterator[Any]:
         """An iterator over ``loader`` positioned after its first ``done`` batches, with the random
