@@ -426,7 +426,8 @@ class ResultCollection:
         for (fx, name, dl_idx), entry in self._entries.items():
             if entry.metric is not None:
                 continue
-            entry.fold()
+            # buffered values are saved as they are (not folded): folding earlier would change the
+            # order of the floating-point sums, and with it the epoch value
             args = list(entry.args)
             args[4] = entry.meta.reduce  # reduce_fx as its name (a function is not plain data)
 
@@ -435,7 +436,8 @@ class ResultCollection:
 
             entries.append({"fx": fx, "name": name, "dataloader_idx": dl_idx, "args": args, "last": cpu(entry.last),
                             "total": cpu(entry.total), "count": entry.count, "dtype": entry.dtype,
-                            "updated": entry.updated})
+                            "buffer_values": [cpu(v) for v in entry.buffer_values],
+                            "buffer_bs": list(entry.buffer_bs), "updated": entry.updated})
         return {"entries": entries}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -450,6 +452,8 @@ class ResultCollection:
             entry.total = item["total"].to(device) if item["total"] is not None else None
             entry.count = int(item["count"])
             entry.dtype = item["dtype"]
+            entry.buffer_values = [v.to(device) for v in item.get("buffer_values", [])]
+            entry.buffer_bs = [int(b) for b in item.get("buffer_bs", [])]
             if item["updated"]:
                 entry.updated = True
                 self._updated.append(entry)

@@ -142,8 +142,7 @@ def _atomic_symlink(target: str, link: str) -> None:
 
 def _unsafe_error(error: Exception, name: str) -> pickle.UnpicklingError:
     match = re.search(r"GLOBAL ([\w.]+)", str(error))
-    what = (f"the Python object `{match.group(1)}`" if match
-            else "pickle instructions or objects other than tensors and plain data")
+    what = f"the Python object `{match.group(1)}`" if match else "objects other than tensors and plain data"
     return pickle.UnpicklingError(
         f"Refused to load {name}: it contains {what}, and unpickling it could run arbitrary code, so the"
         " weights-only loading used by default does not allow it. If you trust this file, load it with"
@@ -194,7 +193,8 @@ def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool 
     try:
         return torch.load(source, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as e:
-        if weights_only and "Weights only load failed" in str(e):
+        if weights_only and "Weights only load failed" in str(e) and "GLOBAL" in str(e):
+            # a well-formed pickle that names a Python object the weights-only loader does not allow
             raise _unsafe_error(e, name) from None
         raise _corrupt_error(e, name) from e
     except Exception as e:
