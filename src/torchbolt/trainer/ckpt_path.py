@@ -39,6 +39,11 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
     on_exception = [cb for cb in trainer.callbacks if isinstance(cb, OnExceptionCheckpoint)]
     if ckpt_path is None and on_exception and fn == TrainerFn.FITTING:
         ckpt_path = "last"
+        rank_zero_warn(
+            f"`.{name}(ckpt_path=None)` was called with an `OnExceptionCheckpoint` callback: the newest last or"
+            f" on-exception checkpoint, if any, will be resumed from. Pass `.{name}(ckpt_path=...)` to choose"
+            " explicitly and silence this warning."
+        )
     if ckpt_path is None and not model_provided and trainer._lightning_module is not None and fn != TrainerFn.FITTING:
         ckpt_path = "best"
         rank_zero_warn(
