@@ -194,11 +194,14 @@ class CheckpointConnector:
             config.scheduler.load_state_dict(state)
         fit_loop_state = (checkpoint.get("loops") or {}).get("fit_loop") or {}
         resume_state = fit_loop_state.get("torchbolt")
+        # a stop requested before this point (e.g. by a Timer in on_fit_start) still holds
+        stop_requested = trainer._progress.should_stop
         if resume_state is not None:
             trainer._progress.load_state_dict(dict(resume_state["progress"]))
             self._restore_metrics(resume_state.get("metrics") or {})
         else:
             _progress_from_other_tool(trainer._progress, checkpoint, fit_loop_state)
+        trainer._progress.should_stop = trainer._progress.should_stop or stop_requested
         max_epochs = trainer.max_epochs
         if max_epochs is not None and max_epochs != -1 and trainer.current_epoch > max_epochs:
             raise MisconfigurationException(
