@@ -23,10 +23,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _resume_workload import first_difference, fit  # noqa: E402
+from _resume_workload import first_difference, fit
 
-from torchbolt.callbacks import Callback, ModelCheckpoint  # noqa: E402
-from torchbolt.utilities.cloud_io import TEMP_FILE_PATTERN, _load  # noqa: E402
+from torchbolt.callbacks import Callback, ModelCheckpoint
+from torchbolt.utilities.cloud_io import TEMP_FILE_PATTERN, _load
 
 # each scenario: model arguments, trainer arguments, and where the process kills itself
 SCENARIOS: dict[str, dict[str, Any]] = {

@@ -66,6 +66,8 @@ class EarlyStopping(Callback):
         early_stopping.stopping_reason   # EarlyStoppingReason.PATIENCE_EXHAUSTED
     """
 
+    # runs after the module's on_train_epoch_end, so it sees what the module logged there
+    _monitors_epoch_end_metrics = True
     mode_dict: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"min": torch.lt, "max": torch.gt}
     order_dict = {"min": "<", "max": ">"}
 

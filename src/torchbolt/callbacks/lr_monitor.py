@@ -91,7 +91,7 @@ class LearningRateMonitor(Callback):
 
     def _extract_stats(self, trainer: Trainer, interval: str) -> dict[str, float]:
         """The values of every optimizer due at ``interval`` (``"any"``: all of them)."""
-        names, with_scheduler, without = self._names(trainer)
+        names, _, without = self._names(trainer)
         stats: dict[str, float] = {}
         configs = trainer.lr_scheduler_configs
         for group_names, config in zip(names, configs):

@@ -145,3 +145,16 @@ def test_state_dict_stores_the_stopping_reason_as_plain_data() -> None:
 def test_unknown_mode_raises() -> None:
     with pytest.raises(MisconfigurationException, match="`mode` can be min, max, got avg"):
         EarlyStopping("score", mode="avg")
+
+
+def test_a_metric_the_module_logs_in_on_train_epoch_end_can_be_monitored() -> None:
+    class EpochEndMetric(BoringModel):
+        def on_train_epoch_end(self) -> None:
+            self.log("epoch_score", float(10 - self.current_epoch))
+
+    callback = EarlyStopping("epoch_score", mode="max", patience=2)
+    trainer = pl.Trainer(max_epochs=5, limit_train_batches=1, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[callback])
+    trainer.fit(EpochEndMetric())
+    assert trainer.current_epoch == 3 and callback.best_score == 10

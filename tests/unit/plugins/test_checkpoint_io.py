@@ -20,8 +20,9 @@ import torchbolt as pl
 from torchbolt.callbacks import ModelCheckpoint
 from torchbolt.demos.boring_classes import BoringModel
 from torchbolt.plugins.io import TorchCheckpointIO
-from torchbolt.utilities.cloud_io import TEMP_FILE_PATTERN, _atomic_save, _load
+from torchbolt.utilities.cloud_io import _atomic_save, _load
 from torchbolt.utilities.exceptions import CorruptCheckpointError
+
 
 class _Payload:
     """Unpickling this runs a shell command that creates a marker file."""
@@ -45,7 +46,7 @@ def test_checkpoint_roundtrips_through_an_in_memory_fsspec_url() -> None:
     loaded = checkpoint_io.load_checkpoint("memory://ckpts/a/model.ckpt")
     assert torch.equal(loaded["state_dict"]["w"], torch.arange(3.0))
     checkpoint_io.remove_checkpoint("memory://ckpts/a/model.ckpt")
-    with pytest.raises(FileNotFoundError, match="memory://ckpts/a/model.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"memory://ckpts/a/model\.ckpt"):
         checkpoint_io.load_checkpoint("memory://ckpts/a/model.ckpt")
 
 
@@ -83,7 +84,7 @@ def test_weights_only_false_loads_a_trusted_checkpoint_with_other_objects(tmp_pa
 
     path = tmp_path / "trusted.ckpt"
     path.write_bytes(_bytes({"ratio": Fraction(1, 3)}))
-    with pytest.raises(pickle.UnpicklingError, match="fractions.Fraction"):
+    with pytest.raises(pickle.UnpicklingError, match=r"fractions\.Fraction"):
         _load(path)
     assert _load(path, weights_only=False) == {"ratio": Fraction(1, 3)}
 
@@ -98,7 +99,7 @@ def test_damaged_checkpoint_gives_an_error_naming_the_file(tmp_path: Path, damag
 
 
 def test_missing_checkpoint_raises_file_not_found_naming_it(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nothing.ckpt"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.ckpt"):
         _load(tmp_path / "nothing.ckpt")
 
 
