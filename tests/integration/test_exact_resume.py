@@ -11,7 +11,7 @@ import torch
 from _resume_workload import AugmentedData, ResumeModel, first_difference, fit, make_trainer, seed, weights
 from torch.utils.data import default_collate
 
-from torchbolt.callbacks import Callback, ModelCheckpoint
+from torchbolt.callbacks import Callback, LambdaCallback, ModelCheckpoint
 from torchbolt.loggers import CSVLogger
 from torchbolt.utilities.cloud_io import _load
 
@@ -39,6 +39,24 @@ def test_resume_after_any_batch_is_bit_exact(tmp_path: Path, accumulate: int, va
         got, resumed = fit({}, options, ckpt_path=path)
         assert first_difference(expected, got) is None, path
         assert (resumed.global_step, resumed.current_epoch) == (reference.global_step, reference.current_epoch)
+
+
+@pytest.mark.parametrize("hook", ["on_train_epoch_start", "on_train_epoch_end", "on_validation_end"])
+def test_resume_from_checkpoints_written_in_epoch_and_validation_hooks_is_bit_exact(tmp_path: Path, hook: str
+                                                                                    ) -> None:
+    paths: list[str] = []
+
+    def save(trainer: Any, *args: Any) -> None:
+        if not trainer.sanity_checking:
+            paths.append(str(tmp_path / f"{hook}-{len(paths)}.ckpt"))
+            trainer.save_checkpoint(paths[-1])
+
+    options = {"max_epochs": 2, "val_check_interval": 0.5, "accumulate_grad_batches": 3}
+    expected, _ = fit({}, options, [LambdaCallback(**{hook: save})])
+    assert len(paths) >= 2
+    for path in paths:
+        got, _ = fit({}, options, ckpt_path=path)
+        assert first_difference(expected, got) is None, path
 
 
 def test_checkpoint_inside_an_accumulation_window_carries_the_accumulated_gradients(tmp_path: Path) -> None:

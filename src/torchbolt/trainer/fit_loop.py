@@ -125,8 +125,11 @@ class FitLoop:
             self.results.load_state_dict(point.results)
         self._epoch_log = dict(point.epoch_log)
         restore_grads(self.trainer.lightning_module, point.grads)
-        # mid-epoch, the checkpoint-moment random state is put back after the epoch's batches are replayed
-        if point.rng is not None and self.progress.epoch_batches_done == 0:
+        # when batches of the epoch are to be replayed, the checkpoint-moment random state is put back
+        # after the replay (in _epoch_iterator); otherwise now
+        p = self.progress
+        replay = p.epoch_batches_done > 0 and not p.epoch_ending
+        if point.rng is not None and not replay:
             set_rng(point.rng)
 
     def checkpoint_state(self, include_grads: bool) -> dict[str, Any]:
@@ -266,8 +269,8 @@ class FitLoop:
             self.results.reset()
             p.batch_idx = 0
             trainer._active_results = self.results
+            p.epoch_started = True  # before the hooks: a checkpoint written in them resumes after them
             hooks.both("on_train_epoch_start")
-            p.epoch_started = True
         trainer._active_results = self.results
         if not p.epoch_ending:
             iterator = self._epoch_iterator(fresh_loader=reloaded)
