@@ -500,7 +500,9 @@ class ModelCheckpoint(Checkpoint):
         for path in fs.ls(dirpath, detail=False):
             name = Path(str(path))
             if name.suffix == self.FILE_EXTENSION and pattern.match(name.stem):
-                found.add(os.path.normpath(str(path)) if _is_local_path(dirpath) else fs.unstrip_protocol(str(path)))
+                # the directory as the user spelled it (an fsspec URL keeps its protocol)
+                found.add(os.path.normpath(str(path)) if _is_local_path(dirpath)
+                          else f"{str(dirpath).rstrip('/')}/{name.name}")
         return found
 
     def to_yaml(self, filepath: _PATH | None = None) -> None:

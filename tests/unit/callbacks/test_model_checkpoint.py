@@ -267,3 +267,17 @@ def test_state_key_tells_apart_checkpoints_with_different_triggers() -> None:
     assert ModelCheckpoint(monitor="a").state_key == (
         "ModelCheckpoint{'monitor': 'a', 'mode': 'min', 'every_n_train_steps': 0, 'every_n_epochs': 1,"
         " 'train_time_interval': None}")
+
+
+def test_checkpoints_go_to_an_fsspec_url_and_resume_from_last_there(tmp_path: Path) -> None:
+    import fsspec
+
+    url = "memory://model-checkpoint-test/run"
+    fit(tmp_path, ModelCheckpoint(dirpath=url, save_last=True, filename="{epoch}"), max_epochs=2)
+    fs = fsspec.filesystem("memory")
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(url, detail=False)) == ["epoch=1.ckpt", "last.ckpt"]
+    trainer = pl.Trainer(max_epochs=3, limit_train_batches=2, limit_val_batches=1, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[ModelCheckpoint(dirpath=url, save_last=True, filename="{epoch}")])
+    trainer.fit(Scripted(), ckpt_path="last")
+    assert trainer.ckpt_path == f"{url}/last.ckpt" and trainer.global_step == 6
