@@ -120,41 +120,60 @@ def _check_directory(directory: str) -> dict[str, Any]:
 
 
 def random_kills(directory: str, kills: int, seed: int) -> dict[str, Any]:
+    """Kill runs at random moments until ``kills`` kills happened; each run resumes from "last".
+
+    A run that finishes before its kill (the machine was faster than expected) must end with the
+    reference weights; the next runs then start over in a fresh directory.
+    """
     model: dict[str, Any] = {"n": 80, "width": 64}
     trainer: dict[str, Any] = {"max_epochs": 3, "val_check_interval": 0.5}
-    reference_dir = os.path.join(directory, "reference")
-    work_dir = os.path.join(directory, "killed")
     reference_out = os.path.join(directory, "reference.pt")
     started = time.monotonic()
-    status = _wait(_in_child(_train, reference_dir, reference_out, model, trainer, None, None, False))
+    status = _wait(_in_child(_train, os.path.join(directory, "reference"), reference_out, model, trainer, None, None,
+                             False))
     duration = time.monotonic() - started
-    result: dict[str, Any] = {"reference": status, "kills": 0, "problems": [], "temp_files_seen": 0}
+    reference = torch.load(reference_out)
+    result: dict[str, Any] = {"reference": status, "kills": 0, "unloadable": [], "missing_last": [], "other": [],
+                              "temp_files_seen": 0, "finished_before_kill": 0}
     rng = random.Random(seed)
-    for _ in range(kills):
+    episode = 0
+    work_dir = os.path.join(directory, f"killed-{episode}")
+    for _ in range(3 * kills):
+        if result["kills"] >= kills:
+            break
         read_fd, write_fd = os.pipe()
-        pid = _in_child(_train, work_dir, None, model, trainer, write_fd, None, True)
+        out = os.path.join(directory, f"final-{episode}.pt")
+        pid = _in_child(_train, work_dir, out, model, trainer, write_fd, None, True)
         os.close(write_fd)
-        time.sleep(rng.uniform(0.05, max(0.1, duration / (kills + 2))))
+        time.sleep(rng.uniform(0.02, max(0.05, duration / (2 * kills))))
         os.kill(pid, signal.SIGKILL)
         outcome = _wait(pid)
         with os.fdopen(read_fd) as pipe:
             reports = [line.split("\t") for line in pipe.read().splitlines()]
+        if outcome == "exit 0":
+            result["finished_before_kill"] += 1
+            difference = first_difference(reference, torch.load(out))
+            if difference is not None:
+                result["other"].append(f"a run resumed after kills ended with different weights: {difference}")
+            episode += 1
+            work_dir = os.path.join(directory, f"killed-{episode}")
+            continue
         if outcome != f"signal {signal.SIGKILL}":
-            result["problems"].append(f"run ended with {outcome} before the kill")
+            result["other"].append(f"run ended with {outcome}")
             continue
         result["kills"] += 1
         found = _check_directory(work_dir) if os.path.isdir(work_dir) else {"unloadable": [], "temp_files": 0,
                                                                                "steps": {}}
         result["temp_files_seen"] += found["temp_files"]
-        result["problems"] += found["unloadable"]
+        result["unloadable"] += found["unloadable"]
         last_reported = [int(step) for name, step in reports if name == "last.ckpt"]
         if last_reported and found["steps"].get("last.ckpt", -1) < max(last_reported):
-            result["problems"].append(f"last.ckpt missing or older than step {max(last_reported)}: {found['steps']}")
+            result["missing_last"].append(f"last.ckpt missing or older than step {max(last_reported)}: {found['steps']}")
     final_out = os.path.join(directory, "final.pt")
     result["final"] = _wait(_in_child(_train, work_dir, final_out, model, trainer, None, None, True))
     result["temp_files_after_restart"] = _check_directory(work_dir)["temp_files"]
-    if os.path.exists(final_out) and os.path.exists(reference_out):
-        result["difference"] = first_difference(torch.load(reference_out), torch.load(final_out))
+    if os.path.exists(final_out):
+        result["difference"] = first_difference(reference, torch.load(final_out))
     return result
 
 
