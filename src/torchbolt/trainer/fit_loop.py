@@ -269,8 +269,10 @@ class FitLoop:
             self.results.reset()
             p.batch_idx = 0
             trainer._active_results = self.results
-            p.epoch_started = True  # before the hooks: a checkpoint written in them resumes after them
             hooks.both("on_train_epoch_start")
+            # after the hooks: a checkpoint written in them resumes before them, so that callbacks that
+            # prepare the epoch there (weight averaging, finetuning) do so again, as in Lightning
+            p.epoch_started = True
         trainer._active_results = self.results
         if not p.epoch_ending:
             iterator = self._epoch_iterator(fresh_loader=reloaded)

@@ -33,7 +33,7 @@ def test_duration_stops_training_after_the_time_is_up() -> None:
     timer = Timer(duration=timedelta(milliseconds=100), verbose=False)
     t = trainer([timer])
     t.fit(Slow())
-    assert 3 <= t.global_step < 50
+    assert 1 <= t.global_step < 50
     assert timer.time_elapsed("train") >= 0.1
 
 
@@ -68,7 +68,7 @@ def test_elapsed_training_time_is_restored_on_resume(tmp_path: Path) -> None:
     t.save_checkpoint(tmp_path / "a.ckpt")
     elapsed = first.time_elapsed("train")
     # the limit is already used up: the resumed fit stops before its first batch
-    resumed = Timer(duration=timedelta(seconds=elapsed), verbose=False)
+    resumed = Timer(duration=timedelta(microseconds=int(elapsed * 1e6)), verbose=False)  # floored: <= elapsed
     t = trainer([resumed], max_epochs=2, limit_train_batches=2)
     t.fit(Slow(), ckpt_path=tmp_path / "a.ckpt")
     assert t.global_step == 2
