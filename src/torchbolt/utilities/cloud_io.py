@@ -108,8 +108,8 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
             raise
         _fsync_dir(directory)
         return
-    parent = path_str.rsplit("/", 1)[0]
-    tmp = f"{path_str}.{uuid.uuid4().hex}.tmp"
+    parent, _, name = path_str.rpartition("/")
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
         if parent and not fs.exists(parent):
             fs.makedirs(parent, exist_ok=True)
