@@ -54,8 +54,10 @@ def test_lifecycle_per_stage() -> None:
 def test_test_after_fit_reuses_the_fitted_datamodule() -> None:
     dm = Lifecycle()
     trainer = quiet_trainer()
-    trainer.fit(ClassifierModule(), datamodule=dm)
-    results = trainer.test()
+    model = ClassifierModule()
+    trainer.fit(model, datamodule=dm)
+    # with the model passed: without one, Lightning loads ckpt_path="best", which needs a ModelCheckpoint
+    results = trainer.test(model)
     assert "test_loss" in results[0]
 
 

@@ -210,3 +210,72 @@ def test_on_exception_runs_for_callbacks_and_module_then_teardown() -> None:
     assert calls.index("Callback.on_exception") < calls.index("on_exception:boom")
     assert trainer.interrupted
     assert torch.is_grad_enabled()
+
+
+class StatefulRecordingCallback(RecordingCallback):
+    """Has state, so checkpoints store it and a resume calls its ``load_state_dict``."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"foo": True}
+
+
+def _checkpoint_trainer(calls: list[str], root: Any, **kwargs: Any) -> pl.Trainer:
+    options: dict[str, Any] = {
+        "max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2, "enable_progress_bar": False,
+        "enable_model_summary": False, "logger": False, "default_root_dir": str(root),
+    }
+    options.update(kwargs)
+    return pl.Trainer(callbacks=[StatefulRecordingCallback(calls)], **options)
+
+
+def _save_hooks() -> list[str]:
+    # ModelCheckpoint monitors epoch-end metrics, so it saves after the module's on_train_epoch_end
+    return ["Callback.state_dict", "Callback.on_save_checkpoint", "on_save_checkpoint"]
+
+
+def test_fit_hook_order_with_checkpointing(tmp_path: Any) -> None:
+    calls: list[str] = []
+    model = BoringModel()
+    _record_module(model, calls)
+    _checkpoint_trainer(calls, tmp_path).fit(model)
+    expected = [
+        *_setup("fit"), "configure_optimizers", "Callback.on_fit_start", "on_fit_start",
+        "Callback.on_sanity_check_start", "val_dataloader", *_eval_loop("validation", 2),
+        "Callback.on_sanity_check_end",
+        "train_dataloader", "Callback.on_train_start", "on_train_start",
+        "Callback.on_train_epoch_start", "on_train_epoch_start",
+        *_train_batch(last=False), *_train_batch(last=True),
+        "on_validation_model_zero_grad", *_eval_loop("validation", 2),
+        "Callback.on_train_epoch_end", "on_train_epoch_end", *_save_hooks(),
+        "Callback.on_train_end", "on_train_end", "Callback.on_fit_end", "on_fit_end",
+        "Callback.teardown", "teardown",
+    ]
+    assert calls == expected
+
+
+def test_resume_hook_order_loads_checkpoint_after_configure_model(tmp_path: Any) -> None:
+    first = _checkpoint_trainer([], tmp_path, limit_val_batches=0)
+    first.fit(BoringModel())
+    best_model_path = first.checkpoint_callback.best_model_path  # type: ignore[union-attr]
+
+    calls: list[str] = []
+    loaded: list[dict[str, Any]] = []
+    model = BoringModel()
+    _record_module(model, calls)
+    original = model.__dict__["on_load_checkpoint"]
+    model.__dict__["on_load_checkpoint"] = lambda checkpoint: (loaded.append(checkpoint), original(checkpoint))
+    _checkpoint_trainer(calls, tmp_path, max_epochs=2, limit_val_batches=0).fit(model, ckpt_path=best_model_path)
+    expected = [
+        *_setup("fit"),
+        "on_load_checkpoint", "Callback.on_load_checkpoint", "Callback.load_state_dict",
+        "configure_optimizers", "Callback.on_fit_start", "on_fit_start",
+        "train_dataloader", "Callback.on_train_start", "on_train_start",
+        "Callback.on_train_epoch_start", "on_train_epoch_start",
+        *_train_batch(last=False), *_train_batch(last=True),
+        "Callback.on_train_epoch_end", "on_train_epoch_end", *_save_hooks(),
+        "Callback.on_train_end", "on_train_end", "Callback.on_fit_end", "on_fit_end",
+        "Callback.teardown", "teardown",
+    ]
+    assert calls == expected
+    assert (loaded[0]["epoch"], loaded[0]["global_step"]) == (0, 2)
+    assert loaded[0]["callbacks"]["StatefulRecordingCallback"] == {"foo": True}

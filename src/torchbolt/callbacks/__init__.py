@@ -11,7 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from torchbolt.callbacks.callback import Callback
 from torchbolt.callbacks.checkpoint import Checkpoint
+from torchbolt.callbacks.early_stopping import EarlyStopping
+from torchbolt.callbacks.lambda_function import LambdaCallback
+from torchbolt.callbacks.lr_monitor import LearningRateMonitor
+from torchbolt.callbacks.model_checkpoint import ModelCheckpoint
 from torchbolt.callbacks.model_summary import ModelSummary
+from torchbolt.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
+from torchbolt.callbacks.prediction_writer import BasePredictionWriter
 from torchbolt.callbacks.progress import ProgressBar, RichProgressBar, TQDMProgressBar
 from torchbolt.callbacks.rich_model_summary import RichModelSummary
 from torchbolt.callbacks.timer import Timer
@@ -60,17 +66,23 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "BackboneFinetuning",
     "BaseFinetuning",
+    "BasePredictionWriter",
     "BatchSizeFinder",
     "Callback",
     "Checkpoint",
     "DeviceStatsMonitor",
     "EMAWeightAveraging",
+    "EarlyStopping",
     "GradientAccumulationScheduler",
+    "LambdaCallback",
     "LearningRateFinder",
+    "LearningRateMonitor",
+    "ModelCheckpoint",
     "ModelPruning",
     "ModelSummary",
     "NonFiniteGuard",
     "NonFiniteTrainingError",
+    "OnExceptionCheckpoint",
     "ProgressBar",
     "RichModelSummary",
     "RichProgressBar",

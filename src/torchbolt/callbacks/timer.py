@@ -129,9 +129,10 @@ class Timer(Callback):
         self._end_time["predict"] = time.monotonic()
 
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # a time limit of zero stops before the first batch
-        if self._duration_seconds is not None and self._duration_seconds <= 0:
-            trainer.should_stop = True
+        # checked once before training, whatever the interval: a zero limit, or a resumed run whose
+        # restored elapsed time already reached the limit, stops before the first batch
+        if self._duration_seconds is not None:
+            self._check_time_remaining(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:

@@ -104,12 +104,18 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
         checkpoint_path: _PATH | IO[bytes],
         map_location: Any = None,
         hparams_file: _PATH | None = None,
+        weights_only: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         """Build the datamodule from the ``datamodule_hyper_parameters`` saved in a checkpoint.
 
-        Keyword arguments override the saved hyperparameters.
+        Keyword arguments override the saved hyperparameters; ``weights_only`` is as in
+        :meth:`LightningModule.load_from_checkpoint`.
+
+        Example::
+
+            dm = MyDataModule.load_from_checkpoint("checkpoints/last.ckpt")
         """
         from torchbolt.core.saving import _load_from_checkpoint
 
-        return _load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, None, **kwargs)
+        return _load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, None, weights_only, **kwargs)

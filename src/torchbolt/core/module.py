@@ -58,6 +58,11 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
     # set while TorchScript compiles/traces the module: its property walk must not raise
     _jit_is_scripting: bool = False
 
+    # where checkpoints keep the constructor arguments (Lightning's key names)
+    CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
+    CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
+    CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
+
     # names TorchScript must not try to compile
     __jit_unused_properties__: list[str] = [
         "example_input_array", "on_gpu", "current_epoch", "global_step", "global_rank", "local_rank",
@@ -625,16 +630,25 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         map_location: Any = None,
         hparams_file: _PATH | None = None,
         strict: bool | None = None,
+        weights_only: bool | None = None,
         **kwargs: Any,
     ) -> Any:
         """Build the module from a checkpoint's saved hyperparameters and load its weights.
 
+        Works with checkpoints written by torchbolt and by PyTorch Lightning 2.x.
+
         Args:
             checkpoint_path: a local path, an fsspec URL or a file-like object.
             map_location: as in ``torch.load`` (default: CPU).
-            hparams_file: a ``hparams.yaml`` to read hyperparameters from instead.
+            hparams_file: a ``hparams.yaml`` to read hyperparameters from instead (read with ``yaml.safe_load``).
             strict: require every state-dict key to match (default: ``strict_loading``).
+            weights_only: ``None``/``True`` (default) reads tensors and plain data only, so loading can
+                never run code; pass ``False`` only for a file you trust that holds other objects.
             kwargs: hyperparameters that override the saved ones.
+
+        Raises:
+            pickle.UnpicklingError: the file needs arbitrary unpickling (the message says how to trust it).
+            CorruptCheckpointError: the file is truncated or not a checkpoint.
 
         Example::
 
@@ -642,7 +656,8 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         """
         from torchbolt.core.saving import _load_from_checkpoint
 
-        return _load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, strict, **kwargs)
+        return _load_from_checkpoint(cls, checkpoint_path, map_location, hparams_file, strict, weights_only,
+                                     **kwargs)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)

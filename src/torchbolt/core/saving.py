@@ -1,33 +1,43 @@
-"""Hyperparameter files and ``load_from_checkpoint``."""
+"""Hyperparameter files and ``load_from_checkpoint``.
+
+Hyperparameters are stored as plain data (in checkpoints: containers, numbers, strings, tensors,
+dtypes and devices; in ``hparams.yaml``: what ``yaml.safe_dump`` writes), so reading them back
+never constructs arbitrary objects.
+"""
 
 from __future__ import annotations
 
+import inspect
 import os
 from argparse import Namespace
 from enum import Enum
 from pathlib import Path
 from typing import IO, Any, Union
 
+import torch
 import yaml
 
 from torchbolt.utilities.cloud_io import _load, get_filesystem
 from torchbolt.utilities.parsing import AttributeDict
-from torchbolt.utilities.rank_zero import rank_zero_warn
+from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
 _PATH = Union[str, Path]
+_warning_cache = WarningCache()
 
 CHECKPOINT_HYPER_PARAMS_KEY = "hyper_parameters"
 CHECKPOINT_HYPER_PARAMS_NAME = "hparams_name"
 CHECKPOINT_HYPER_PARAMS_TYPE = "hparams_type"
 
+_CHECKPOINT_SCALARS = (bool, int, float, complex, str, bytes, torch.dtype, torch.device, torch.Size)
+
 
 def _to_plain(value: Any) -> Any:
-    """Hyperparameters as YAML/checkpoint-safe plain data (containers, numbers, strings, None)."""
+    """Hyperparameters as YAML-safe plain data (containers, numbers, strings, None)."""
     if isinstance(value, Namespace):
         value = vars(value)
     if isinstance(value, dict):
         return {str(k): _to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple, set)):
         return [_to_plain(v) for v in value]
     if isinstance(value, Enum):
         return _to_plain(value.value)
@@ -35,6 +45,43 @@ def _to_plain(value: Any) -> Any:
         return str(value)
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    return repr(value)
+
+
+def _to_checkpoint_hparams(value: Any, key: str = "") -> Any:
+    """Hyperparameters as data a weights-only ``torch.load`` reads back unchanged.
+
+    Containers keep their type (a tuple stays a tuple); tensors, dtypes and devices are kept; an
+    ``Enum`` becomes its value and a ``Path`` a string. Anything else (an ``nn.Module``, a custom
+    object) is stored as its ``repr`` with a warning: pass it again to ``load_from_checkpoint``.
+    """
+    if isinstance(value, Namespace):
+        value = vars(value)
+    if isinstance(value, dict):
+        return {k: _to_checkpoint_hparams(v, f"{key}.{k}" if key else str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        items = [_to_checkpoint_hparams(v, key) for v in value]
+        return type(value)(items) if type(value) in (list, tuple, set) else items
+    if isinstance(value, Enum):
+        return _to_checkpoint_hparams(value.value, key)
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, _CHECKPOINT_SCALARS):
+        return value
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if hasattr(value, "item") and callable(value.item) and not isinstance(value, torch.nn.Module):
+        try:  # NumPy scalars
+            return _to_checkpoint_hparams(value.item(), key)
+        except (TypeError, ValueError):
+            pass
+    _warning_cache.warn(
+        f"Hyperparameter {key!r} is a {type(value).__name__}, which a checkpoint stores only as its repr (loading"
+        " never unpickles objects). Pass it again to `load_from_checkpoint(..., "
+        f"{key.split('.')[0] or 'name'}=...)` or leave it out with `save_hyperparameters(ignore=[...])`."
+    )
     return repr(value)
 
 
@@ -60,37 +107,69 @@ def load_hparams_from_yaml(config_yaml: _PATH, use_omegaconf: bool = True) -> di
     return hparams or {}
 
 
+def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: str,
+                 overrides: dict[str, Any]) -> dict[str, Any]:
+    """The ``__init__`` arguments: saved hyperparameters updated with ``overrides``.
+
+    When the hyperparameters were saved from a single argument (``save_hyperparameters(config)``
+    inside ``__init__(self, config)``), they are passed back as that argument. Keys the
+    constructor does not accept are dropped unless it takes ``**kwargs``.
+    """
+    saved = dict(checkpoint.get(hp_key) or {})
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
+    args_name = checkpoint.get(name_key)
+    kwargs: dict[str, Any] = {args_name: saved} if args_name and args_name in names else saved
+    kwargs.update(overrides)
+    if not takes_kwargs:
+        kwargs = {k: v for k, v in kwargs.items() if k in names}
+    return kwargs
+
+
 def _load_from_checkpoint(
     cls: type,
     checkpoint_path: _PATH | IO[bytes],
     map_location: Any = None,
     hparams_file: _PATH | None = None,
     strict: bool | None = None,
+    weights_only: bool | None = None,
     **kwargs: Any,
 ) -> Any:
     from torchbolt.core.datamodule import LightningDataModule
     from torchbolt.core.module import LightningModule
 
-    checkpoint = _load(checkpoint_path, map_location=map_location or "cpu")
+    checkpoint = _load(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"{checkpoint_path!r} holds a {type(checkpoint).__name__}, not a checkpoint dict.")
+    hp_key = getattr(cls, "CHECKPOINT_HYPER_PARAMS_KEY", CHECKPOINT_HYPER_PARAMS_KEY)
+    name_key = getattr(cls, "CHECKPOINT_HYPER_PARAMS_NAME", CHECKPOINT_HYPER_PARAMS_NAME)
     if hparams_file is not None:
-        checkpoint[CHECKPOINT_HYPER_PARAMS_KEY] = load_hparams_from_yaml(hparams_file)
-    if issubclass(cls, LightningDataModule):
-        hp_key = cls.CHECKPOINT_HYPER_PARAMS_KEY
-    else:
-        hp_key = CHECKPOINT_HYPER_PARAMS_KEY
-    hparams = dict(checkpoint.get(hp_key) or {})
-    hparams.update(kwargs)
-    obj = cls(**hparams)
+        extension = str(hparams_file).rsplit(".", 1)[-1].lower()
+        if extension not in ("yml", "yaml"):
+            raise ValueError(f"`hparams_file={str(hparams_file)!r}`: pass a .yaml or .yml file.")
+        checkpoint[hp_key] = load_hparams_from_yaml(hparams_file)
+    obj = cls(**_init_kwargs(cls, checkpoint, hp_key, name_key, kwargs))
     if isinstance(obj, LightningDataModule):
         state = checkpoint.get(type(obj).__qualname__)
         if state:
             obj.load_state_dict(state)
         return obj
     assert isinstance(obj, LightningModule)
+    if "state_dict" not in checkpoint:
+        raise KeyError(
+            f"{checkpoint_path!r} has no 'state_dict' entry, so it is not a Lightning/torchbolt checkpoint."
+            " A plain state dict loads with `model.load_state_dict(torch.load(path, weights_only=True))`."
+        )
     obj.on_load_checkpoint(checkpoint)
     if strict is None:
         strict = obj.strict_loading
-    obj.load_state_dict(checkpoint["state_dict"], strict=strict)
+    keys = obj.load_state_dict(checkpoint["state_dict"], strict=strict)
+    if not strict and (keys.missing_keys or keys.unexpected_keys):
+        rank_zero_warn(
+            f"Loaded {checkpoint_path!r} with strict=False: missing keys {keys.missing_keys},"
+            f" unexpected keys {keys.unexpected_keys}."
+        )
     if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
         obj.to(map_location)
     return obj

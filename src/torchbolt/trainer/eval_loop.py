@@ -23,10 +23,12 @@ from torchbolt.profilers.profiler import Profiler, profiled_iter
 from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.states import RunningStage
 from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.rank_zero import WarningCache
 
 if TYPE_CHECKING:
     from torchbolt.trainer.trainer import Trainer
 
+_warning_cache = WarningCache()
 _HOOK_PREFIX = {RunningStage.VALIDATING: "validation", RunningStage.SANITY_CHECKING: "validation",
                 RunningStage.TESTING: "test", RunningStage.PREDICTING: "predict"}
 
@@ -167,23 +169,47 @@ class EvaluationLoop:
 
 
 class PredictionLoop:
-    """Runs ``predict_step`` over loaders and collects the predictions."""
+    """Runs ``predict_step`` over loaders and collects the predictions.
+
+    With a ``BasePredictionWriter`` among the callbacks, each ``DataLoader`` is rebuilt around a
+    batch sampler that records the dataset indices of every batch: ``current_batch_indices`` (the
+    batch being predicted) and ``epoch_batch_indices`` (per dataloader, per batch) are what the
+    writer receives.
+    """
 
     def __init__(self, trainer: Trainer, inference_mode: bool, return_predictions: bool) -> None:
         self.trainer = trainer
         self._inference_mode = inference_mode
         self.return_predictions = return_predictions
-        self.predictions: list[list[Any]] = []
+        self._predictions: list[list[Any]] = []
+        self.current_batch_indices: list[int] = []
+        self.epoch_batch_indices: list[list[list[int]]] = []
+
+    @property
+    def predictions(self) -> list[Any]:
+        """The predictions kept so far (per dataloader when there are several)."""
+        if not self._predictions:
+            return self._predictions
+        return self._predictions[0] if len(self._predictions) == 1 else self._predictions
 
     def run(self, loaders: list[Any], limits: list[int | float]) -> list[Any] | None:
+        from torchbolt.callbacks.prediction_writer import BasePredictionWriter, _seen_batch_indices, _with_batch_indices
+
         trainer = self.trainer
         hooks = trainer._hooks
         module = trainer.lightning_module
         multiple = len(loaders) > 1
         _check_dataloader_idx_signature(module.predict_step, "predict_step", "predict_dataloader", multiple)
+        writers = [cb for cb in trainer.callbacks if isinstance(cb, BasePredictionWriter)]
+        track_indices = bool(writers)
+        keep_for_epoch = any(w.interval.on_epoch for w in writers)
+        if track_indices:
+            loaders = [_with_batch_indices(loader) for loader in loaders]
         modes = _capture_modes(module)
         hooks.module("on_predict_model_eval")
-        self.predictions = [[] for _ in loaders]
+        self._predictions = [[] for _ in loaders]
+        self.epoch_batch_indices = [[] for _ in loaders]
+        self.current_batch_indices = []
         context = torch.inference_mode() if self._inference_mode else torch.no_grad()
         try:
             with context:
@@ -192,6 +218,9 @@ class PredictionLoop:
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     for batch_idx, batch in _batches(loader, limit, trainer._active_profiler,
                                                      "[_PredictionLoop].predict_next"):
+                        if track_indices:
+                            self._record_batch_indices(loader, dl_idx, batch_idx, keep_for_epoch,
+                                                       _seen_batch_indices(loader))
                         batch = hooks.transfer_batch(batch, dl_idx)
                         extra = (dl_idx,) if multiple else ()
                         hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
@@ -202,16 +231,28 @@ class PredictionLoop:
                             output = trainer.strategy.predict_step(batch, batch_idx, *extra)
                         finally:
                             d["_current_fx_name"] = prev
-                        if self.return_predictions:
-                            self.predictions[dl_idx].append(output)
+                        if self.return_predictions or keep_for_epoch:
+                            self._predictions[dl_idx].append(output)
                         hooks.both("on_predict_batch_end", output, batch, batch_idx, *extra)
                 hooks.both("on_predict_epoch_end")
                 hooks.both("on_predict_end")
         finally:
             _restore_modes(module, modes)
+        self.epoch_batch_indices = []
         if not self.return_predictions:
+            self._predictions = []
             return None
-        return self.predictions[0] if len(loaders) == 1 else self.predictions
+        return self.predictions
+
+    def _record_batch_indices(self, loader: Any, dl_idx: int, batch_idx: int, keep_for_epoch: bool,
+                              seen: list[list[int]] | None) -> None:
+        if seen is None:
+            _warning_cache.warn(f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`")
+            self.current_batch_indices = []
+            return
+        self.current_batch_indices = seen[batch_idx]
+        if keep_for_epoch:
+            self.epoch_batch_indices[dl_idx].append(seen[batch_idx])
 
 
 def check_eval_step(trainer: Trainer, stage: str) -> None:

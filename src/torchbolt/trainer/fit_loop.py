@@ -17,6 +17,16 @@ from torchbolt.trainer.data import DataSource
 from torchbolt.trainer.eval_loop import EvaluationLoop
 from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.optimization import AutomaticOptimization, ManualOptimization, update_lr_schedulers
+from torchbolt.trainer.resume import (
+    ResumePoint,
+    accumulated_grads,
+    capture_rng,
+    generator_states,
+    loader_states,
+    restore_grads,
+    rng_to_checkpoint,
+    set_rng,
+)
 from torchbolt.trainer.states import RunningStage
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import PossibleUserWarning, WarningCache, rank_zero_info, rank_zero_warn
@@ -66,15 +76,22 @@ class FitLoop:
             self._run_epoch = profiled(self._run_epoch, "run_training_epoch", self._profiler)  # type: ignore[method-assign]
             self.optimization.run = profiled(  # type: ignore[method-assign]
                 self.optimization.run, "run_training_batch", self._profiler)
+        # exact resume: the random state this epoch's training iterator was created from, and the
+        # checkpoint this fit resumes from (consumed as the run reaches the checkpointed point)
+        self._epoch_rng: dict[str, Any] | None = None
+        self._epoch_generators: list[torch.Tensor] = []
+        self._resume: ResumePoint | None = None
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
         trainer = self.trainer
         hooks = trainer._hooks
-        self._run_sanity_check()
+        if self._resume is None:  # a resumed run does not sanity-check (Lightning's behaviour)
+            self._run_sanity_check()
         if self.train_loader is None:
             self._setup_train_data()
         if self._skip():
+            self._resume = None
             return
         if self._validation_enabled() and self.val_loaders is None:
             self._setup_val_data()
@@ -83,10 +100,52 @@ class FitLoop:
         trainer._active_results = self.results
         hooks.both("on_train_start")
         trainer.strategy.on_train_start()
+        if self._resume is not None:
+            self._resume_at_train_start(self._resume)
+        if self._epoch_in_flight():
+            self._run_epoch()  # the checkpoint was written inside an epoch: finish it as the original run would
         while not self._done():
             self._run_epoch()
+        self._resume = None
         hooks.both("on_train_end")
         trainer.strategy.on_train_end()
+
+    # ------------------------------------------------------------------ exact resume
+    def resume_from(self, point: ResumePoint) -> None:
+        """Continue from a checkpoint's resume state when the run starts (``Progress`` is already restored)."""
+        self._resume = point
+
+    def _epoch_in_flight(self) -> bool:
+        return self.progress.epoch_started or self.progress.epoch_ending
+
+    def _resume_at_train_start(self, point: ResumePoint) -> None:
+        if point.train_loaded_epoch is not None:
+            self._train_loaded_epoch = point.train_loaded_epoch
+        if point.results is not None:
+            self.results.load_state_dict(point.results)
+        self._epoch_log = dict(point.epoch_log)
+        restore_grads(self.trainer.lightning_module, point.grads)
+        # when batches of the epoch are to be replayed, the checkpoint-moment random state is put back
+        # after the replay (in _epoch_iterator); otherwise now
+        p = self.progress
+        replay = p.epoch_batches_done > 0 and not p.epoch_ending
+        if point.rng is not None and not replay:
+            set_rng(point.rng)
+
+    def checkpoint_state(self, include_grads: bool) -> dict[str, Any]:
+        """This loop's part of a checkpoint's resume state (see ``trainer/resume.py``)."""
+        loader = self.train_loader
+        return {
+            "epoch_rng": rng_to_checkpoint(self._epoch_rng) if self._epoch_rng is not None else None,
+            "epoch_generators": list(self._epoch_generators),
+            "generators": generator_states(loader),
+            "loader_states": loader_states(loader),
+            "train_loaded_epoch": self._train_loaded_epoch,
+            "grads": accumulated_grads(self.trainer.lightning_module) if include_grads else {},
+            "results": self.results.state_dict(),
+            "epoch_log": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
+                          for k, v in self._epoch_log.items()},
+        }
 
     # ------------------------------------------------------------------ data
     def _setup_train_data(self) -> None:
@@ -140,7 +199,8 @@ class FitLoop:
         )
 
     def _skip(self) -> bool:
-        return self._done() or self.trainer._config.limit_train_batches == 0
+        done = self._done() and not (self._resume is not None and self._epoch_in_flight())
+        return done or self.trainer._config.limit_train_batches == 0
 
     # ------------------------------------------------------------------ sanity check
     def _run_sanity_check(self) -> None:
@@ -201,32 +261,56 @@ class FitLoop:
     def _run_epoch(self) -> None:
         trainer, p = self.trainer, self.progress
         hooks = trainer._hooks
-        if self._reload_due(self._train_loaded_epoch):
+        reloaded = self._reload_due(self._train_loaded_epoch)
+        if reloaded:
             self._setup_train_data()
         _set_sampler_epoch(self.train_loader, p.current_epoch)
-        resuming = p.epoch_batches_done > 0
-        if not resuming:
+        if not p.epoch_started:
             self.results.reset()
             p.batch_idx = 0
-        trainer._active_results = self.results
-        if not p.epoch_started:
+            trainer._active_results = self.results
             hooks.both("on_train_epoch_start")
+            # after the hooks: a checkpoint written in them resumes before them, so that callbacks that
+            # prepare the epoch there (weight averaging, finetuning) do so again, as in Lightning
             p.epoch_started = True
-        epoch_complete = False
-        for batch_idx, batch, is_last in self._batches(self._epoch_iterator()):
-            if self._run_batch(batch, batch_idx, is_last):
-                break  # on_train_batch_start returned -1
-            epoch_complete = is_last
-            if is_last or self._epoch_done(batch_idx):
-                break
-        self._end_epoch(epoch_complete)
+        trainer._active_results = self.results
+        if not p.epoch_ending:
+            iterator = self._epoch_iterator(fresh_loader=reloaded)
+            if p.in_batch_tail:  # resumed between a batch's optimizer step and the end of its post-step work
+                k = p.epoch_batches_done - 1
+                self._finish_batch(k, self._is_step(k, p.last_batch_seen), p.last_batch_seen)
+                resume_epoch = not (p.last_batch_seen or self._epoch_done(k))
+            else:
+                resume_epoch = not p.last_batch_seen
+            if resume_epoch:
+                for batch_idx, batch, is_last in self._batches(iterator):
+                    if self._run_batch(batch, batch_idx, is_last):
+                        break  # on_train_batch_start returned -1
+                    if is_last or self._epoch_done(batch_idx):
+                        break
+        self._end_epoch()
 
-    def _epoch_iterator(self) -> Iterator[Any]:
-        """A fresh iterator over the training loader, advanced past batches already done this epoch."""
-        iterator = iter(self.train_loader)
-        for _ in range(self.progress.epoch_batches_done):
-            next(iterator)
-        return profiled_iter(iterator, self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
+    def _epoch_iterator(self, fresh_loader: bool) -> Iterator[Any]:
+        """A fresh iterator over the training loader, past the batches already done this epoch.
+
+        It first records the random state the iterator is created from (the shuffled order and the
+        workers' seeds derive from it), so that a checkpoint written later in the epoch can rebuild it.
+        """
+        point, self._resume = self._resume, None
+        loader = self.train_loader
+        done = self.progress.epoch_batches_done
+        if point is not None and done > 0:
+            self._epoch_rng, self._epoch_generators = point.epoch_rng, list(point.epoch_generators)
+            return profiled_iter(point.replay_epoch(loader, done), self._profiler,
+                                 "[_TrainingEpochLoop].train_dataloader_next")
+        if point is not None and not fresh_loader:
+            point.restore_loader(loader)  # rebuilt for this fit: put it where the original loader was
+        self._epoch_rng = capture_rng()
+        self._epoch_generators = generator_states(loader)
+        return profiled_iter(iter(loader), self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
+
+    def _is_step(self, batch_idx: int, is_last: bool) -> bool:
+        return is_last or (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
 
     def _batches(self, iterator: Iterator[Any]) -> Iterator[tuple[int, Any, bool]]:
         """``(batch_idx, batch, is_last)`` for the rest of the epoch.
@@ -266,7 +350,7 @@ class FitLoop:
         if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
             return True
         accumulate = trainer.accumulate_grad_batches
-        is_step = is_last or (batch_idx + 1) % accumulate == 0
+        is_step = self._is_step(batch_idx, is_last)
         optimization = self.optimization
         if isinstance(optimization, AutomaticOptimization):
             outputs = optimization.run(batch, batch_idx, is_step, window_start=batch_idx % accumulate == 0)
@@ -276,23 +360,34 @@ class FitLoop:
             update_lr_schedulers(trainer, "step", False, batch_idx)
         if is_last:
             update_lr_schedulers(trainer, "epoch", False, batch_idx)
-        hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+        # the batch counts as done from here: a checkpoint written in on_train_batch_end resumes after it
         p.epoch_batches_done = batch_idx + 1
-        if is_step or not isinstance(optimization, AutomaticOptimization):
-            self._publish_step_metrics()
-        if self._should_validate(batch_idx, is_last):
-            self._run_validation(is_step)
-        if is_step:
-            update_lr_schedulers(trainer, "step", True, batch_idx)
-            p.batches_that_stepped += 1
-        if p.should_stop:
-            for logger in trainer.loggers:
-                logger.save()
+        p.last_batch_seen = is_last
+        p.in_batch_tail = True
+        hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+        self._finish_batch(batch_idx, is_step, is_last)
         if trainer._signal_connector.poll(trainer.strategy):  # every rank sees a signal at the same batch
             trainer._received_sigterm = True
         if trainer._received_sigterm and not (is_last or self._epoch_done(batch_idx)):
             trainer._signal_connector.stop(trainer)  # checkpoint if the signal asks for it; raises
         return False
+
+    def _finish_batch(self, batch_idx: int, is_step: bool, is_last: bool) -> None:
+        """The work after ``on_train_batch_end``: step logging, validation when due, plateau schedulers."""
+        trainer, p = self.trainer, self.progress
+        if is_step or not isinstance(self.optimization, AutomaticOptimization):
+            self._publish_step_metrics()
+        if not p.tail_validated and self._should_validate(batch_idx, is_last):
+            self._run_validation(is_step)
+            p.tail_validated = True
+        if is_step:
+            update_lr_schedulers(trainer, "step", True, batch_idx)
+            p.batches_that_stepped += 1
+        p.in_batch_tail = False
+        p.tail_validated = False
+        if p.should_stop:
+            for logger in trainer.loggers:
+                logger.save()
 
     def _publish_step_metrics(self) -> None:
         trainer, p = self.trainer, self.progress
@@ -302,15 +397,17 @@ class FitLoop:
         if log and ((every and (p.batches_that_stepped + 1) % every == 0) or p.should_stop):
             trainer._log_to_loggers(log, step=p.batches_that_stepped)
 
-    def _end_epoch(self, epoch_complete: bool) -> None:
+    def _end_epoch(self) -> None:
         trainer, p = self.trainer, self.progress
         hooks = trainer._hooks
-        self._publish_epoch_metrics()
-        hooks.callbacks("on_train_epoch_end", monitoring=False)
-        hooks.module("on_train_epoch_end")
-        self._publish_epoch_metrics()
-        hooks.callbacks("on_train_epoch_end", monitoring=True)
-        if epoch_complete:
+        if not p.epoch_ending:  # on a resume from a checkpoint written in these hooks, they already ran
+            self._publish_epoch_metrics()
+            p.epoch_ending = True
+            hooks.callbacks("on_train_epoch_end", monitoring=False)
+            hooks.module("on_train_epoch_end")
+            self._publish_epoch_metrics()
+            hooks.callbacks("on_train_epoch_end", monitoring=True)
+        if p.last_batch_seen:
             update_lr_schedulers(trainer, "epoch", True, p.batch_idx)
         log = self._epoch_log
         if log:
@@ -318,8 +415,7 @@ class FitLoop:
             # epoch metrics share the step of the epoch's last batch, as Lightning's do
             trainer._log_to_loggers(log, step=max(p.batches_that_stepped - 1, 0))
         p.current_epoch += 1
-        p.epoch_batches_done = 0
-        p.epoch_started = False
+        p.start_epoch_bookkeeping()
         trainer._active_results = None
         if trainer._received_sigterm:
             trainer._signal_connector.stop(trainer)

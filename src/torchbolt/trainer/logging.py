@@ -334,6 +334,10 @@ class ResultCollection:
             rank_zero_only=bool(rz), enable_graph=bool(enable_graph),
         )
         entry = _Entry(meta, args, metric)
+        if previous is not None and previous.metric is None and metric is None and previous.meta == meta:
+            # same settings spelled differently (torch.mean vs "mean"), e.g. after a checkpoint restore
+            entry.total, entry.count, entry.dtype = previous.total, previous.count, previous.dtype
+            entry.buffer_values, entry.buffer_bs = previous.buffer_values, previous.buffer_bs
         self._entries[(fx, name, dl_idx)] = entry  # type: ignore[index]
         return entry
 
@@ -414,6 +418,45 @@ class ResultCollection:
 
     def has_logged(self) -> bool:
         return bool(self._entries)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The running values as plain data (for exact resume); ``Metric`` objects keep their own state."""
+        entries = []
+        for (fx, name, dl_idx), entry in self._entries.items():
+            if entry.metric is not None:
+                continue
+            # buffered values are saved as they are (not folded): folding earlier would change the
+            # order of the floating-point sums, and with it the epoch value
+            args = list(entry.args)
+            args[4] = entry.meta.reduce  # reduce_fx as its name (a function is not plain data)
+
+            def cpu(value: Tensor | None) -> Tensor | None:
+                return value.detach().cpu() if value is not None else None
+
+            entries.append({"fx": fx, "name": name, "dataloader_idx": dl_idx, "args": args, "last": cpu(entry.last),
+                            "total": cpu(entry.total), "count": entry.count, "dtype": entry.dtype,
+                            "buffer_values": [cpu(v) for v in entry.buffer_values],
+                            "buffer_bs": list(entry.buffer_bs), "updated": entry.updated})
+        return {"entries": entries}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (entries logged with a ``sync_dist_group`` use the default group)."""
+        self._entries = {}
+        self._updated = []
+        for item in state.get("entries", []):
+            entry = self._new_entry(item["fx"], item["name"], None, tuple(item["args"]), None,
+                                    item["dataloader_idx"], None)
+            device = self.device
+            entry.last = item["last"].to(device) if item["last"] is not None else None
+            entry.total = item["total"].to(device) if item["total"] is not None else None
+            entry.count = int(item["count"])
+            entry.dtype = item["dtype"]
+            entry.buffer_values = [v.to(device) for v in item.get("buffer_values", [])]
+            entry.buffer_bs = [int(b) for b in item.get("buffer_bs", [])]
+            if item["updated"]:
+                entry.updated = True
+                self._updated.append(entry)
 
     def reset(self) -> None:
         """Clear the running values (the entries' settings are kept, so the next epoch logs cheaply)."""

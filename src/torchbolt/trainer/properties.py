@@ -40,6 +40,7 @@ class TrainerProperties:
     _metrics: MetricStore
     _loggers: list[Logger]
     _fit_loop: FitLoop | None
+    _predict_loop: Any
     _lightning_module: LightningModule | None
     _resolved: Any
     _num_training_batches: int | float
@@ -255,6 +256,11 @@ class TrainerProperties:
         per_epoch = math.ceil(total / config.accumulate_grad_batches)
         estimated = per_epoch * max(config.max_epochs, 1)
         return min(estimated, config.max_steps) if config.max_steps != -1 else estimated
+
+    @property
+    def predict_loop(self) -> Any:
+        """The prediction loop of the current or last ``predict`` (``None`` before the first)."""
+        return self._predict_loop
 
     @property
     def train_dataloader(self) -> Any:

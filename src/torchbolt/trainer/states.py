@@ -84,6 +84,13 @@ class Progress:
         batches_that_stepped: batches that ended with an optimizer step; the step loggers use.
         epoch_started: whether ``on_train_epoch_start`` ran for ``current_epoch`` (mid-epoch resume).
         should_stop: a request (by a callback or the user) to stop fitting at the next chance.
+        in_batch_tail: the last batch counted in ``epoch_batches_done`` was optimized but its
+            post-step work (step logging, due validation, plateau schedulers, ``batches_that_stepped``)
+            has not finished; a resume finishes it before fetching the next batch.
+        tail_validated: the validation due after that batch already ran.
+        last_batch_seen: that batch was the last of the epoch.
+        epoch_ending: ``on_train_epoch_end`` hooks started for ``current_epoch``; a resume does not
+            call them again and goes on with the epoch's closing steps.
     """
 
     current_epoch: int = 0
@@ -94,6 +101,10 @@ class Progress:
     batches_that_stepped: int = 0
     epoch_started: bool = False
     should_stop: bool = False
+    in_batch_tail: bool = False
+    tail_validated: bool = False
+    last_batch_seen: bool = False
+    epoch_ending: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def state_dict(self) -> dict[str, Any]:
@@ -103,3 +114,12 @@ class Progress:
         for key, value in state.items():
             if hasattr(self, key):
                 setattr(self, key, value)
+
+    def start_epoch_bookkeeping(self) -> None:
+        """Counters of a new epoch (after ``current_epoch`` advanced)."""
+        self.epoch_batches_done = 0
+        self.epoch_started = False
+        self.in_batch_tail = False
+        self.tail_validated = False
+        self.last_batch_seen = False
+        self.epoch_ending = False

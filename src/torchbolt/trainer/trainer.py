@@ -182,6 +182,8 @@ class Trainer(TrainerProperties):
         self._signal_connector = SignalConnector()
         self._enable_autolog_hparams = enable_autolog_hparams
         self.ckpt_path: str | None = None
+        self._ckpt_weights_only: bool | None = None
+        self._ckpt_model_provided = True
         self.profiler = _resolve_profiler(profiler, self._config.default_root_dir)
         self._active_profiler: Profiler | None = None  # the profiler of the current run, None when not profiling
         self.callbacks: list[Callback] = self._build_callbacks(callbacks)
@@ -288,6 +290,7 @@ class Trainer(TrainerProperties):
         val_dataloaders: Any = None,
         datamodule: LightningDataModule | None = None,
         ckpt_path: str | os.PathLike | None = None,
+        weights_only: bool | None = None,
     ) -> None:
         """Train ``model``, validating as configured.
 
@@ -296,7 +299,10 @@ class Trainer(TrainerProperties):
             train_dataloaders: a DataLoader, a collection of them, or a LightningDataModule.
             val_dataloaders: one or several validation DataLoaders.
             datamodule: a LightningDataModule providing the loaders.
-            ckpt_path: resume from this checkpoint: a path, ``"last"`` or ``"best"``.
+            ckpt_path: resume from this checkpoint: a path, ``"last"`` or ``"best"``. A torchbolt
+                checkpoint resumes exactly where it was written (see ``docs/checkpointing.md``).
+            weights_only: ``None``/``True`` reads the checkpoint as tensors and plain data only;
+                ``False`` allows arbitrary unpickling (only for files you trust).
 
         Raises:
             MisconfigurationException: for a model without ``training_step``/``configure_optimizers``, no
@@ -304,6 +310,7 @@ class Trainer(TrainerProperties):
         """
         if isinstance(train_dataloaders, LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
+        self._ckpt_model_provided = True
         model = self._check_model(model, "fit")
         if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
             raise MisconfigurationException(
@@ -312,6 +319,7 @@ class Trainer(TrainerProperties):
             )
         source = DataSource(model, self._check_datamodule(datamodule),
                             {"train": train_dataloaders, "val": val_dataloaders})
+        self._ckpt_weights_only = weights_only
         self._run_entry(TrainerFn.FITTING, model, source, ckpt_path)
 
     def validate(
@@ -321,12 +329,14 @@ class Trainer(TrainerProperties):
         ckpt_path: str | os.PathLike | None = None,
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run the validation loop once.
 
         Returns:
             One dict of the epoch-level metrics logged during validation per dataloader.
         """
+        self._ckpt_weights_only = weights_only
         return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, ckpt_path, verbose, datamodule)
 
     def test(
@@ -336,12 +346,14 @@ class Trainer(TrainerProperties):
         ckpt_path: str | os.PathLike | None = None,
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
+        weights_only: bool | None = None,
     ) -> list[dict[str, float]]:
         """Run the test loop once and print the results table (``verbose``).
 
         Returns:
             One dict of the epoch-level metrics logged during testing per dataloader.
         """
+        self._ckpt_weights_only = weights_only
         return self._evaluate(TrainerFn.TESTING, model, dataloaders, ckpt_path, verbose, datamodule)
 
     def predict(
@@ -351,6 +363,7 @@ class Trainer(TrainerProperties):
         datamodule: LightningDataModule | None = None,
         return_predictions: bool | None = None,
         ckpt_path: str | os.PathLike | None = None,
+        weights_only: bool | None = None,
     ) -> list[Any] | None:
         """Run ``predict_step`` over the predict dataloader(s).
 
@@ -360,6 +373,7 @@ class Trainer(TrainerProperties):
         """
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
+        self._ckpt_model_provided = model is not None
         model = self._check_model(model, "predict")
         if datamodule is not None and dataloaders is not None:
             raise MisconfigurationException(
@@ -369,6 +383,7 @@ class Trainer(TrainerProperties):
             self.datamodule if dataloaders is None else None)
         source = DataSource(model, datamodule, {"predict": dataloaders})
         self._return_predictions = True if return_predictions is None else bool(return_predictions)
+        self._ckpt_weights_only = weights_only
         return self._run_entry(TrainerFn.PREDICTING, model, source, ckpt_path)
 
     def tune(
@@ -414,6 +429,7 @@ class Trainer(TrainerProperties):
     ) -> list[dict[str, float]]:
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
+        self._ckpt_model_provided = model is not None
         model = self._check_model(model, fn.value)
         if datamodule is not None and dataloaders is not None:
             raise MisconfigurationException(
@@ -521,7 +537,7 @@ class Trainer(TrainerProperties):
         self._configure_model(model)
         resolved_ckpt = self._resolve_ckpt_path(fn, ckpt_path)
         if resolved_ckpt is not None:
-            self._checkpoint_connector.load(resolved_ckpt)
+            self._checkpoint_connector.load(resolved_ckpt, weights_only=self._ckpt_weights_only)
             if not self.strategy.restore_checkpoint_after_setup:
                 self._checkpoint_connector.restore_module_and_callbacks()
         if fn == TrainerFn.FITTING and (self._fit_loop is None or self._fit_loop.source is not source):
@@ -715,7 +731,7 @@ class Trainer(TrainerProperties):
     def _resolve_ckpt_path(self, fn: TrainerFn, ckpt_path: Any) -> str | None:
         from torchbolt.trainer.ckpt_path import resolve_ckpt_path
 
-        path = resolve_ckpt_path(self, fn, ckpt_path)
+        path = resolve_ckpt_path(self, fn, ckpt_path, self._ckpt_model_provided)
         self.ckpt_path = path
         return path
 
@@ -812,12 +828,27 @@ class Trainer(TrainerProperties):
         hooks.module("on_after_backward")
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool = False,
+    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool | None = False,
                         storage_options: Any | None = None) -> None:
-        """Write a checkpoint of the current state to ``filepath`` (atomically; rank 0 only).
+        """Write a checkpoint of the current state to ``filepath``.
+
+        Every process builds the dict (sharded strategies gather there); the strategy writes it
+        (the global-zero process only, atomically: a crash leaves the old file or the new one).
+
+        Args:
+            filepath: a local path or an fsspec URL (``s3://...``, ``memory://...``).
+            weights_only: save only the weights and loop counters (no optimizer, scheduler or
+                callback state: such a file cannot resume a fit).
+            storage_options: passed to the ``CheckpointIO`` plug-in.
 
         Raises:
             AttributeError: when no model is attached (call it after or during a run).
+            OSError: the file could not be written (the message names it; earlier files are intact).
+
+        Example::
+
+            trainer.save_checkpoint("example.ckpt")
+            model = LitModel.load_from_checkpoint("example.ckpt")
         """
         if self._lightning_module is None:
             raise AttributeError(

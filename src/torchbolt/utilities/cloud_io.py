@@ -1,10 +1,18 @@
-"""File access through fsspec: local paths and remote URLs (``s3://``, ``memory://``, ...) alike."""
+"""File access through fsspec: local paths and remote URLs (``s3://``, ``memory://``, ...) alike.
+
+Checkpoints are written atomically (a reader sees the complete old file or the complete new one,
+never a partial one) and read with ``torch.load(weights_only=True)`` by default, which only
+rebuilds tensors and plain Python data and never runs code from the file.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
+import pickle
+import re
 import uuid
 from pathlib import Path
 from typing import IO, Any, Union
@@ -13,7 +21,11 @@ import fsspec
 import torch
 from fsspec.implementations.local import AbstractFileSystem, LocalFileSystem
 
+from torchbolt.utilities.exceptions import CorruptCheckpointError
+
 _PATH = Union[str, Path, "os.PathLike[str]"]
+# temporary files of an atomic write: ".<name>.<32 hex>.tmp" next to the target
+TEMP_FILE_PATTERN = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 
 def get_filesystem(path: _PATH, **kwargs: Any) -> AbstractFileSystem:
@@ -26,7 +38,12 @@ def _is_local(fs: AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def _is_local_path(path: _PATH) -> bool:
+    return _is_local(get_filesystem(path))
+
+
 def _fsync_dir(directory: str) -> None:
+    """Make a rename inside ``directory`` durable (not every OS/filesystem supports it: best effort)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -39,56 +56,148 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+_REASONS = {
+    errno.ENOSPC: ("no space left on device", "Free space on that device or point the checkpoint `dirpath` elsewhere."),
+    errno.EDQUOT: ("disk quota exceeded", "Free space or point the checkpoint `dirpath` elsewhere."),
+    errno.EACCES: ("permission denied", "Make the directory writable or choose another `dirpath`."),
+    errno.EPERM: ("operation not permitted", "Make the directory writable or choose another `dirpath`."),
+    errno.EROFS: ("read-only file system", "Choose a writable `dirpath`."),
+    errno.EFBIG: ("file too large", "Raise the file size limit or write smaller checkpoints."),
+}
+
+
+def _write_error(error: OSError, path: str) -> OSError:
+    """``error`` re-raised with a message naming the file, the cause and the fix (same errno, same class)."""
+    reason, fix = _REASONS.get(error.errno or -1, (error.strerror or str(error), "Check the destination."))
+    message = (
+        f"Could not write the checkpoint {path}: {reason}. Nothing was replaced: every checkpoint written"
+        f" before is intact and the partial file was removed. {fix}"
+    )
+    return OSError(error.errno, message) if error.errno is not None else OSError(message)
+
+
 def _atomic_save(data: bytes, path: _PATH) -> None:
     """Write ``data`` to ``path`` so that a crash leaves either the old file or the complete new one.
 
-    Local: a temporary file in the same directory, flushed and fsynced, then ``os.replace`` and an
-    fsync of the directory (so the rename itself survives power loss). Remote (fsspec): write to a
-    temporary name, then move it over the target.
+    Local: a temporary file in the same directory (so the rename stays on one filesystem), written,
+    flushed and fsynced, then ``os.replace`` over the target and an fsync of the directory (so the
+    rename itself survives a power loss). Remote (fsspec): write a temporary object, then move it.
+
+    Raises:
+        OSError: (its errno-specific subclass) when the write fails, e.g. ``ENOSPC`` or ``EACCES``;
+            the message names the file; the target and every other file are left as they were.
     """
     fs = get_filesystem(path)
     path_str = str(path)
     if _is_local(fs):
-        path_str = fs._strip_protocol(path_str)
-        directory = os.path.dirname(os.path.abspath(path_str))
-        os.makedirs(directory, exist_ok=True)
+        path_str = os.path.abspath(fs._strip_protocol(path_str))
+        directory = os.path.dirname(path_str)
         tmp = os.path.join(directory, f".{os.path.basename(path_str)}.{uuid.uuid4().hex}.tmp")
         try:
+            os.makedirs(directory, exist_ok=True)
             with open(tmp, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path_str)
-        except BaseException:
+        except BaseException as e:
             with contextlib.suppress(OSError):
                 os.remove(tmp)
+            if isinstance(e, OSError):
+                raise _write_error(e, path_str) from e
             raise
         _fsync_dir(directory)
         return
-    parent = path_str.rsplit("/", 1)[0]
-    if parent and not fs.exists(parent):
-        fs.makedirs(parent, exist_ok=True)
-    tmp = f"{path_str}.{uuid.uuid4().hex}.tmp"
+    parent, _, name = path_str.rpartition("/")
+    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
     try:
+        if parent and not fs.exists(parent):
+            fs.makedirs(parent, exist_ok=True)
         with fs.open(tmp, "wb") as f:
             f.write(data)
         fs.mv(tmp, path_str)
-    except BaseException:
-        try:
+    except BaseException as e:
+        with contextlib.suppress(Exception):
             if fs.exists(tmp):
                 fs.rm(tmp)
-        except Exception:
-            pass
+        if isinstance(e, OSError):
+            raise _write_error(e, path_str) from e
         raise
 
 
+def _atomic_symlink(target: str, link: str) -> None:
+    """Point ``link`` at ``target`` (relative), replacing what ``link`` was in one rename."""
+    directory = os.path.dirname(os.path.abspath(link))
+    tmp = os.path.join(directory, f".{os.path.basename(link)}.{uuid.uuid4().hex}.tmp")
+    relative = os.path.relpath(os.path.abspath(target), directory)
+    try:
+        os.symlink(relative, tmp)
+        os.replace(tmp, link)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise _write_error(e, link) from e
+    _fsync_dir(directory)
+
+
+def _unsafe_error(error: Exception, name: str) -> pickle.UnpicklingError:
+    match = re.search(r"GLOBAL ([\w.]+)", str(error))
+    what = f"the Python object `{match.group(1)}`" if match else "objects other than tensors and plain data"
+    return pickle.UnpicklingError(
+        f"Refused to load {name}: it contains {what}, and unpickling it could run arbitrary code, so the"
+        " weights-only loading used by default does not allow it. If you trust this file, load it with"
+        " `weights_only=False` (`Model.load_from_checkpoint(path, weights_only=False)`,"
+        " `trainer.fit(model, ckpt_path=path, weights_only=False)`), or allow only the types it needs with"
+        " `torch.serialization.add_safe_globals([...])`."
+    )
+
+
+def _corrupt_error(error: BaseException, name: str) -> CorruptCheckpointError:
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return CorruptCheckpointError(
+        f"{name} is not a readable checkpoint: it is truncated, corrupt or not a torch checkpoint"
+        f" ({type(error).__name__}: {detail[:200]})."
+    )
+
+
+def _is_format_error(error: BaseException) -> bool:
+    if isinstance(error, (EOFError, IndexError, KeyError, pickle.UnpicklingError, UnicodeDecodeError)):
+        return True
+    message = str(error)
+    return isinstance(error, (RuntimeError, ValueError)) and any(
+        marker in message for marker in ("PytorchStreamReader", "zip archive", "magic number", "unexpected EOF",
+                                         "storage has wrong", "invalid load key")
+    )
+
+
 def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool | None = None) -> Any:
-    """``torch.load`` from a path, URL or file object; ``weights_only=True`` unless told otherwise."""
+    """``torch.load`` from a path, URL or file object; ``weights_only=True`` unless told otherwise.
+
+    Raises:
+        FileNotFoundError: no file at the path.
+        pickle.UnpicklingError: the file needs arbitrary unpickling and ``weights_only`` is not ``False``.
+        CorruptCheckpointError: the file is truncated, corrupt or not a torch checkpoint.
+    """
     if weights_only is None:
         weights_only = True
-    if not isinstance(path_or_url, (str, Path)):
-        return torch.load(path_or_url, map_location=map_location, weights_only=weights_only)
-    fs = get_filesystem(path_or_url)
-    with fs.open(str(path_or_url), "rb") as f:
-        data = f.read()
-    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=weights_only)
+    if isinstance(path_or_url, (str, Path, os.PathLike)):
+        name = str(path_or_url)
+        fs = get_filesystem(name)
+        if not fs.exists(name):
+            raise FileNotFoundError(f"Checkpoint file not found: {name}")
+        with fs.open(name, "rb") as f:
+            source: IO[bytes] = io.BytesIO(f.read())
+    else:
+        name = str(getattr(path_or_url, "name", None) or f"the {type(path_or_url).__name__} passed in")
+        source = path_or_url
+    try:
+        return torch.load(source, map_location=map_location, weights_only=weights_only)
+    except pickle.UnpicklingError as e:
+        if weights_only and "Weights only load failed" in str(e) and "GLOBAL" in str(e):
+            # a well-formed pickle that names a Python object the weights-only loader does not allow
+            raise _unsafe_error(e, name) from None
+        raise _corrupt_error(e, name) from e
+    except Exception as e:
+        if _is_format_error(e):
+            raise _corrupt_error(e, name) from e
+        raise

@@ -16,3 +16,11 @@ class SIGTERMException(SystemExit):
 
 class _TunerExitException(Exception):
     """Raised by a tuner callback to end the ``fit`` it runs in once the search is done (not an error)."""
+
+
+class CorruptCheckpointError(RuntimeError):
+    """Raised when a checkpoint file is truncated, corrupt or not a checkpoint at all.
+
+    The message names the file. A checkpoint written by torchbolt is never left half-written (writes
+    are atomic), so this points at a file copied incompletely or written by something else.
+    """

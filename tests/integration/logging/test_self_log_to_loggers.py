@@ -103,8 +103,10 @@ def test_test_metrics_are_logged_after_fit_at_the_final_step(tmp_path):
         def test_step(self, batch, batch_idx):
             self.log("test_loss", self.step(batch))
 
-    trainer, logger = _fit(tmp_path, Model())
-    trainer.test(verbose=False)
+    model = Model()
+    trainer, logger = _fit(tmp_path, model)
+    # with the model passed: without one, Lightning loads ckpt_path="best", which needs a ModelCheckpoint
+    trainer.test(model, verbose=False)
     rows = _rows(logger)
     assert [(int(r["step"]), r["epoch"]) for r in rows if r["test_loss"]] == [(4, "1")]
 

@@ -1,0 +1,177 @@
+"""What ``Trainer.save_checkpoint`` writes and how ``ckpt_path=`` restores it."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import torchbolt as pl
+from torchbolt.callbacks import Callback, EarlyStopping, ModelCheckpoint, OnExceptionCheckpoint
+from torchbolt.demos.boring_classes import BoringModel
+from torchbolt.utilities.exceptions import MisconfigurationException
+
+LIGHTNING_KEYS = {"epoch", "global_step", "pytorch-lightning_version", "state_dict", "loops", "callbacks",
+                  "optimizer_states", "lr_schedulers"}
+
+
+class LoggingModel(BoringModel):
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        out = super().training_step(batch, batch_idx)
+        self.log("train_loss", out["loss"])
+        return out
+
+    def validation_step(self, batch: Any, batch_idx: int) -> Any:
+        out = super().validation_step(batch, batch_idx)
+        self.log("val_loss", out["x"])
+        return out
+
+
+def trainer(root: Path, **kwargs: Any) -> pl.Trainer:
+    options: dict[str, Any] = {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 2, "logger": False,
+                               "enable_progress_bar": False, "enable_model_summary": False,
+                               "default_root_dir": str(root)}
+    options.update(kwargs)
+    return pl.Trainer(**options)
+
+
+def test_checkpoint_has_lightnings_layout_and_loads_with_a_weights_only_torch_load(tmp_path: Path) -> None:
+    t = trainer(tmp_path)
+    t.fit(LoggingModel())
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    checkpoint = torch.load(tmp_path / "a.ckpt", weights_only=True)
+    assert set(checkpoint) >= LIGHTNING_KEYS
+    assert (checkpoint["epoch"], checkpoint["global_step"]) == (1, 2)
+    fit_loop = checkpoint["loops"]["fit_loop"]
+    assert fit_loop["epoch_loop.state_dict"] == {"_batches_that_stepped": 2}
+    assert fit_loop["epoch_progress"]["current"]["completed"] == 1
+    assert {"validate_loop", "test_loop", "predict_loop"} <= set(checkpoint["loops"])
+    assert checkpoint["lr_schedulers"][0]["last_epoch"] == 1
+
+
+def test_weights_only_checkpoint_holds_no_training_state_and_cannot_resume_fit(tmp_path: Path) -> None:
+    t = trainer(tmp_path)
+    t.fit(BoringModel())
+    t.save_checkpoint(tmp_path / "w.ckpt", weights_only=True)
+    checkpoint = torch.load(tmp_path / "w.ckpt", weights_only=True)
+    assert "optimizer_states" not in checkpoint and "callbacks" not in checkpoint
+    with pytest.raises(MisconfigurationException, match="holds only weights"):
+        trainer(tmp_path, max_epochs=2).fit(BoringModel(), ckpt_path=tmp_path / "w.ckpt")
+
+
+def test_checkpoint_written_to_an_fsspec_url_resumes_a_fit(tmp_path: Path) -> None:
+    first = trainer(tmp_path)
+    first.fit(BoringModel())
+    first.save_checkpoint("memory://resume/run.ckpt")
+    second = trainer(tmp_path, max_epochs=2)
+    second.fit(BoringModel(), ckpt_path="memory://resume/run.ckpt")
+    assert (second.current_epoch, second.global_step) == (2, 4)
+
+
+def test_ckpt_path_last_resumes_from_the_newest_last_checkpoint(tmp_path: Path) -> None:
+    first = trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)])
+    first.fit(BoringModel())
+    second = trainer(tmp_path, max_epochs=2, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True)])
+    second.fit(BoringModel(), ckpt_path="last")
+    assert second.ckpt_path == str(tmp_path / "ck" / "last.ckpt")
+    assert second.global_step == 4
+
+
+def test_ckpt_path_last_without_a_last_checkpoint_warns_and_starts_fresh(tmp_path: Path) -> None:
+    t = trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "empty", save_last=True)])
+    with pytest.warns(UserWarning, match="there is no last checkpoint available"):
+        t.fit(BoringModel(), ckpt_path="last")
+    assert t.ckpt_path is None and t.global_step == 2
+
+
+def test_ckpt_path_best_without_a_checkpoint_callback_raises(tmp_path: Path) -> None:
+    t = trainer(tmp_path, enable_checkpointing=False)
+    t.fit(BoringModel())
+    with pytest.raises(ValueError, match=r'`.test\(ckpt_path="best"\)` is set but `ModelCheckpoint` is not configured'):
+        t.test(ckpt_path="best", verbose=False)
+
+
+def test_test_without_a_model_after_fit_loads_the_best_checkpoint(tmp_path: Path) -> None:
+    t = trainer(tmp_path, max_epochs=2, callbacks=[ModelCheckpoint(monitor="val_loss", mode="max")])
+    t.fit(LoggingModel())
+    with pytest.warns(UserWarning, match="The best model of the previous `fit` call will be used"):
+        t.test(verbose=False)
+    assert t.ckpt_path == t.checkpoint_callback.best_model_path  # type: ignore[union-attr]
+
+
+def test_resuming_with_max_epochs_below_the_checkpoint_epoch_raises(tmp_path: Path) -> None:
+    first = trainer(tmp_path, max_epochs=3)
+    first.fit(BoringModel())
+    first.save_checkpoint(tmp_path / "e3.ckpt")
+    with pytest.raises(MisconfigurationException, match=r"current_epoch=3, but you have set Trainer\(max_epochs=2\)"):
+        trainer(tmp_path, max_epochs=2).fit(BoringModel(), ckpt_path=tmp_path / "e3.ckpt")
+
+
+def test_two_instances_of_one_callback_class_keep_separate_state(tmp_path: Path) -> None:
+    by_loss = EarlyStopping("val_loss", patience=5)
+    by_train = EarlyStopping("train_loss", mode="max", patience=7)
+    t = trainer(tmp_path, callbacks=[by_loss, by_train])
+    t.fit(LoggingModel())
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    states = torch.load(tmp_path / "a.ckpt", weights_only=True)["callbacks"]
+    assert states["EarlyStopping{'monitor': 'val_loss', 'mode': 'min'}"]["patience"] == 5
+    assert states["EarlyStopping{'monitor': 'train_loss', 'mode': 'max'}"]["patience"] == 7
+    fresh = [EarlyStopping("val_loss"), EarlyStopping("train_loss", mode="max")]
+    trainer(tmp_path, max_epochs=2, callbacks=fresh).fit(LoggingModel(), ckpt_path=tmp_path / "a.ckpt")
+    assert [cb.patience for cb in fresh] == [5, 7]
+
+
+def test_state_of_a_callback_missing_on_resume_is_reported(tmp_path: Path) -> None:
+    class Stateful(Callback):
+        def state_dict(self) -> dict[str, Any]:
+            return {"n": 1}
+
+    t = trainer(tmp_path, callbacks=[Stateful()])
+    t.fit(BoringModel())
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    with pytest.warns(UserWarning, match=r"Please add the following callbacks: \[.*Stateful'\]"):
+        trainer(tmp_path, max_epochs=2).fit(BoringModel(), ckpt_path=tmp_path / "a.ckpt")
+
+
+def test_a_checkpoint_with_other_objects_needs_weights_only_false_to_resume(tmp_path: Path) -> None:
+    class ExtraState(BoringModel):
+        def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+            checkpoint["ratio"] = Fraction(1, 3)
+
+    t = trainer(tmp_path)
+    t.fit(ExtraState())
+    t.save_checkpoint(tmp_path / "a.ckpt")
+    with pytest.raises(pickle.UnpicklingError, match=r"fractions\.Fraction"):
+        trainer(tmp_path, max_epochs=2).fit(ExtraState(), ckpt_path=tmp_path / "a.ckpt")
+    resumed = trainer(tmp_path, max_epochs=2)
+    resumed.fit(ExtraState(), ckpt_path=tmp_path / "a.ckpt", weights_only=False)
+    assert resumed.global_step == 4
+
+
+def test_on_exception_checkpoint_is_written_on_failure_and_resumed_by_default(tmp_path: Path) -> None:
+    class FailOnce(BoringModel):
+        fail = True
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if self.fail and self.global_step == 1:
+                raise RuntimeError("boom")
+            return super().training_step(batch, batch_idx)
+
+    model = FailOnce()
+    callback = OnExceptionCheckpoint(tmp_path)
+    with pytest.raises(RuntimeError, match="boom"):
+        trainer(tmp_path, callbacks=[callback], limit_train_batches=4).fit(model)
+    assert torch.load(callback.ckpt_path, weights_only=True)["global_step"] == 1
+    model.fail = False
+    time.sleep(0.01)
+    resumed = trainer(tmp_path, callbacks=[OnExceptionCheckpoint(tmp_path)], limit_train_batches=4)
+    with pytest.warns(UserWarning, match="ckpt_path"):
+        resumed.fit(model)  # no ckpt_path: the on-exception checkpoint is "last"
+    assert resumed.ckpt_path == callback.ckpt_path and resumed.global_step == 4
+    assert not os.path.exists(callback.ckpt_path)  # a run that ends well removes it
