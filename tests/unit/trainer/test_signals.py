@@ -57,9 +57,7 @@ def test_sigusr1_saves_a_checkpoint_that_ckpt_path_hpc_resumes(tmp_path: Path) -
 
 
 def test_ckpt_path_hpc_without_a_checkpoint_explains(tmp_path: Path) -> None:
-    from torchbolt.utilities.exceptions import MisconfigurationException
-
-    with pytest.raises(MisconfigurationException, match="hpc_ckpt"):
+    with pytest.raises(ValueError, match="hpc_ckpt"):
         _trainer(tmp_path).fit(BoringModel(), ckpt_path="hpc")
 
 
