@@ -312,7 +312,14 @@ class Strategy(ABC):
         return optimizer.state_dict()
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
+        """Load the module's weights from ``checkpoint["state_dict"]``.
+
+        Raises:
+            KeyError: when the checkpoint has no ``state_dict`` (strategies with their own format override this).
+        """
         assert self._lightning_module is not None
+        if "state_dict" not in checkpoint:
+            raise KeyError("state_dict")
         self._lightning_module.load_state_dict(checkpoint["state_dict"], strict=strict)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:

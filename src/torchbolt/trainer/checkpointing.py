@@ -145,12 +145,15 @@ class CheckpointConnector:
             return
         trainer = self.trainer
         trainer._hooks.module("on_load_checkpoint", checkpoint)
-        if "state_dict" not in checkpoint:
+        try:
+            trainer.strategy.load_model_state_dict(checkpoint, strict=trainer.lightning_module.strict_loading)
+        except KeyError as e:
+            if e.args != ("state_dict",):
+                raise
             raise KeyError(
                 f"The checkpoint {self._ckpt_path!r} has no 'state_dict' entry: it is not a Lightning/torchbolt"
                 " checkpoint. Load plain state dicts with `model.load_state_dict(torch.load(path))`."
-            )
-        trainer.strategy.load_model_state_dict(checkpoint, strict=trainer.lightning_module.strict_loading)
+            ) from None
         datamodule = trainer.datamodule
         if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
             datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
