@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import os
+
+# One intra-op thread per process: the suite runs on 2 cores and many tests start several processes;
+# oversubscribed threads made it ~3x slower. Set before torch is imported (child processes inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import random
 import sys
 from pathlib import Path
@@ -10,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
