@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/digits.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff check src tests examples benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src

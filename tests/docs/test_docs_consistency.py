@@ -36,9 +36,7 @@ def test_relative_links_and_anchors_resolve(page: Path) -> None:
             continue  # external links are not fetched: CI has no network
         path_part, _, anchor = target.partition("#")
         destination = (page.parent / path_part).resolve() if path_part else page
-        if not destination.exists():
-            broken.append(target)
-        elif anchor and destination.suffix == ".md" and anchor not in _anchors(destination):
+        if not destination.exists() or (anchor and destination.suffix == ".md" and anchor not in _anchors(destination)):
             broken.append(target)
     assert not broken, f"{page.relative_to(ROOT)}: broken links {broken}"
 
