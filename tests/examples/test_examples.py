@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-import torchbolt.callbacks
 from torchbolt.utilities.imports import module_available
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -38,8 +37,6 @@ def result(stdout: str, **match: str) -> dict[str, str]:
     raise AssertionError(f"no RESULT line matching {match} in:\n{stdout[-3000:]}")
 
 
-@pytest.mark.skipif(not hasattr(torchbolt.callbacks, "ModelCheckpoint"),
-                    reason="examples/digits.py uses ModelCheckpoint, which is not in this build yet")
 def test_digits_reaches_high_test_accuracy(subprocess_env):
     out = run_example(subprocess_env, EXAMPLES / "digits.py", "--fast")
     accuracy = float(re.search(r"test accuracy: ([0-9.]+)", out)[1])
@@ -95,3 +92,15 @@ def test_cli_example_configs_merge_in_order(subprocess_env):
     assert config["optimizer"]["class_path"] == "torch.optim.SGD" and config["optimizer"]["init_args"]["momentum"] == 0.9
     assert config["model"]["hidden"] == 256  # from sgd.yaml
     assert config["lr_scheduler"]["init_args"]["T_max"] == 20  # only digits.yaml sets it
+
+
+def test_ddp_example_trains_on_two_processes(subprocess_env, tmp_path):
+    env = {**subprocess_env, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "ddp.py"), "--fast"], env=env, capture_output=True,
+                          text=True, timeout=240, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    values = result(proc.stdout)
+    assert values["world_size"] == "2"
+    # 1257 training samples split over 2 ranks, batches of 32: 20 steps per epoch, 4 epochs
+    assert int(values["steps"]) == 80
+    assert float(values["test_acc"]) > 0.85
