@@ -66,6 +66,7 @@ class FitLoop:
             self._run_epoch = profiled(self._run_epoch, "run_training_epoch", self._profiler)  # type: ignore[method-assign]
             self.optimization.run = profiled(  # type: ignore[method-assign]
                 self.optimization.run, "run_training_batch", self._profiler)
+        self._val_enabled = False
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
@@ -209,6 +210,8 @@ class FitLoop:
             self.results.reset()
             p.batch_idx = 0
         trainer._active_results = self.results
+        # fixed for the epoch: checked once here instead of for every batch
+        self._val_enabled = self._validation_enabled()
         if not p.epoch_started:
             hooks.both("on_train_epoch_start")
             p.epoch_started = True
@@ -255,35 +258,45 @@ class FitLoop:
             current = following
 
     def _run_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
-        """Train on one batch; returns ``True`` when ``on_train_batch_start`` asked to end the epoch."""
+        """Train on one batch; returns ``True`` when ``on_train_batch_start`` asked to end the epoch.
+
+        This is the per-step hot path: hooks nobody overrides are skipped with a set lookup
+        (``hooks.active``), and nothing here synchronizes with the device.
+        """
         trainer, p = self.trainer, self.progress
         hooks = trainer._hooks
+        active = hooks.active
         p.batch_idx = batch_idx
         p.total_batch_idx += 1
         batch = hooks.transfer_batch(batch, 0)
         self.results.batch_start(batch)
-        hooks.callbacks("on_train_batch_start", batch, batch_idx)
-        if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
-            return True
-        accumulate = trainer.accumulate_grad_batches
+        if "on_train_batch_start" in active:
+            hooks.callbacks("on_train_batch_start", batch, batch_idx)
+            if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
+                return True
+        accumulate = trainer._config.accumulate_grad_batches
         is_step = is_last or (batch_idx + 1) % accumulate == 0
         optimization = self.optimization
+        automatic = isinstance(optimization, AutomaticOptimization)
         if isinstance(optimization, AutomaticOptimization):
             outputs = optimization.run(batch, batch_idx, is_step, window_start=batch_idx % accumulate == 0)
         else:
             outputs = optimization.run(batch, batch_idx)
-        if is_step:
-            update_lr_schedulers(trainer, "step", False, batch_idx)
-        if is_last:
-            update_lr_schedulers(trainer, "epoch", False, batch_idx)
-        hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+        if trainer.strategy.lr_scheduler_configs:
+            if is_step:
+                update_lr_schedulers(trainer, "step", False, batch_idx)
+            if is_last:
+                update_lr_schedulers(trainer, "epoch", False, batch_idx)
+        if "on_train_batch_end" in active:
+            hooks.both("on_train_batch_end", outputs, batch, batch_idx)
         p.epoch_batches_done = batch_idx + 1
-        if is_step or not isinstance(optimization, AutomaticOptimization):
+        if is_step or not automatic:
             self._publish_step_metrics()
-        if self._should_validate(batch_idx, is_last):
+        if self._val_enabled and self._should_validate(batch_idx, is_last):
             self._run_validation(is_step)
         if is_step:
-            update_lr_schedulers(trainer, "step", True, batch_idx)
+            if trainer.strategy.lr_scheduler_configs:
+                update_lr_schedulers(trainer, "step", True, batch_idx)
             p.batches_that_stepped += 1
         if p.should_stop:
             for logger in trainer.loggers:
@@ -331,7 +344,7 @@ class FitLoop:
     def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
         trainer, p = self.trainer, self.progress
         every_n_epochs = trainer._config.check_val_every_n_epoch
-        if not self._validation_enabled():
+        if not self._val_enabled:
             return False
         if every_n_epochs is not None and (p.current_epoch + 1) % every_n_epochs != 0:
             return False
