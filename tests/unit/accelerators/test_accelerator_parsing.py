@@ -124,10 +124,10 @@ def test_legacy_gpus_zero_means_cpu() -> None:
     assert isinstance(trainer.accelerator, CPUAccelerator)
 
 
-def test_legacy_gpus_none_is_ignored_silently(recwarn: pytest.WarningsRecorder) -> None:
-    trainer = pl.Trainer(gpus=None, accelerator="cpu", max_epochs=1)
+def test_legacy_gpus_none_selects_no_gpu() -> None:
+    with pytest.deprecated_call(match="gpus=None"):
+        trainer = pl.Trainer(gpus=None, accelerator="cpu", max_epochs=1)
     assert isinstance(trainer.accelerator, CPUAccelerator)
-    assert not [w for w in recwarn if "gpus" in str(w.message)]
 
 
 @pytest.mark.skipif(module_available("torch_xla"), reason="torch_xla is installed here")

@@ -19,7 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import torchbolt as pl
 from torchbolt.plugins.precision import MixedPrecision
+from torchbolt.trainer import optimization
 from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.rank_zero import WarningCache
 
 
 def _loader(n: int = 40) -> DataLoader:
@@ -158,7 +160,10 @@ def test_lbfgs_is_rejected_with_a_scaler() -> None:
         trainer.fit(WithLBFGS(), _loader())
 
 
-def test_training_step_returning_none_skips_the_scaled_step() -> None:
+def test_training_step_returning_none_skips_the_scaled_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a private warning cache: the "returned None" warning is shown once per process, and other tests expect it
+    monkeypatch.setattr(optimization, "_warning_cache", WarningCache())
+
     class Skipping(Model):
         def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
             return None if batch_idx == 1 else super().training_step(batch, batch_idx)
