@@ -75,15 +75,17 @@ class HookDispatcher:
         self._before_transfer, self._transfer, self._after_transfer = (self._data_hooks[n] for n in _DATA_HOOKS)
         strategy = trainer.strategy
         precision = strategy.precision_plugin
-        # shortcuts for the plain case (one device, fp32): the strategy and precision add nothing around
-        # the transfer, `training_step` or `backward`, so the loops call the module directly
-        self._default_batch_to_device = _is_base(strategy, "batch_to_device", "strategy")
+        # shortcuts for the plain case (one device, fp32, no profiler timing the strategy's methods): the
+        # strategy and precision add nothing around the transfer, `training_step` or `backward`, so the
+        # loops call the module directly
+        unprofiled = profiler is None
+        self._default_batch_to_device = unprofiled and _is_base(strategy, "batch_to_device", "strategy")
         self._precision_converts_input = not _is_base(precision, "convert_input", "precision")
-        self.plain_training_step: bool = (
+        self.plain_training_step: bool = unprofiled and (
             _is_base(strategy, "training_step", "strategy") and _is_base(strategy, "_call_step", "strategy")
             and _is_base(precision, "forward_context", "precision")
         )
-        self.plain_backward: bool = _is_base(strategy, "backward", "strategy") and all(
+        self.plain_backward: bool = unprofiled and _is_base(strategy, "backward", "strategy") and all(
             _is_base(precision, name, "precision") for name in ("pre_backward", "backward", "post_backward"))
         #: per-batch hooks that some callback or the module overrides; the loops skip the others
         #: without a call (a set lookup instead of two function calls per hook and batch)
