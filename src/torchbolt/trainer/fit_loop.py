@@ -216,11 +216,13 @@ class FitLoop:
             hooks.both("on_train_epoch_start")
             p.epoch_started = True
         epoch_complete = False
+        limited = trainer._config.max_steps != -1
         for batch_idx, batch, is_last in self._batches(self._epoch_iterator()):
             if self._run_batch(batch, batch_idx, is_last):
                 break  # on_train_batch_start returned -1
             epoch_complete = is_last
-            if is_last or self._epoch_done(batch_idx):
+            # `_epoch_done` only when a step limit or a stop request could end the epoch early
+            if is_last or ((limited or p.should_stop) and self._epoch_done(batch_idx)):
                 break
         self._end_epoch(epoch_complete)
 

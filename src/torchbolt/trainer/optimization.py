@@ -113,7 +113,12 @@ class _Closure:
                 output = strategy.training_step(self._batch, self._batch_idx)
         finally:
             module_dict["_current_fx_name"] = prev_fx
-        loss, self.extra = _parse_training_step_output(output, trainer._config.accumulate_grad_batches)
+        accumulate = trainer._config.accumulate_grad_batches
+        loss: Tensor | None
+        if accumulate == 1 and isinstance(output, Tensor) and output.requires_grad and output.numel() == 1:
+            loss = output  # the common case, fully checked: no call into the general parser
+        else:
+            loss, self.extra = _parse_training_step_output(output, accumulate)
         if self._zero_grad:
             optimizer = self._optimizer
             if "on_before_zero_grad" in active:
@@ -194,7 +199,8 @@ class AutomaticOptimization:
                 " call did not execute it internally."
             )
         trainer._progress.global_step += 1
-        return _outputs(closure)
+        loss = closure.loss
+        return {} if loss is None else {"loss": loss, **closure.extra}
 
 
 class _NoOptimizer(Optimizer):
