@@ -37,8 +37,8 @@ _BATCH_HOOKS = (
     "on_before_optimizer_step",
 )
 # module hooks with a one-line default (`optimizer.step(closure)`, `optimizer.zero_grad()`, apply the
-# Trainer's clipping) that the loops run inline when the module keeps the default
-_INLINABLE_MODULE_HOOKS = ("optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping")
+# Trainer's clipping, `loss.backward()`) that the loops run inline when the module keeps the default
+_INLINABLE_MODULE_HOOKS = ("optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping", "backward")
 
 
 def _profiled(fn: Callable, action: str, profiler: Profiler) -> Callable:
@@ -95,6 +95,16 @@ class HookDispatcher:
         #: module hooks whose default body the loops may run inline (not overridden, no profiler to record them)
         self.inline_defaults: frozenset[str] = frozenset() if profiler is not None else frozenset(
             name for name in _INLINABLE_MODULE_HOOKS if not self.module_overrides(name)
+        )
+        clip = trainer.gradient_clip_val
+        #: an optimizer step is exactly `optimizer.step(closure)`: `optimizer_step` is the default, the
+        #: strategy and precision only forward to the optimizer, and nothing runs between the closure and
+        #: the update (no `on_before_optimizer_step`, no clipping)
+        self.plain_optimizer_step: bool = (
+            {"optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping"} <= self.inline_defaults
+            and "on_before_optimizer_step" not in self.active
+            and not (clip is not None and clip > 0) and _is_base(strategy, "optimizer_step", "strategy")
+            and _is_base(precision, "optimizer_step", "precision")
         )
 
     # ------------------------------------------------------------------ table building

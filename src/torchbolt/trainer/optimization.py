@@ -135,7 +135,10 @@ class _Closure:
             module_dict["_current_fx_name"] = "backward"
             try:
                 if hooks.plain_backward:
-                    module.backward(loss)
+                    if "backward" in hooks.inline_defaults:
+                        loss.backward()  # the body of `LightningModule.backward`
+                    else:
+                        module.backward(loss)
                 else:
                     strategy.backward(loss, self._optimizer)
             finally:
@@ -188,7 +191,11 @@ class AutomaticOptimization:
                 closure()
             return _outputs(closure)
         hooks = trainer._hooks
-        if "optimizer_step" in hooks.inline_defaults:
+        if hooks.plain_optimizer_step:
+            # all that `LightningModule.optimizer_step` -> `LightningOptimizer.step` -> the precision's
+            # `optimizer_step` amount to when none of them is customized and no hook runs before the update
+            optimizer.step(closure=closure)  # type: ignore[arg-type]
+        elif "optimizer_step" in hooks.inline_defaults:
             lightning_optimizer.step(closure=closure)  # the body of `LightningModule.optimizer_step`
         else:
             hooks.module("optimizer_step", trainer._progress.current_epoch, batch_idx, lightning_optimizer, closure)
