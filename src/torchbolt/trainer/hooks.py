@@ -85,6 +85,7 @@ class HookDispatcher:
             _is_base(strategy, "training_step", "strategy") and _is_base(strategy, "_call_step", "strategy")
             and _is_base(precision, "forward_context", "precision")
         )
+        self.plain_no_backward_sync: bool = _is_base(strategy, "no_backward_sync", "strategy")
         self.plain_backward: bool = unprofiled and _is_base(strategy, "backward", "strategy") and all(
             _is_base(precision, name, "precision") for name in ("pre_backward", "backward", "post_backward"))
         #: per-batch hooks that some callback or the module overrides; the loops skip the others

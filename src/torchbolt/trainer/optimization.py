@@ -115,8 +115,9 @@ class _Closure:
             module_dict["_current_fx_name"] = prev_fx
         accumulate = trainer._config.accumulate_grad_batches
         loss: Tensor | None
-        if accumulate == 1 and isinstance(output, Tensor) and output.requires_grad and output.numel() == 1:
-            loss = output  # the common case, fully checked: no call into the general parser
+        if isinstance(output, Tensor) and output.requires_grad and output.numel() == 1:
+            # the common case, fully checked: no call into the general parser
+            loss = output if accumulate == 1 else output / accumulate
         else:
             loss, self.extra = _parse_training_step_output(output, accumulate)
         if self._zero_grad:
@@ -187,8 +188,11 @@ class AutomaticOptimization:
         optimizer = lightning_optimizer._optimizer
         closure = _Closure(self, batch, batch_idx, optimizer, window_start)
         if not is_step:
-            with strategy.no_backward_sync(enabled=True):
-                closure()
+            if trainer._hooks.plain_no_backward_sync:
+                closure()  # the base strategy has no gradient synchronization to skip
+            else:
+                with strategy.no_backward_sync(enabled=True):
+                    closure()
             return _outputs(closure)
         hooks = trainer._hooks
         if hooks.plain_optimizer_step:
