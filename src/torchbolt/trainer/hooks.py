@@ -34,8 +34,10 @@ _DATA_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after
 # hooks called for every training batch: whether anything listens is decided once per run (see `active`)
 _BATCH_HOOKS = (
     "on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward", "on_after_backward",
-    "on_before_optimizer_step",
+    "on_before_optimizer_step", "on_validation_batch_start", "on_validation_batch_end", "on_test_batch_start",
+    "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
 )
+_STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
 # module hooks with a one-line default (`optimizer.step(closure)`, `optimizer.zero_grad()`, apply the
 # Trainer's clipping, `loss.backward()`) that the loops run inline when the module keeps the default
 _INLINABLE_MODULE_HOOKS = ("optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping", "backward")
@@ -81,9 +83,10 @@ class HookDispatcher:
         unprofiled = profiler is None
         self._default_batch_to_device = unprofiled and _is_base(strategy, "batch_to_device", "strategy")
         self._precision_converts_input = not _is_base(precision, "convert_input", "precision")
-        self.plain_training_step: bool = unprofiled and (
-            _is_base(strategy, "training_step", "strategy") and _is_base(strategy, "_call_step", "strategy")
-            and _is_base(precision, "forward_context", "precision")
+        #: `*_step` methods the strategy only forwards to the module, with no precision context around them
+        self.plain_steps: frozenset[str] = frozenset(
+            name for name in _STEP_METHODS if unprofiled and _is_base(strategy, name, "strategy")
+            and _is_base(strategy, "_call_step", "strategy") and _is_base(precision, "forward_context", "precision")
         )
         self.plain_no_backward_sync: bool = _is_base(strategy, "no_backward_sync", "strategy")
         self.plain_backward: bool = unprofiled and _is_base(strategy, "backward", "strategy") and all(

@@ -107,7 +107,7 @@ class _Closure:
         prev_fx = module_dict.get("_current_fx_name")
         module_dict["_current_fx_name"] = "training_step"
         try:
-            if hooks.plain_training_step:
+            if "training_step" in hooks.plain_steps:
                 output = module.training_step(self._batch, self._batch_idx)
             else:
                 output = strategy.training_step(self._batch, self._batch_idx)

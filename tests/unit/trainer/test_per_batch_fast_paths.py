@@ -154,3 +154,21 @@ def test_a_precision_with_a_forward_context_and_loss_transform_is_applied() -> N
     _trainer(plugins=[Scaling()], limit_train_batches=1).fit(model)
     assert seen == [torch.bfloat16, "pre_backward"]
     assert torch.equal(model.layer.weight, before)
+
+
+def test_evaluation_batch_hooks_and_strategy_steps_are_called_when_overridden() -> None:
+    calls: list[str] = []
+
+    class OnlyValBatchEnd(Callback):
+        def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                                    batch_idx: int, dataloader_idx: int = 0) -> None:
+            calls.append(f"cb:{batch_idx}")
+
+    class Wrapping(SingleDeviceStrategy):
+        def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+            calls.append("strategy")
+            return super().validation_step(*args, **kwargs)
+
+    trainer = _trainer(strategy=Wrapping("cpu"), callbacks=[OnlyValBatchEnd()], limit_val_batches=2)
+    trainer.validate(BoringModel(), verbose=False)
+    assert calls == ["strategy", "cb:0", "strategy", "cb:1"]
