@@ -7,22 +7,27 @@ import io
 import os
 import uuid
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
-import fsspec
 import torch
-from fsspec.implementations.local import AbstractFileSystem, LocalFileSystem
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 _PATH = Union[str, Path, "os.PathLike[str]"]
 
 
 def get_filesystem(path: _PATH, **kwargs: Any) -> AbstractFileSystem:
     """The fsspec filesystem of ``path`` (local for plain paths)."""
+    import fsspec  # imported on first use: it would add ~10 ms to `import torchbolt`
+
     fs, _ = fsspec.core.url_to_fs(str(path), **kwargs)
     return fs
 
 
 def _is_local(fs: AbstractFileSystem) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
     return isinstance(fs, LocalFileSystem)
 
 
