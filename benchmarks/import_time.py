@@ -1,7 +1,19 @@
-"""Import time: ``import torch`` vs ``import torchbolt`` (vs ``import pytorch_lightning``), each in a fresh
-interpreter, alternating, medians. The time is taken around the import statement inside the child, so
-interpreter start-up is excluded; ``import torchbolt`` includes importing torch. Bytecode caching is on
-(``PYTHONDONTWRITEBYTECODE`` is dropped for the children), as in a normal installation."""
+"""Import time of ``torchbolt`` (and ``pytorch_lightning``) against ``import torch``.
+
+Every figure is a median over fresh interpreters, run alternately; the time is taken around the import
+statement inside the child, so interpreter start-up is excluded. Bytecode caching is on
+(``PYTHONDONTWRITEBYTECODE`` is dropped for the children), as in a normal installation.
+
+* **fresh interpreter**: ``import X`` alone (``import torchbolt`` includes importing torch). Two fresh
+  imports of torch differ by tens of ms on a shared machine, so the difference of two such medians is
+  noisy;
+* **after ``import torch``**: in one interpreter, ``import torch``, then the time of ``import X`` alone:
+  what the package adds to a script that imports torch anyway. The garbage collector runs as usual:
+  ``import torch`` leaves a full collection of its ~170k objects pending (~80 ms here) that the next
+  allocations trigger, during this import or later in the user's code;
+* **own modules**: the same with a full collection first and the collector paused: the cost of the
+  package's own modules only.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +24,13 @@ import sys
 from pathlib import Path
 
 _CHILD = (
-    "import time; t = time.perf_counter(); import {module}; "
+    "import time, gc; mode = '{mode}'\n"
+    "if mode != 'fresh': import torch\n"
+    "if mode == 'own': gc.collect(); gc.disable()\n"
+    "t = time.perf_counter(); import {module}\n"
     "print(time.perf_counter() - t)"
 )
+_MODES = ("fresh", "after_torch", "own")
 
 
 def _env() -> dict[str, str]:
@@ -26,34 +42,40 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _once(module: str) -> float:
-    out = subprocess.run([sys.executable, "-c", _CHILD.format(module=module)], capture_output=True, text=True,
-                         env=_env(), check=True)
+def _once(module: str, mode: str) -> float:
+    out = subprocess.run([sys.executable, "-c", _CHILD.format(module=module, mode=mode)], capture_output=True,
+                         text=True, env=_env(), check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def measure(repeats: int, with_lightning: bool) -> dict[str, list[float]]:
-    """Seconds per import for each module, ``repeats`` fresh interpreters each, interleaved."""
+def measure(repeats: int, with_lightning: bool) -> dict[str, dict[str, list[float]]]:
+    """Seconds per import for each module and mode, ``repeats`` fresh interpreters each, interleaved."""
     modules = ["torch", "torchbolt"]
     if with_lightning:
         import importlib.util
 
         if importlib.util.find_spec("pytorch_lightning") is not None:
             modules.append("pytorch_lightning")
-    for module in modules:  # warm the OS file cache so the first measured run is not an outlier
-        _once(module)
-    times: dict[str, list[float]] = {m: [] for m in modules}
+    for module in modules:  # warm the OS file cache and write bytecode, so the first run is not an outlier
+        _once(module, "fresh")
+    times: dict[str, dict[str, list[float]]] = {m: {mode: [] for mode in _MODES} for m in modules}
     for _ in range(repeats):
         for module in modules:
-            times[module].append(_once(module))
+            for mode in _MODES:
+                if mode == "fresh" or module != "torch":
+                    times[module][mode].append(_once(module, mode))
     return times
 
 
-def format_table(times: dict[str, list[float]]) -> str:
-    torch_ms = statistics.median(times["torch"]) * 1e3
-    lines = ["| import | median ms | over `import torch` | runs |", "|---|---|---|---|"]
-    for module, values in times.items():
-        ms = statistics.median(values) * 1e3
-        extra = "-" if module == "torch" else f"{ms - torch_ms:+.0f} ms"
-        lines.append(f"| `import {module}` | {ms:.0f} | {extra} | {len(values)} |")
+def format_table(times: dict[str, dict[str, list[float]]]) -> str:
+    torch_ms = statistics.median(times["torch"]["fresh"]) * 1e3
+    lines = ["| import | fresh interpreter: median ms | difference of medians vs `import torch` |"
+             " after `import torch`: median ms | own modules (collector paused): median ms | runs |",
+             "|---|---|---|---|---|---|"]
+    for module, by_mode in times.items():
+        fresh = statistics.median(by_mode["fresh"]) * 1e3
+        cells = [f"{fresh:.0f}", "-" if module == "torch" else f"{fresh - torch_ms:+.0f} ms"]
+        for mode in ("after_torch", "own"):
+            cells.append(f"+{statistics.median(by_mode[mode]) * 1e3:.0f} ms" if by_mode[mode] else "-")
+        lines.append(f"| `import {module}` | " + " | ".join(cells) + f" | {len(by_mode['fresh'])} |")
     return "\n".join(lines)
