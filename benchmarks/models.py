@@ -255,14 +255,14 @@ def raw_fit(p: Prepared, sync_debug: bool = False, precision: str = "32-true") -
     accumulate = p.variant.accumulate
     n = len(p.train)
     batches: Any = p.train
-    bar = None
-    if p.variant.progress_bar:
-        from tqdm import tqdm
-
-        bar = tqdm(total=n)
     last_loss: Tensor | None = None
     val_losses: list[Tensor] = []
-    with _quiet() if bar is not None else contextlib.nullcontext():
+    with _quiet() if p.variant.progress_bar else contextlib.nullcontext():
+        bar = None
+        if p.variant.progress_bar:
+            from tqdm import tqdm
+
+            bar = tqdm(total=n)  # created inside `_quiet()`, so it draws to /dev/null like the frameworks' bars
         _sync(p.device)
         start = time.perf_counter()
         with _sync_debug(sync_debug):

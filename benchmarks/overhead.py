@@ -1,13 +1,16 @@
 """Per-step time of the raw loop, torchbolt and PyTorch Lightning, side by side in one process.
 
-The implementations run alternately (the order rotates every round) on the same pre-made batches,
-so a slow moment of the machine hits all of them alike; the reported figure is the median over
-rounds. Every round also checks that each framework ended with exactly the raw loop's weights.
+The implementations run alternately (every order in turn, one per round) on the same pre-made batches,
+so a slow moment of the machine hits all of them alike. The columns "us/step" are medians over rounds;
+"vs raw" is the median over rounds of each round's ratio (difference) to that round's raw loop, the
+estimate that a busy machine disturbs least. Every round also checks that each framework ended with
+exactly the raw loop's weights.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -87,8 +90,11 @@ def measure(workload: str, variant: str, rounds: int, device: torch.device, step
     # one warm-up run each: first-call costs (lazy imports, allocator growth) are not per-step costs
     for name in names:
         impls[name](p)
+    # every order of the implementations in turn, so each one follows each other one equally often (a run
+    # after Lightning's, which leaves much garbage behind, would otherwise be penalized more often)
+    orders = list(itertools.permutations(names))
     for r in range(rounds):
-        order = names[r % len(names):] + names[: r % len(names)]
+        order = orders[r % len(orders)]
         results: dict[str, RunResult] = {}
         for name in order:
             result, cpu = _timed(impls[name], p)
