@@ -16,6 +16,7 @@ from torch.optim import Optimizer
 from torchbolt.core.hooks import CheckpointHooks, DataHooks, ModelHooks
 from torchbolt.core.mixins.hparams_mixin import HyperparametersMixin
 from torchbolt.core.optimizer import LightningOptimizer
+from torchbolt.utilities.compile import register_compiled_key_hooks
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
@@ -81,6 +82,8 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         self._current_dataloader_idx: int | None = None
         self._device: torch.device = torch.device("cpu")
         self._dtype: torch.dtype = torch.get_default_dtype()
+        # checkpoints of a module with `torch.compile`d submodules carry no `_orig_mod.` in their keys
+        register_compiled_key_hooks(self)
 
     # ------------------------------------------------------------------ properties
     @property

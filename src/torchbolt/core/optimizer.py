@@ -42,7 +42,8 @@ class LightningOptimizer:
         self.__dict__ = {k: v for k, v in optimizer.__dict__.items() if k not in ("step", "__del__")}
         self._optimizer = optimizer
         self._step_fn: StepFn = _plain_step
-        self._on_after_step: Callable[[], None] = _noop
+        # called after each step (manual optimization counts `global_step` here); None: nothing to do
+        self._on_after_step: Callable[[], None] | None = None
         self._toggle: Callable[[LightningOptimizer], Any] | None = None
         self._untoggle: Callable[[LightningOptimizer], Any] | None = None
         # make `isinstance(self, type(optimizer))` true without copying the optimizer
@@ -70,7 +71,9 @@ class LightningOptimizer:
         elif not callable(closure):
             raise MisconfigurationException("When `optimizer.step(closure)` is called, the closure should be callable")
         out = self._step_fn(self._optimizer, closure, kwargs)
-        self._on_after_step()
+        on_after_step = self._on_after_step
+        if on_after_step is not None:
+            on_after_step()
         return out
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -103,10 +106,6 @@ class LightningOptimizer:
 
     def __repr__(self) -> str:
         return f"LightningOptimizer({self._optimizer!r})"
-
-
-def _noop() -> None:
-    return None
 
 
 @dataclass

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO, Any, Union
 
 import torch
-import yaml
 
 from torchbolt.utilities.cloud_io import _load, get_filesystem
 from torchbolt.utilities.parsing import AttributeDict
@@ -93,6 +92,8 @@ def save_hparams_to_yaml(config_yaml: _PATH, hparams: dict[str, Any] | Namespace
         fs.makedirs(parent, exist_ok=True)
     data = _to_plain(hparams if not isinstance(hparams, AttributeDict) else dict(hparams))
     with fs.open(str(config_yaml), "w", newline="") as fp:
+        import yaml  # imported on first use, to keep `import torchbolt` light
+
         yaml.safe_dump(data, fp, sort_keys=False)
 
 
@@ -103,6 +104,8 @@ def load_hparams_from_yaml(config_yaml: _PATH, use_omegaconf: bool = True) -> di
         rank_zero_warn(f"Missing Tags: {config_yaml}.", category=RuntimeWarning)
         return {}
     with fs.open(str(config_yaml), "r") as fp:
+        import yaml
+
         hparams = yaml.safe_load(fp)
     return hparams or {}
 

@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
 from torchbolt.loggers.logger import Logger, _add_prefix, _convert_params, _flatten_dict, rank_zero_experiment
 from torchbolt.loggers.utilities import _checkpoint_aliases, _checkpoint_metadata, _scan_checkpoints
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -227,6 +225,8 @@ class MLFlowLogger(Logger):
             self.experiment.log_artifact(self._run_id, path, artifact_path)
             metadata = _checkpoint_metadata(checkpoint_callback, path, score, "Checkpoint")
             with tempfile.TemporaryDirectory() as tmp_dir:
+                import yaml  # imported on first use, to keep `import torchbolt` light
+
                 with open(os.path.join(tmp_dir, "metadata.yaml"), "w") as f:
                     yaml.safe_dump(metadata, f, default_flow_style=False)
                 with open(os.path.join(tmp_dir, "aliases.txt"), "w") as f:

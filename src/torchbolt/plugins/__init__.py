@@ -2,6 +2,18 @@
 
 from torchbolt.plugins.environments import ClusterEnvironment, LightningEnvironment
 from torchbolt.plugins.io import CheckpointIO, TorchCheckpointIO
-from torchbolt.plugins.precision import Precision
+from torchbolt.plugins.precision import (
+    BitsandbytesPrecision,
+    DoublePrecision,
+    HalfPrecision,
+    MixedPrecision,
+    Precision,
+    TransformerEnginePrecision,
+    XLAPrecision,
+)
 
-__all__ = ["CheckpointIO", "ClusterEnvironment", "LightningEnvironment", "Precision", "TorchCheckpointIO"]
+__all__ = [
+    "BitsandbytesPrecision", "CheckpointIO", "ClusterEnvironment", "DoublePrecision", "HalfPrecision",
+    "LightningEnvironment", "MixedPrecision", "Precision", "TorchCheckpointIO", "TransformerEnginePrecision",
+    "XLAPrecision",
+]

@@ -237,10 +237,10 @@ class Strategy(ABC):
     def backward(self, closure_loss: Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any) -> Tensor:
         """Backward through the precision plug-in and the module's ``backward`` hook."""
         module = self._lightning_module
-        closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
-        self.precision_plugin.backward(closure_loss, module, optimizer, *args, **kwargs)
-        closure_loss = self.precision_plugin.post_backward(closure_loss, module)
-        return closure_loss
+        precision = self.precision_plugin
+        closure_loss = precision.pre_backward(closure_loss, module)
+        precision.backward(closure_loss, module, optimizer, *args, **kwargs)
+        return precision.post_backward(closure_loss, module)
 
     def optimizer_step(
         self,

@@ -118,6 +118,7 @@ class DataConnector:
     def _prepare(self, loader: Any, stage: str) -> Any:
         if not isinstance(loader, DataLoader):
             return loader
+        given = loader
         trainer = self.trainer
         if stage != "train" and _is_dataloader_shuffled(loader):
             rank_zero_warn(
@@ -139,6 +140,8 @@ class DataConnector:
             loader = _inject_distributed_sampler(loader, stage, sampler_kwargs)
         if int(os.environ.get("PL_SEED_WORKERS", 0)) and loader.worker_init_fn is None and loader.num_workers > 0:
             loader.worker_init_fn = partial(pl_worker_init_function, rank=trainer.global_rank)
+        if loader is not given and not loader.pin_memory and trainer.strategy.root_device.type == "cuda":
+            loader.pin_memory = True  # a loader torchbolt re-creates pins batches: asynchronous copies to the GPU
         return trainer.strategy.process_dataloader(loader)
 
     def train_loader(self, source: DataSource) -> tuple[Any, int | float]:

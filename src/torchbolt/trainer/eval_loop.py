@@ -100,7 +100,10 @@ class EvaluationLoop:
         hooks.module(f"on_{prefix}_model_eval")
         multiple = len(loaders) > 1
         step_name = f"{prefix}_step"
-        step_fn = getattr(trainer.strategy, step_name)
+        # the module's step itself when the strategy would only forward to it (decided once per run)
+        step_fn = getattr(module if step_name in hooks.plain_steps else trainer.strategy, step_name)
+        batch_start_hook, batch_end_hook = f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"
+        active = hooks.active
         loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
         _check_dataloader_idx_signature(getattr(module, step_name), step_name, loader_name, multiple)
         eval_step_count = 0
@@ -116,7 +119,8 @@ class EvaluationLoop:
                         batch = hooks.transfer_batch(batch, dl_idx)
                         extra = (dl_idx,) if multiple else ()
                         self.results.batch_start(batch, dl_idx if multiple else None)
-                        hooks.both(f"on_{prefix}_batch_start", batch, batch_idx, *extra)
+                        if batch_start_hook in active:
+                            hooks.both(batch_start_hook, batch, batch_idx, *extra)
                         d = module.__dict__
                         prev = d.get("_current_fx_name")
                         d["_current_fx_name"] = step_name
@@ -124,7 +128,8 @@ class EvaluationLoop:
                             output = step_fn(batch, batch_idx, *extra)
                         finally:
                             d["_current_fx_name"] = prev
-                        hooks.both(f"on_{prefix}_batch_end", output, batch, batch_idx, *extra)
+                        if batch_end_hook in active:
+                            hooks.both(batch_end_hook, output, batch, batch_idx, *extra)
                         self._publish_step(sanity, eval_step_count)
                         eval_step_count += 1
                 module.__dict__["_current_dataloader_idx"] = None

@@ -81,6 +81,7 @@ class FitLoop:
         self._epoch_rng: dict[str, Any] | None = None
         self._epoch_generators: list[torch.Tensor] = []
         self._resume: ResumePoint | None = None
+        self._val_enabled = False
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
@@ -269,6 +270,9 @@ class FitLoop:
             self.results.reset()
             p.batch_idx = 0
             trainer._active_results = self.results
+        # fixed for the epoch: checked once here instead of for every batch
+        self._val_enabled = self._validation_enabled()
+        if not p.epoch_started:
             hooks.both("on_train_epoch_start")
             # after the hooks: a checkpoint written in them resumes before them, so that callbacks that
             # prepare the epoch there (weight averaging, finetuning) do so again, as in Lightning
@@ -283,10 +287,12 @@ class FitLoop:
             else:
                 resume_epoch = not p.last_batch_seen
             if resume_epoch:
+                limited = trainer._config.max_steps != -1
                 for batch_idx, batch, is_last in self._batches(iterator):
                     if self._run_batch(batch, batch_idx, is_last):
                         break  # on_train_batch_start returned -1
-                    if is_last or self._epoch_done(batch_idx):
+                    # `_epoch_done` only when a step limit or a stop request could end the epoch early
+                    if is_last or ((limited or p.should_stop) and self._epoch_done(batch_idx)):
                         break
         self._end_epoch()
 
@@ -339,32 +345,40 @@ class FitLoop:
             current = following
 
     def _run_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
-        """Train on one batch; returns ``True`` when ``on_train_batch_start`` asked to end the epoch."""
+        """Train on one batch; returns ``True`` when ``on_train_batch_start`` asked to end the epoch.
+
+        This is the per-step hot path: hooks nobody overrides are skipped with a set lookup
+        (``hooks.active``), and nothing here synchronizes with the device.
+        """
         trainer, p = self.trainer, self.progress
         hooks = trainer._hooks
+        active = hooks.active
         p.batch_idx = batch_idx
         p.total_batch_idx += 1
         batch = hooks.transfer_batch(batch, 0)
         self.results.batch_start(batch)
-        hooks.callbacks("on_train_batch_start", batch, batch_idx)
-        if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
-            return True
-        accumulate = trainer.accumulate_grad_batches
-        is_step = self._is_step(batch_idx, is_last)
+        if "on_train_batch_start" in active:
+            hooks.callbacks("on_train_batch_start", batch, batch_idx)
+            if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
+                return True
+        accumulate = trainer._config.accumulate_grad_batches
+        is_step = is_last or (batch_idx + 1) % accumulate == 0
         optimization = self.optimization
         if isinstance(optimization, AutomaticOptimization):
             outputs = optimization.run(batch, batch_idx, is_step, window_start=batch_idx % accumulate == 0)
         else:
             outputs = optimization.run(batch, batch_idx)
-        if is_step:
-            update_lr_schedulers(trainer, "step", False, batch_idx)
-        if is_last:
-            update_lr_schedulers(trainer, "epoch", False, batch_idx)
+        if trainer.strategy.lr_scheduler_configs:
+            if is_step:
+                update_lr_schedulers(trainer, "step", False, batch_idx)
+            if is_last:
+                update_lr_schedulers(trainer, "epoch", False, batch_idx)
         # the batch counts as done from here: a checkpoint written in on_train_batch_end resumes after it
         p.epoch_batches_done = batch_idx + 1
         p.last_batch_seen = is_last
         p.in_batch_tail = True
-        hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+        if "on_train_batch_end" in active:
+            hooks.both("on_train_batch_end", outputs, batch, batch_idx)
         self._finish_batch(batch_idx, is_step, is_last)
         if trainer._signal_connector.poll(trainer.strategy):  # every rank sees a signal at the same batch
             trainer._received_sigterm = True
@@ -377,11 +391,12 @@ class FitLoop:
         trainer, p = self.trainer, self.progress
         if is_step or not isinstance(self.optimization, AutomaticOptimization):
             self._publish_step_metrics()
-        if not p.tail_validated and self._should_validate(batch_idx, is_last):
+        if not p.tail_validated and self._val_enabled and self._should_validate(batch_idx, is_last):
             self._run_validation(is_step)
             p.tail_validated = True
         if is_step:
-            update_lr_schedulers(trainer, "step", True, batch_idx)
+            if trainer.strategy.lr_scheduler_configs:
+                update_lr_schedulers(trainer, "step", True, batch_idx)
             p.batches_that_stepped += 1
         p.in_batch_tail = False
         p.tail_validated = False
@@ -429,7 +444,7 @@ class FitLoop:
     def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
         trainer, p = self.trainer, self.progress
         every_n_epochs = trainer._config.check_val_every_n_epoch
-        if not self._validation_enabled():
+        if not self._val_enabled:
             return False
         if every_n_epochs is not None and (p.current_epoch + 1) % every_n_epochs != 0:
             return False

@@ -14,6 +14,7 @@ from torchbolt.callbacks.callback import Callback
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.hooks import ModelHooks
 from torchbolt.core.module import LightningModule
+from torchbolt.utilities.apply_func import move_data_to_device
 from torchbolt.utilities.parsing import is_overridden
 from torchbolt.utilities.rank_zero import rank_zero_warn
 
@@ -30,6 +31,16 @@ _SKIPPABLE_MODULE_HOOKS |= {
     "on_save_checkpoint", "on_load_checkpoint", "on_exception",
 }
 _DATA_HOOKS = ("on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer")
+# hooks called for every training batch: whether anything listens is decided once per run (see `active`)
+_BATCH_HOOKS = (
+    "on_train_batch_start", "on_train_batch_end", "on_before_zero_grad", "on_before_backward", "on_after_backward",
+    "on_before_optimizer_step", "on_validation_batch_start", "on_validation_batch_end", "on_test_batch_start",
+    "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
+)
+_STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
+# module hooks with a one-line default (`optimizer.step(closure)`, `optimizer.zero_grad()`, apply the
+# Trainer's clipping, `loss.backward()`) that the loops run inline when the module keeps the default
+_INLINABLE_MODULE_HOOKS = ("optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping", "backward")
 
 
 def _profiled(fn: Callable, action: str, profiler: Profiler) -> Callable:
@@ -63,6 +74,42 @@ class HookDispatcher:
         self._module_table: dict[str, Callable | None] = {}
         self._overrides: dict[str, bool] = {}
         self._data_hooks: dict[str, Callable | None] = {name: self._resolve_data_hook(name) for name in _DATA_HOOKS}
+        self._before_transfer, self._transfer, self._after_transfer = (self._data_hooks[n] for n in _DATA_HOOKS)
+        strategy = trainer.strategy
+        precision = strategy.precision_plugin
+        # shortcuts for the plain case (one device, fp32, no profiler timing the strategy's methods): the
+        # strategy and precision add nothing around the transfer, `training_step` or `backward`, so the
+        # loops call the module directly
+        unprofiled = profiler is None
+        self._default_batch_to_device = unprofiled and _is_base(strategy, "batch_to_device", "strategy")
+        self._precision_converts_input = not _is_base(precision, "convert_input", "precision")
+        #: `*_step` methods the strategy only forwards to the module, with no precision context around them
+        self.plain_steps: frozenset[str] = frozenset(
+            name for name in _STEP_METHODS if unprofiled and _is_base(strategy, name, "strategy")
+            and _is_base(strategy, "_call_step", "strategy") and _is_base(precision, "forward_context", "precision")
+        )
+        self.plain_no_backward_sync: bool = _is_base(strategy, "no_backward_sync", "strategy")
+        self.plain_backward: bool = unprofiled and _is_base(strategy, "backward", "strategy") and all(
+            _is_base(precision, name, "precision") for name in ("pre_backward", "backward", "post_backward"))
+        #: per-batch hooks that some callback or the module overrides; the loops skip the others
+        #: without a call (a set lookup instead of two function calls per hook and batch)
+        self.active: frozenset[str] = frozenset(
+            name for name in _BATCH_HOOKS if self.has_callbacks(name) or self._module_fn(name) is not None
+        )
+        #: module hooks whose default body the loops may run inline (not overridden, no profiler to record them)
+        self.inline_defaults: frozenset[str] = frozenset() if profiler is not None else frozenset(
+            name for name in _INLINABLE_MODULE_HOOKS if not self.module_overrides(name)
+        )
+        clip = trainer.gradient_clip_val
+        #: an optimizer step is exactly `optimizer.step(closure)`: `optimizer_step` is the default, the
+        #: strategy and precision only forward to the optimizer, and nothing runs between the closure and
+        #: the update (no `on_before_optimizer_step`, no clipping)
+        self.plain_optimizer_step: bool = (
+            {"optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping"} <= self.inline_defaults
+            and "on_before_optimizer_step" not in self.active
+            and not (clip is not None and clip > 0) and _is_base(strategy, "optimizer_step", "strategy")
+            and _is_base(precision, "optimizer_step", "precision")
+        )
 
     # ------------------------------------------------------------------ table building
     def _callback_fns(self, name: str, monitoring: bool | None = None) -> tuple[Callable, ...]:
@@ -172,11 +219,18 @@ class HookDispatcher:
         self.module(name, *args, **kwargs)
 
     def transfer_batch(self, batch: Any, dataloader_idx: int) -> Any:
-        """``on_before_batch_transfer`` -> ``transfer_batch_to_device`` -> ``on_after_batch_transfer``."""
+        """``precision.convert_input`` -> ``on_before_batch_transfer`` -> ``transfer_batch_to_device`` ->
+        ``on_after_batch_transfer`` (Lightning's order: the precision casts the batch before the hooks see it)."""
         strategy = self._trainer.strategy
+        if self._precision_converts_input:
+            batch = strategy.precision_plugin.convert_input(batch)
+        before, transfer, after = self._before_transfer, self._transfer, self._after_transfer
+        if before is None and transfer is None and after is None:
+            if self._default_batch_to_device:
+                return move_data_to_device(batch, strategy.root_device)
+            return strategy.batch_to_device(batch, dataloader_idx=dataloader_idx)
         d = self._module_dict
         prev = d.get("_current_fx_name")
-        before, transfer, after = (self._data_hooks[n] for n in _DATA_HOOKS)
         if before is not None:
             d["_current_fx_name"] = "on_before_batch_transfer"
             batch = before(batch, dataloader_idx)
@@ -190,3 +244,12 @@ class HookDispatcher:
             batch = after(batch, dataloader_idx)
         d["_current_fx_name"] = prev
         return batch
+
+
+def _is_base(obj: Any, name: str, kind: str) -> bool:
+    """Whether ``obj.name`` is the base ``Strategy``'s / ``Precision``'s own method (not overridden)."""
+    from torchbolt.plugins.precision.precision import Precision
+    from torchbolt.strategies.strategy import Strategy
+
+    base = Strategy if kind == "strategy" else Precision
+    return getattr(type(obj), name, None) is getattr(base, name) and name not in getattr(obj, "__dict__", {})

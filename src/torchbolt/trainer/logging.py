@@ -293,7 +293,12 @@ class ResultCollection:
                 entry.updated = True
                 self._updated.append(entry)
             return
-        value = self._to_tensor(name, value, entry)
+        if isinstance(value, Tensor) and value.ndim == 0 and value.dtype == entry.dtype:
+            # the steady state of `self.log(name, loss)`: a scalar of the dtype this key was first logged with
+            if not meta.enable_graph:
+                value = value.detach()
+        else:
+            value = self._to_tensor(name, value, entry)
         if meta.on_step:
             entry.last = value
         if meta.on_epoch:
@@ -353,7 +358,13 @@ class ResultCollection:
             if value.ndim:
                 value = value.reshape(())
         elif isinstance(value, (numbers.Number, bool)) and not isinstance(value, complex):
-            value = torch.tensor(value, device=self.device, dtype=torch.get_default_dtype())
+            if self.device.type == "cuda":
+                # `torch.tensor(x, device="cuda")` is a synchronous copy (a host sync every step); a copy
+                # from pinned memory is queued on the stream instead
+                value = torch.tensor(value, dtype=torch.get_default_dtype(), pin_memory=True).to(
+                    self.device, non_blocking=True)
+            else:
+                value = torch.tensor(value, device=self.device, dtype=torch.get_default_dtype())
         else:
             raise MisconfigurationException(
                 f"`self.log({name!r}, value)` was called with a `{type(value).__name__}`. Log a single-element"

@@ -22,6 +22,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from torchbolt.core.optimizer import LightningOptimizer, LRSchedulerConfig
+from torchbolt.strategies.strategy import Strategy
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
@@ -42,7 +43,9 @@ def _parse_training_step_output(output: Any, normalize: int) -> tuple[Tensor | N
             "`training_step` returned `None`. If this was on purpose, ignore this warning..."
         )
         return None, {}
-    if isinstance(output, Mapping):
+    if isinstance(output, Tensor):  # checked first: `isinstance(x, Mapping)` is a slow ABC check
+        loss, extra = output, {}
+    elif isinstance(output, Mapping):
         if "loss" not in output:
             raise MisconfigurationException(
                 "In automatic optimization, when `training_step` returns a dict, the 'loss' key needs to be"
@@ -50,8 +53,6 @@ def _parse_training_step_output(output: Any, normalize: int) -> tuple[Tensor | N
             )
         loss = output["loss"]
         extra = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in output.items() if k != "loss"}
-    elif isinstance(output, Tensor):
-        loss, extra = output, {}
     else:
         raise MisconfigurationException(
             f"In automatic optimization, `training_step` must return a Tensor, a dict with a 'loss' key, or None"
@@ -98,30 +99,54 @@ class _Closure:
         loop = self._loop
         trainer = loop.trainer
         hooks = trainer._hooks
+        active = hooks.active
         strategy = trainer.strategy
-        module_dict = trainer.lightning_module.__dict__
+        module = trainer._lightning_module
+        assert module is not None
+        module_dict = module.__dict__
         prev_fx = module_dict.get("_current_fx_name")
         module_dict["_current_fx_name"] = "training_step"
         try:
-            output = strategy.training_step(self._batch, self._batch_idx)
+            if "training_step" in hooks.plain_steps:
+                output = module.training_step(self._batch, self._batch_idx)
+            else:
+                output = strategy.training_step(self._batch, self._batch_idx)
         finally:
             module_dict["_current_fx_name"] = prev_fx
-        loss, self.extra = _parse_training_step_output(output, trainer.accumulate_grad_batches)
+        accumulate = trainer._config.accumulate_grad_batches
+        loss: Tensor | None
+        if isinstance(output, Tensor) and output.requires_grad and output.numel() == 1:
+            # the common case, fully checked: no call into the general parser
+            loss = output if accumulate == 1 else output / accumulate
+        else:
+            loss, self.extra = _parse_training_step_output(output, accumulate)
         if self._zero_grad:
             optimizer = self._optimizer
-            hooks.callbacks("on_before_zero_grad", optimizer)
-            hooks.module("on_before_zero_grad", optimizer)
-            hooks.module("optimizer_zero_grad", trainer.current_epoch, self._batch_idx, optimizer)
+            if "on_before_zero_grad" in active:
+                hooks.callbacks("on_before_zero_grad", optimizer)
+                hooks.module("on_before_zero_grad", optimizer)
+            if "optimizer_zero_grad" in hooks.inline_defaults:
+                optimizer.zero_grad()  # the body of `LightningModule.optimizer_zero_grad`
+            else:
+                hooks.module("optimizer_zero_grad", trainer._progress.current_epoch, self._batch_idx, optimizer)
         if loss is not None:
-            hooks.callbacks("on_before_backward", loss)
-            hooks.module("on_before_backward", loss)
+            if "on_before_backward" in active:
+                hooks.callbacks("on_before_backward", loss)
+                hooks.module("on_before_backward", loss)
             module_dict["_current_fx_name"] = "backward"
             try:
-                strategy.backward(loss, self._optimizer)
+                if hooks.plain_backward:
+                    if "backward" in hooks.inline_defaults:
+                        loss.backward()  # the body of `LightningModule.backward`
+                    else:
+                        module.backward(loss)
+                else:
+                    strategy.backward(loss, self._optimizer)
             finally:
                 module_dict["_current_fx_name"] = prev_fx
-            hooks.callbacks("on_after_backward")
-            hooks.module("on_after_backward")
+            if "on_after_backward" in active:
+                hooks.callbacks("on_after_backward")
+                hooks.module("on_after_backward")
             loss = loss.detach()
         self.loss = loss
         self.called = True
@@ -140,9 +165,10 @@ class AutomaticOptimization:
         of a step batch are final (and unscaled)."""
         trainer = self.trainer
         hooks = trainer._hooks
-        hooks.callbacks("on_before_optimizer_step", optimizer)
-        hooks.module("on_before_optimizer_step", optimizer)
-        if self._clip or hooks.module_overrides("configure_gradient_clipping"):
+        if "on_before_optimizer_step" in hooks.active:
+            hooks.callbacks("on_before_optimizer_step", optimizer)
+            hooks.module("on_before_optimizer_step", optimizer)
+        if self._clip or "configure_gradient_clipping" not in hooks.inline_defaults:
             hooks.module("configure_gradient_clipping", optimizer,
                          gradient_clip_val=trainer.gradient_clip_val,
                          gradient_clip_algorithm=trainer.gradient_clip_algorithm)
@@ -159,13 +185,24 @@ class AutomaticOptimization:
             with strategy.no_backward_sync(enabled=not is_step):
                 closure()
             return _outputs(closure)
-        optimizer = lightning_optimizer.optimizer
+        optimizer = lightning_optimizer._optimizer
         closure = _Closure(self, batch, batch_idx, optimizer, window_start)
         if not is_step:
-            with strategy.no_backward_sync(enabled=True):
-                closure()
+            if trainer._hooks.plain_no_backward_sync:
+                closure()  # the base strategy has no gradient synchronization to skip
+            else:
+                with strategy.no_backward_sync(enabled=True):
+                    closure()
             return _outputs(closure)
-        trainer._hooks.module("optimizer_step", trainer.current_epoch, batch_idx, lightning_optimizer, closure)
+        hooks = trainer._hooks
+        if hooks.plain_optimizer_step:
+            # all that `LightningModule.optimizer_step` -> `LightningOptimizer.step` -> the precision's
+            # `optimizer_step` amount to when none of them is customized and no hook runs before the update
+            optimizer.step(closure=closure)  # type: ignore[arg-type]
+        elif "optimizer_step" in hooks.inline_defaults:
+            lightning_optimizer.step(closure=closure)  # the body of `LightningModule.optimizer_step`
+        else:
+            hooks.module("optimizer_step", trainer._progress.current_epoch, batch_idx, lightning_optimizer, closure)
         if not closure.called:
             raise MisconfigurationException(
                 "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
@@ -173,7 +210,8 @@ class AutomaticOptimization:
                 " call did not execute it internally."
             )
         trainer._progress.global_step += 1
-        return _outputs(closure)
+        loss = closure.loss
+        return {} if loss is None else {"loss": loss, **closure.extra}
 
 
 class _NoOptimizer(Optimizer):
@@ -231,9 +269,16 @@ class ManualOptimization:
 def bind_optimizers(trainer: Trainer, automatic: bool, on_gradients_ready: Any) -> None:
     """Route every ``LightningOptimizer.step`` through the strategy, with the run's hooks."""
     strategy = trainer.strategy
+    if getattr(type(strategy), "optimizer_step", None) is Strategy.optimizer_step:
+        # the base strategy only forwards to its precision plug-in: call that directly (two calls less per step)
+        precision_step = strategy.precision_plugin.optimizer_step
 
-    def step_fn(optimizer: Optimizer, closure: Any, kwargs: dict[str, Any]) -> Any:
-        return strategy.optimizer_step(optimizer, closure, on_gradients_ready, **kwargs)
+        def step_fn(optimizer: Optimizer, closure: Any, kwargs: dict[str, Any]) -> Any:
+            return precision_step(optimizer, closure, on_gradients_ready, **kwargs)
+    else:
+
+        def step_fn(optimizer: Optimizer, closure: Any, kwargs: dict[str, Any]) -> Any:
+            return strategy.optimizer_step(optimizer, closure, on_gradients_ready, **kwargs)
 
     def count_step() -> None:
         trainer._progress.global_step += 1
@@ -241,7 +286,7 @@ def bind_optimizers(trainer: Trainer, automatic: bool, on_gradients_ready: Any) 
     module = trainer.lightning_module
     for opt in strategy._lightning_optimizers:
         opt._step_fn = step_fn
-        opt._on_after_step = (lambda: None) if automatic else count_step
+        opt._on_after_step = None if automatic else count_step
         opt._toggle = module.toggle_optimizer
         opt._untoggle = module.untoggle_optimizer
 

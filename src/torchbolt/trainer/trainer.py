@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import os
 import weakref
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
+from contextlib import contextmanager, nullcontext
 from datetime import timedelta
 from typing import Any
 
@@ -826,6 +827,26 @@ class Trainer(TrainerProperties):
             module.__dict__["_current_fx_name"] = prev
         hooks.callbacks("on_after_backward")
         hooks.module("on_after_backward")
+
+    # ------------------------------------------------------------------ model creation
+    @contextmanager
+    def init_module(self, empty_init: bool | None = None) -> Generator[None, None, None]:
+        """Create the model's tensors on the run's device and in the precision's dtype (e.g. ``"bf16-true"``),
+        instead of creating them in fp32 on the CPU and converting them later.
+
+        Example::
+
+            trainer = Trainer(accelerator="gpu", precision="bf16-true")
+            with trainer.init_module():
+                model = MyLightningModule()
+
+        Args:
+            empty_init: accepted for Lightning compatibility; weights are always initialized.
+        """
+        device = self.strategy.root_device
+        device_context = device if device.type in ("cpu", "cuda", "mps") else nullcontext()
+        with device_context, self.strategy.precision_plugin.module_init_context():
+            yield
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool | None = False,

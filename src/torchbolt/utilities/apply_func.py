@@ -127,8 +127,19 @@ def move_data_to_device(batch: Any, device: torch.device | str | int) -> Any:
         out = data.to(device)
         return data if out is None else out
 
-    if isinstance(batch, Tensor):  # the most common batch shape, without recursion
-        return batch_to(batch)
+    # the most common batch shapes, without recursion; a tensor already on `device` is returned as is,
+    # exactly what `.to(device)` would return, without the call
+    if isinstance(batch, Tensor):
+        return batch if batch.device == device else batch.to(device, non_blocking=non_blocking)
+    batch_type = type(batch)
+    if batch_type is tuple or batch_type is list:
+        # `(inputs, targets)`: tensors are moved in place of the generic recursion (same result)
+        out = [
+            (item if item.device == device else item.to(device, non_blocking=non_blocking))
+            if isinstance(item, Tensor) else apply_to_collection(item, dtype=_TransferableType, function=batch_to)
+            for item in batch
+        ]
+        return tuple(out) if batch_type is tuple else out
     return apply_to_collection(batch, dtype=_TransferableType, function=batch_to)
 
 

@@ -15,11 +15,12 @@ import pickle
 import re
 import uuid
 from pathlib import Path
-from typing import IO, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Union
 
-import fsspec
 import torch
-from fsspec.implementations.local import AbstractFileSystem, LocalFileSystem
+
+if TYPE_CHECKING:
+    from fsspec import AbstractFileSystem
 
 from torchbolt.utilities.exceptions import CorruptCheckpointError
 
@@ -30,11 +31,15 @@ TEMP_FILE_PATTERN = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 def get_filesystem(path: _PATH, **kwargs: Any) -> AbstractFileSystem:
     """The fsspec filesystem of ``path`` (local for plain paths)."""
+    import fsspec  # imported on first use: it would add ~10 ms to `import torchbolt`
+
     fs, _ = fsspec.core.url_to_fs(str(path), **kwargs)
     return fs
 
 
 def _is_local(fs: AbstractFileSystem) -> bool:
+    from fsspec.implementations.local import LocalFileSystem
+
     return isinstance(fs, LocalFileSystem)
 
 

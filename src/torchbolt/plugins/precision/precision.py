@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
 import torch
@@ -15,6 +15,10 @@ _PRECISION_INPUT_STR = Literal[
     "transformer-engine-float16",
 ]
 
+# one shared no-op context: entering it costs two trivial calls, where a `@contextmanager`
+# generator would be built and driven for every batch
+_NO_OP_CONTEXT: AbstractContextManager[Any] = nullcontext()
+
 
 class Precision:
     """How tensors are cast and how backward/step are wrapped for a numeric precision.
@@ -22,6 +26,14 @@ class Precision:
     The base class is ``"32-true"``: every method is the identity or the plain PyTorch call.
     Subclasses (``DoublePrecision``, ``MixedPrecision``, ``HalfPrecision``, ...) override only what
     differs. A plug-in never holds a reference to the Trainer; what it needs comes as arguments.
+
+    The Trainer calls, in this order: :meth:`module_init_context` around ``configure_model``;
+    :meth:`convert_module` once in setup; per batch :meth:`convert_input` (before the batch
+    hooks and the device transfer), :meth:`forward_context` around every ``*_step``,
+    :meth:`pre_backward` / :meth:`backward` / :meth:`post_backward`, and on a step batch
+    :meth:`optimizer_step`, which must call ``on_gradients_ready`` (hooks, clipping) on the final,
+    unscaled gradients before the update. :meth:`state_dict` is saved in checkpoints under the
+    class name and given back to :meth:`load_state_dict` on resume.
     """
 
     precision: str = "32-true"
@@ -35,17 +47,20 @@ class Precision:
         return data
 
     def convert_output(self, data: Any) -> Any:
+        """Cast outputs back to the default dtype where needed."""
         return data
 
-    @contextmanager
-    def forward_context(self) -> Generator[None, None, None]:
+    def forward_context(self) -> AbstractContextManager[Any]:
         """Entered around every ``*_step`` call (autocast for mixed precision)."""
-        yield
+        return _NO_OP_CONTEXT
 
-    @contextmanager
-    def module_init_context(self) -> Generator[None, None, None]:
-        """Entered around ``configure_model`` (default dtype for true-half precisions)."""
-        yield
+    def tensor_init_context(self) -> AbstractContextManager[Any]:
+        """Entered where tensors are created for the run (default dtype for the true precisions)."""
+        return _NO_OP_CONTEXT
+
+    def module_init_context(self) -> AbstractContextManager[Any]:
+        """Entered around ``configure_model`` and ``Trainer.init_module`` (default dtype, layer replacement)."""
+        return self.tensor_init_context()
 
     def pre_backward(self, tensor: Tensor, module: nn.Module | None) -> Tensor:
         """Transform the loss before backward (loss scaling)."""

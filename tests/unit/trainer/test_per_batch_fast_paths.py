@@ -1,0 +1,174 @@
+"""The per-step fast paths skip only what nobody observes: overridden hooks, strategies and precisions
+still get their calls, in order."""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from typing import Any
+
+import torch
+from torch import Tensor
+
+import torchbolt as pl
+from torchbolt.callbacks import Callback
+from torchbolt.demos.boring_classes import BoringModel
+from torchbolt.plugins.precision import Precision
+from torchbolt.strategies import SingleDeviceStrategy
+from torchbolt.utilities.apply_func import move_data_to_device
+
+
+def _trainer(**kwargs: Any) -> pl.Trainer:
+    defaults: dict[str, Any] = dict(accelerator="cpu", max_epochs=1, limit_train_batches=3, limit_val_batches=0,
+                                    logger=False, enable_progress_bar=False, enable_model_summary=False,
+                                    enable_checkpointing=False)
+    defaults.update(kwargs)
+    return pl.Trainer(**defaults)
+
+
+def test_a_callback_overriding_one_batch_hook_is_called_every_batch() -> None:
+    seen: list[int] = []
+
+    class OnlyBeforeBackward(Callback):
+        def on_before_backward(self, trainer: pl.Trainer, pl_module: Any, loss: Tensor) -> None:
+            seen.append(trainer.global_step)
+
+    _trainer(callbacks=[OnlyBeforeBackward()]).fit(BoringModel())
+    assert seen == [0, 1, 2]
+
+
+def test_overridden_optimizer_hooks_replace_the_inlined_defaults() -> None:
+    calls: list[str] = []
+
+    class Custom(BoringModel):
+        def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
+            calls.append(f"zero_grad:{batch_idx}")
+            optimizer.zero_grad(set_to_none=False)
+
+        def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+            calls.append(f"step:{batch_idx}")
+            optimizer.step(closure=optimizer_closure)
+
+    _trainer().fit(Custom())
+    assert calls == ["step:0", "zero_grad:0", "step:1", "zero_grad:1", "step:2", "zero_grad:2"]
+
+
+def test_on_train_batch_start_returning_minus_one_ends_the_epoch() -> None:
+    class Stop(BoringModel):
+        def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+            return -1 if batch_idx == 1 else None
+
+    trainer = _trainer()
+    trainer.fit(Stop())
+    assert trainer.global_step == 1
+
+
+def test_a_strategy_overriding_batch_to_device_is_used() -> None:
+    moved: list[int] = []
+
+    class Recording(SingleDeviceStrategy):
+        def batch_to_device(self, batch: Any, device: torch.device | None = None, dataloader_idx: int = 0) -> Any:
+            moved.append(dataloader_idx)
+            return super().batch_to_device(batch, device, dataloader_idx)
+
+    _trainer(strategy=Recording("cpu")).fit(BoringModel())
+    assert moved == [0, 0, 0]
+
+
+def test_precision_convert_input_runs_before_the_batch_hooks() -> None:
+    order: list[str] = []
+
+    class Marking(Precision):
+        def convert_input(self, data: Any) -> Any:
+            order.append("convert_input")
+            return data * 0  # visible to the hooks and the step
+
+    class Hooked(BoringModel):
+        def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+            order.append("on_before_batch_transfer")
+            assert torch.count_nonzero(batch) == 0
+            return batch
+
+    _trainer(plugins=[Marking()], limit_train_batches=1).fit(Hooked())
+    assert order == ["convert_input", "on_before_batch_transfer"]
+
+
+def test_batch_transfer_keeps_the_container_types() -> None:
+    device = torch.device("cpu")
+    x, y = torch.ones(2), torch.zeros(2)
+    assert type(move_data_to_device((x, y), device)) is tuple
+    assert type(move_data_to_device([x, y], device)) is list
+    mixed = move_data_to_device((x, ["a"], {"k": y}, 3), device)
+    assert mixed[1] == ["a"] and torch.equal(mixed[2]["k"], y) and mixed[3] == 3
+    Pair = namedtuple("Pair", "x y")
+    assert type(move_data_to_device(Pair(x, y), device)) is Pair
+
+
+def test_logging_a_later_value_of_another_dtype_is_converted_to_the_first_one() -> None:
+    class Mixed(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+            loss = super().training_step(batch, batch_idx)["loss"]
+            value = torch.tensor(batch_idx, dtype=torch.float64 if batch_idx else torch.float32)
+            self.log("value", value, on_epoch=True, reduce_fx="sum")
+            return loss
+
+    trainer = _trainer()
+    trainer.fit(Mixed())
+    assert trainer.callback_metrics["value_epoch"].dtype == torch.float32
+    assert trainer.callback_metrics["value_epoch"].item() == 3.0
+
+
+def test_a_strategy_overriding_training_step_and_backward_is_used() -> None:
+    calls: list[str] = []
+
+    class Wrapping(SingleDeviceStrategy):
+        def training_step(self, *args: Any, **kwargs: Any) -> Any:
+            calls.append("training_step")
+            return super().training_step(*args, **kwargs)
+
+        def backward(self, closure_loss: Tensor, optimizer: Any, *args: Any, **kwargs: Any) -> Tensor:
+            calls.append("backward")
+            return super().backward(closure_loss, optimizer, *args, **kwargs)
+
+    _trainer(strategy=Wrapping("cpu"), limit_train_batches=2).fit(BoringModel())
+    assert calls == ["training_step", "backward", "training_step", "backward"]
+
+
+def test_a_precision_with_a_forward_context_and_loss_transform_is_applied() -> None:
+    seen: list[Any] = []
+
+    class Scaling(Precision):
+        def forward_context(self) -> Any:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+
+        def pre_backward(self, tensor: Tensor, module: Any) -> Tensor:
+            seen.append("pre_backward")
+            return tensor * 0  # no gradient reaches the weights
+
+    class Recording(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            seen.append(self(batch).dtype)
+            return super().training_step(batch, batch_idx)
+
+    model = Recording()
+    before = model.layer.weight.detach().clone()
+    _trainer(plugins=[Scaling()], limit_train_batches=1).fit(model)
+    assert seen == [torch.bfloat16, "pre_backward"]
+    assert torch.equal(model.layer.weight, before)
+
+
+def test_evaluation_batch_hooks_and_strategy_steps_are_called_when_overridden() -> None:
+    calls: list[str] = []
+
+    class OnlyValBatchEnd(Callback):
+        def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: Any, outputs: Any, batch: Any,
+                                    batch_idx: int, dataloader_idx: int = 0) -> None:
+            calls.append(f"cb:{batch_idx}")
+
+    class Wrapping(SingleDeviceStrategy):
+        def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+            calls.append("strategy")
+            return super().validation_step(*args, **kwargs)
+
+    trainer = _trainer(strategy=Wrapping("cpu"), callbacks=[OnlyValBatchEnd()], limit_val_batches=2)
+    trainer.validate(BoringModel(), verbose=False)
+    assert calls == ["strategy", "cb:0", "strategy", "cb:1"]
