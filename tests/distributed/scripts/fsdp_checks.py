@@ -17,8 +17,6 @@ from torch.utils.data import DataLoader
 import torchbolt as pl
 from torchbolt.strategies import FSDPStrategy
 
-OUT, MODE = sys.argv[1], sys.argv[2]
-
 
 class Net(Regressor):
     """Two Linear blocks (each its own FSDP unit, activations recomputed), Adam."""
@@ -56,6 +54,7 @@ def fit(state_dict_type: str, epochs: int, ckpt_path: str | None = None, devices
 
 
 if __name__ == "__main__":
+    OUT, MODE = sys.argv[1], sys.argv[2]
     if MODE == "two_ranks":
         trainer, model = fit("full", epochs=2)
         rank = trainer.global_rank

@@ -133,6 +133,21 @@ class MultiProcessingLauncher(Launcher):
         if strategy.local_rank == 0 and strategy.node_rank == 0:
             output = _collect_results(trainer, results) if trainer is not None else results
             return_queue.put(pickle.dumps(move_data_to_device(output, "cpu")))
+        _leave_process_group(strategy)
+
+
+def _leave_process_group(strategy: ParallelStrategy) -> None:
+    """Destroy the process group together with the other workers, while all of them are still alive.
+
+    A spawned worker ends with a normal interpreter exit: a group still open then is torn down by
+    C++ destructors after its peers may have gone, which can abort the process (SIGABRT) and so fail
+    a run that finished.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        strategy.barrier("launcher.exit")
+        dist.destroy_process_group()
 
     def kill(self, signum: int) -> None:
         """The processes are owned by ``torch.multiprocessing``, which ends them when one fails."""
