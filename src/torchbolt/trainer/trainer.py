@@ -17,31 +17,27 @@ import torch
 from torch import Tensor
 
 from torchbolt.callbacks.callback import Callback
-from torchbolt.callbacks.checkpoint import Checkpoint
-from torchbolt.callbacks.model_summary import ModelSummary
-from torchbolt.callbacks.progress.progress_bar import ProgressBar
-from torchbolt.callbacks.progress.tqdm_progress import TQDMProgressBar
-from torchbolt.callbacks.timer import Timer
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
 from torchbolt.core.optimizer import _init_optimizers_and_lr_schedulers
-from torchbolt.loggers.logger import DummyLogger, Logger
+from torchbolt.loggers.logger import Logger
 from torchbolt.profilers.profiler import Profiler, instrument_optimizers, instrument_strategy
 from torchbolt.strategies.strategy import Strategy
 from torchbolt.trainer import config as _config
+from torchbolt.trainer import setup as _setup
 from torchbolt.trainer.checkpointing import CheckpointConnector
 from torchbolt.trainer.data import DataConnector, DataSource
-from torchbolt.trainer.eval_loop import EvaluationLoop, PredictionLoop, check_eval_step
+from torchbolt.trainer.eval_loop import EvaluationLoop, PredictionLoop
 from torchbolt.trainer.fit_loop import FitLoop
 from torchbolt.trainer.hooks import HookDispatcher
 from torchbolt.trainer.logging import MetricStore, ResultCollection, _log_levels, scalars
 from torchbolt.trainer.optimization import bind_optimizers
 from torchbolt.trainer.properties import TrainerProperties
+from torchbolt.trainer.reporting import log_hyperparams, log_to_loggers, print_results
 from torchbolt.trainer.signals import SignalConnector
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
 from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
-from torchbolt.utilities.parsing import is_overridden
-from torchbolt.utilities.rank_zero import WarningCache, rank_zero_deprecation, rank_zero_info, rank_zero_warn
+from torchbolt.utilities.rank_zero import WarningCache, rank_zero_deprecation, rank_zero_info
 
 _warning_cache = WarningCache()
 
@@ -155,14 +151,14 @@ class Trainer(TrainerProperties):
         del args["self"], args["legacy_kwargs"]
         args = _config.env_defaults(args, _TRAINER_DEFAULTS)
         legacy = _config._check_legacy(legacy_kwargs)
-        args = self._apply_legacy(args, legacy)
+        args = _setup.apply_legacy(args, legacy)
         self._config = _config.resolve_config(args, legacy)
         self._legacy = legacy
-        resolved = _resolve_plugins(args, self._config, legacy)
+        resolved = _setup.resolve_plugins(args, self._config, legacy)
         self._resolved = resolved
         self.strategy: Strategy = resolved.strategy
         self._benchmark = self._config.benchmark
-        self._set_torch_flags()
+        _setup.set_torch_flags(self._config)
         self.state = TrainerState()
         self._progress = Progress()
         self._metrics = MetricStore()
@@ -185,103 +181,11 @@ class Trainer(TrainerProperties):
         self.ckpt_path: str | None = None
         self._ckpt_weights_only: bool | None = None
         self._ckpt_model_provided = True
-        self.profiler = _resolve_profiler(profiler, self._config.default_root_dir)
+        self.profiler = _setup.resolve_profiler(profiler, self._config.default_root_dir)
         self._active_profiler: Profiler | None = None  # the profiler of the current run, None when not profiling
-        self.callbacks: list[Callback] = self._build_callbacks(callbacks)
-        self._loggers: list[Logger] = self._build_loggers(logger)
+        self.callbacks: list[Callback] = _setup.build_callbacks(self._config, callbacks)
+        self._loggers: list[Logger] = _setup.build_loggers(self._config, logger)
         self._last_test_results: list[dict[str, float]] = []
-
-    # ------------------------------------------------------------------ construction helpers
-    @staticmethod
-    def _apply_legacy(args: dict[str, Any], legacy: dict[str, Any]) -> dict[str, Any]:
-        if "checkpoint_callback" in legacy:
-            args["enable_checkpointing"] = bool(legacy["checkpoint_callback"])
-        if "replace_sampler_ddp" in legacy:
-            args["use_distributed_sampler"] = bool(legacy["replace_sampler_ddp"])
-        if "weights_summary" in legacy:
-            args["enable_model_summary"] = legacy["weights_summary"] is not None
-        return args
-
-    def _set_torch_flags(self) -> None:
-        deterministic = self._config.deterministic
-        if deterministic is not None and deterministic is not False:
-            torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
-            # cuBLAS needs a fixed workspace to be deterministic (read when the first cuBLAS handle is made)
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.backends.cudnn.deterministic = True
-        elif deterministic is False:
-            torch.use_deterministic_algorithms(False)
-        if self._config.benchmark is not None:
-            torch.backends.cudnn.benchmark = self._config.benchmark
-        elif deterministic:
-            torch.backends.cudnn.benchmark = False
-
-    def _build_callbacks(self, callbacks: list[Callback] | Callback | None) -> list[Callback]:
-        if callbacks is None:
-            items: list[Callback] = []
-        elif isinstance(callbacks, Callback):
-            items = [callbacks]
-        elif isinstance(callbacks, Iterable):
-            items = list(callbacks)
-        else:
-            raise MisconfigurationException(
-                f"`Trainer(callbacks={callbacks!r})` must be a Callback or a list of Callbacks."
-            )
-        for cb in items:
-            if not isinstance(cb, Callback):
-                raise MisconfigurationException(
-                    f"`Trainer(callbacks=...)` got {type(cb).__name__}, which is not a `torchbolt.Callback`."
-                    " Subclass `torchbolt.Callback` (or `torchbolt.callbacks.Callback`)."
-                )
-        config = self._config
-        if config.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in items):
-            items.append(TQDMProgressBar())
-        elif not config.enable_progress_bar:
-            bars = [cb for cb in items if isinstance(cb, ProgressBar)]
-            if bars:
-                raise MisconfigurationException(
-                    f"`Trainer(enable_progress_bar=False)` but a progress bar callback ({type(bars[0]).__name__})"
-                    " was passed in `callbacks`. Remove it or set `enable_progress_bar=True`."
-                )
-        if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
-            items.append(ModelSummary())
-        if config.enable_checkpointing:
-            if not any(isinstance(cb, Checkpoint) for cb in items):
-                checkpoint_cls = _model_checkpoint_cls()
-                if checkpoint_cls is not None:
-                    items.append(checkpoint_cls())
-        elif any(isinstance(cb, Checkpoint) for cb in items):
-            raise MisconfigurationException(
-                "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks"
-                " list. Remove the callback or set `enable_checkpointing=True`."
-            )
-        if config.max_time is not None and not any(isinstance(cb, Timer) for cb in items):
-            items.append(Timer(duration=config.max_time, interval="step"))
-        return _reorder_callbacks(items)
-
-    def _build_loggers(self, logger: Logger | Iterable[Logger] | bool | None) -> list[Logger]:
-        if self._config.fast_dev_run:
-            return [DummyLogger()] if logger not in (False,) else []
-        if logger is False or (logger is None and self._config.barebones):
-            return []
-        if logger is None or logger is True:
-            from torchbolt.loggers import _default_logger
-
-            return [_default_logger(self._config.default_root_dir)]
-        if isinstance(logger, Logger):
-            return [logger]
-        if isinstance(logger, Iterable) and not isinstance(logger, (str, bytes)):
-            loggers = list(logger)
-            for item in loggers:
-                if not isinstance(item, Logger):
-                    raise MisconfigurationException(
-                        f"`Trainer(logger=...)` got {type(item).__name__}; pass torchbolt loggers"
-                        " (e.g. `TensorBoardLogger`, `CSVLogger`), True, False or a list of loggers."
-                    )
-            return loggers
-        raise MisconfigurationException(
-            f"`Trainer(logger={logger!r})`: pass True, False, a Logger or a list of loggers."
-        )
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -519,16 +423,16 @@ class Trainer(TrainerProperties):
     def _run(self, model: LightningModule, source: DataSource, ckpt_path: Any) -> Any:
         fn = self.state.fn
         assert fn is not None
-        self._attach_model_callbacks(model)
+        self.callbacks = _setup.merge_model_callbacks(self.callbacks, model)
         model.trainer = self
         self.strategy.connect(model)
         if self.datamodule is not None:
             self.datamodule.trainer = self
         self._hooks = HookDispatcher(self, model, self.callbacks, self.datamodule,
-                                     self.profiler if _is_active_profiler(self.profiler) else None)
+                                     self.profiler if _setup.is_active_profiler(self.profiler) else None)
         self._metrics.reset()
         self._progress.should_stop = False
-        self._verify_model(model, fn, source)
+        _setup.verify_model(self, model, fn, source)
         self.strategy.setup_environment()
         self._setup_profiler(model, fn)
         if fn == TrainerFn.FITTING:
@@ -551,7 +455,7 @@ class Trainer(TrainerProperties):
             if self._active_profiler is not None:
                 instrument_optimizers(self.strategy, self._active_profiler)
             self._hooks.both("on_fit_start")
-        self._log_hyperparams(model)
+        log_hyperparams(self, model)
         if resolved_ckpt is not None:
             if self.strategy.restore_checkpoint_after_setup:
                 self._checkpoint_connector.restore_module_and_callbacks()
@@ -604,7 +508,7 @@ class Trainer(TrainerProperties):
         loop = EvaluationLoop(self, running, inference_mode=self._config.inference_mode)
         results = [scalars(r) for r in loop.run(loaders, limits)]
         if getattr(self, "_verbose", True) and self.is_global_zero and results:
-            _print_results(results, stage)
+            print_results(results, stage)
         return results
 
     def _teardown(self) -> None:
@@ -616,59 +520,6 @@ class Trainer(TrainerProperties):
         return getattr(self.strategy, "cluster_environment", None) or self._resolved.cluster_environment
 
     # ------------------------------------------------------------------ run phases
-    def _attach_model_callbacks(self, model: LightningModule) -> None:
-        """Merge ``configure_callbacks()``: a returned callback replaces Trainer callbacks of its type."""
-        model_callbacks = model.configure_callbacks()
-        if not model_callbacks:
-            return
-        if isinstance(model_callbacks, Callback):
-            model_callbacks = [model_callbacks]
-        model_types = {type(c) for c in model_callbacks}
-        kept = [c for c in self.callbacks if type(c) not in model_types]
-        overridden = sorted({type(c).__name__ for c in self.callbacks if type(c) in model_types})
-        if overridden:
-            rank_zero_info(
-                "The following callbacks returned in `LightningModule.configure_callbacks` will override"
-                f" existing callbacks passed to Trainer: {', '.join(overridden)}"
-            )
-        self.callbacks = _reorder_callbacks(kept + list(model_callbacks))
-
-    def _verify_model(self, model: LightningModule, fn: TrainerFn, source: DataSource) -> None:
-        if fn == TrainerFn.FITTING:
-            if not is_overridden("training_step", model, LightningModule):
-                raise MisconfigurationException(
-                    "No `training_step()` method defined. Lightning `Trainer` expects as minimum a"
-                    " `training_step()`, `train_dataloader()` and `configure_optimizers()` to be defined."
-                )
-            if not is_overridden("configure_optimizers", model, LightningModule):
-                raise MisconfigurationException(
-                    "No `configure_optimizers()` method defined. Lightning `Trainer` expects as minimum a"
-                    " `training_step()`, `train_dataloader()` and `configure_optimizers()` to be defined."
-                )
-            if not source.is_defined("train"):
-                raise MisconfigurationException(
-                    "No `train_dataloader()` method defined. Lightning `Trainer` expects as minimum a"
-                    " `training_step()`, `train_dataloader()` and `configure_optimizers()` to be defined."
-                    " Pass `trainer.fit(model, train_dataloaders=...)` or a datamodule."
-                )
-            if not model.automatic_optimization and self._config.gradient_clip_val:
-                raise MisconfigurationException(
-                    "Automatic gradient clipping is not supported for manual optimization. Remove"
-                    f" `Trainer(gradient_clip_val={self._config.gradient_clip_val})`, or switch to automatic"
-                    " optimization and call `self.clip_gradients` yourself."
-                )
-            if not model.automatic_optimization and self._config.accumulate_grad_batches != 1:
-                raise MisconfigurationException(
-                    "Automatic gradient accumulation is not supported for manual optimization. Remove"
-                    f" `Trainer(accumulate_grad_batches={self._config.accumulate_grad_batches})` or switch to"
-                    " automatic optimization."
-                )
-            has_val_step = is_overridden("validation_step", model, LightningModule)
-            if source.is_defined("val") and not has_val_step and self._config.limit_val_batches != 0:
-                rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
-        elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
-            check_eval_step(self, fn.value)
-
     def _prepare_data(self, model: LightningModule) -> None:
         """``prepare_data`` once per node (``prepare_data_per_node``) or once in total, then a barrier."""
         strategy = self.strategy
@@ -703,13 +554,13 @@ class Trainer(TrainerProperties):
             model.__dict__["_current_fx_name"] = None
         for logger in self.loggers:
             logger.finalize(status)
-        if _is_active_profiler(self.profiler):
+        if _setup.is_active_profiler(self.profiler):
             self.profiler.describe()
 
     def _setup_profiler(self, model: LightningModule, fn: TrainerFn) -> None:
         """Decide once whether this run is profiled; if so, wrap the strategy's step methods (else nothing)."""
         profiler = self.profiler
-        self._active_profiler = profiler if _is_active_profiler(profiler) else None
+        self._active_profiler = profiler if _setup.is_active_profiler(profiler) else None
         if self._active_profiler is None:
             return
         profiler._lightning_module = weakref.proxy(model)
@@ -735,29 +586,6 @@ class Trainer(TrainerProperties):
         path = resolve_ckpt_path(self, fn, ckpt_path, self._ckpt_model_provided)
         self.ckpt_path = path
         return path
-
-    def _log_hyperparams(self, model: LightningModule) -> None:
-        if not self.loggers or not self._enable_autolog_hparams:
-            return
-        hparams: dict[str, Any] = {}
-        dm = self.datamodule
-        if dm is not None and getattr(dm, "_log_hyperparams", False) and dm.hparams_initial:
-            hparams.update(dm.hparams_initial)
-        if getattr(model, "_log_hyperparams", False) and model.hparams_initial:
-            module_hp = model.hparams_initial
-            clash = [k for k in module_hp if k in hparams and _differs(hparams[k], module_hp[k])]
-            if clash:
-                raise MisconfigurationException(
-                    f"Error while merging hparams: the keys {clash} are present in both the LightningModule's and"
-                    " LightningDataModule's hparams but have different values."
-                )
-            hparams.update(module_hp)
-        for logger in self.loggers:
-            if hparams:
-                logger.log_hyperparams(hparams)
-            if self.state.fn == TrainerFn.FITTING:
-                logger.log_graph(model)  # each logger decides (TensorBoard: only with `log_graph=True`)
-            logger.save()
 
     # ------------------------------------------------------------------ logging plumbing
     def _reduce_fn(self, tensor: Tensor, group: Any, op: str) -> Tensor:
@@ -793,26 +621,7 @@ class Trainer(TrainerProperties):
                     sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only)
 
     def _log_to_loggers(self, metrics: dict[str, Any], step: int | None = None, add_epoch: bool = True) -> None:
-        """Send ``metrics`` to every logger (converting to numbers: a host sync) at ``step``.
-
-        ``step`` defaults to the number of optimizer-stepping batches, the x-axis loggers share. With
-        ``add_epoch`` (the Trainer's own x-axis, as for training metrics and evaluation epoch metrics),
-        a value the user logged as ``"step"`` replaces that x-axis; otherwise ``"epoch"`` is added.
-        """
-        if not self.loggers or not metrics:
-            return
-        values = scalars(metrics)
-        if add_epoch:
-            user_step = values.pop("step", None)
-            if user_step is not None:
-                step = int(user_step)
-            else:
-                values.setdefault("epoch", self.current_epoch)
-        if step is None:
-            step = self._progress.batches_that_stepped
-        for logger in self.loggers:
-            logger.log_metrics(values, step=step)
-            logger.save()
+        log_to_loggers(self, metrics, step, add_epoch)
 
     def _manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         hooks = self._hooks
@@ -890,74 +699,6 @@ def _signature_defaults() -> dict[str, Any]:
 
 _TRAINER_DEFAULTS: dict[str, Any] = {}
 
-def _resolve_plugins(args: dict[str, Any], config: _config.TrainerConfig, legacy: dict[str, Any]) -> Any:
-    from torchbolt.trainer.connector import resolve_plugins
-
-    return resolve_plugins(
-        accelerator=args["accelerator"], strategy=args["strategy"], devices=args["devices"],
-        num_nodes=args["num_nodes"], precision=config.precision, plugins=args["plugins"],
-        sync_batchnorm=config.sync_batchnorm, legacy=legacy,
-    )
-
-
-def _resolve_profiler(profiler: Any, root_dir: str) -> Any:
-    from torchbolt.profilers import resolve_profiler
-
-    return resolve_profiler(profiler, root_dir)
-
-
-def _is_active_profiler(profiler: Any) -> bool:
-    return profiler is not None and not getattr(profiler, "_passthrough", False)
-
-
-def _model_checkpoint_cls() -> type[Checkpoint] | None:
-    try:
-        from torchbolt.callbacks.model_checkpoint import ModelCheckpoint
-    except ImportError:
-        return None
-    return ModelCheckpoint
-
-
-def _reorder_callbacks(callbacks: list[Callback]) -> list[Callback]:
-    """Tuner callbacks first, checkpoint callbacks last (they save the final state of the others)."""
-    tuner, other, checkpoints = [], [], []
-    for cb in callbacks:
-        if getattr(cb, "_is_tuner_callback", False):
-            tuner.append(cb)
-        elif isinstance(cb, Checkpoint):
-            checkpoints.append(cb)
-        else:
-            other.append(cb)
-    return tuner + other + checkpoints
-
-
-def _differs(a: Any, b: Any) -> bool:
-    try:
-        return bool(a != b)
-    except Exception:
-        return a is not b
-
-
-def _print_results(results: list[dict[str, float]], stage: str) -> None:
-    """The table ``trainer.test``/``validate`` print: one row per metric, one column per dataloader."""
-    metrics = sorted({k for r in results for k in r})
-    if not metrics:
-        return
-    title = "Test metric" if stage == "test" else "Validate metric"
-    headers = [title] + [f"DataLoader {i}" for i in range(len(results))]
-    rows = []
-    for key in metrics:
-        row = [key]
-        for r in results:
-            value = r.get(key)
-            row.append("" if value is None else f"{value:.6g}" if isinstance(value, float) else str(value))
-        rows.append(row)
-    widths = [max(len(h), *(len(r[i]) for r in rows)) + 4 for i, h in enumerate(headers)]
-    line = "─" * sum(widths)
-    out = [line, "".join(h.center(w) for h, w in zip(headers, widths)), line]
-    out += ["".join(c.center(w) for c, w in zip(r, widths)) for r in rows]
-    out.append(line)
-    print("\n".join(out))
 
 
 _TRAINER_DEFAULTS.update(_signature_defaults())

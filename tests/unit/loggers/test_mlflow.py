@@ -23,8 +23,12 @@ def sqlite_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
     """One SQLite store for the module (creating its tables takes seconds); each test has its own run."""
     from mlflow.tracking import MlflowClient
 
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
-    MlflowClient(uri).search_experiments()
+    root = tmp_path_factory.mktemp("mlflow")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        # MLflow fixes the store's default artifact root (./mlruns) when it first opens it: keep it here
+        patch.chdir(root)
+        MlflowClient(uri).search_experiments()
     return uri
 
 

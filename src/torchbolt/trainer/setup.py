@@ -1,0 +1,231 @@
+"""What the ``Trainer`` resolves once: legacy arguments, torch flags, plug-ins, the profiler, the
+callback and logger lists; and the checks a model must pass before a run starts.
+
+Everything here runs at construction or at the start of a run, never per batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from torchbolt.callbacks.callback import Callback
+from torchbolt.callbacks.checkpoint import Checkpoint
+from torchbolt.callbacks.model_summary import ModelSummary
+from torchbolt.callbacks.progress.progress_bar import ProgressBar
+from torchbolt.callbacks.progress.tqdm_progress import TQDMProgressBar
+from torchbolt.callbacks.timer import Timer
+from torchbolt.core.module import LightningModule
+from torchbolt.loggers.logger import DummyLogger, Logger
+from torchbolt.trainer.eval_loop import check_eval_step
+from torchbolt.trainer.states import TrainerFn
+from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.parsing import is_overridden
+from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+
+if TYPE_CHECKING:
+    from torchbolt.trainer.config import TrainerConfig
+    from torchbolt.trainer.data import DataSource
+    from torchbolt.trainer.trainer import Trainer
+
+
+# ---------------------------------------------------------------------- construction
+def apply_legacy(args: dict[str, Any], legacy: dict[str, Any]) -> dict[str, Any]:
+    """Map the Lightning 1.x arguments that have a 2.x equivalent onto ``args`` (warned about already)."""
+    if "checkpoint_callback" in legacy:
+        args["enable_checkpointing"] = bool(legacy["checkpoint_callback"])
+    if "replace_sampler_ddp" in legacy:
+        args["use_distributed_sampler"] = bool(legacy["replace_sampler_ddp"])
+    if "weights_summary" in legacy:
+        args["enable_model_summary"] = legacy["weights_summary"] is not None
+    return args
+
+
+def set_torch_flags(config: TrainerConfig) -> None:
+    """Apply ``deterministic`` and ``benchmark`` to torch's global switches."""
+    deterministic = config.deterministic
+    if deterministic is not None and deterministic is not False:
+        torch.use_deterministic_algorithms(True, warn_only=deterministic == "warn")
+        # cuBLAS needs a fixed workspace to be deterministic (read when the first cuBLAS handle is made)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.deterministic = True
+    elif deterministic is False:
+        torch.use_deterministic_algorithms(False)
+    if config.benchmark is not None:
+        torch.backends.cudnn.benchmark = config.benchmark
+    elif deterministic:
+        torch.backends.cudnn.benchmark = False
+
+
+def resolve_plugins(args: dict[str, Any], config: TrainerConfig, legacy: dict[str, Any]) -> Any:
+    """Accelerator, strategy, precision and cluster environment from the Trainer's arguments."""
+    from torchbolt.trainer.connector import resolve_plugins as _resolve
+
+    return _resolve(
+        accelerator=args["accelerator"], strategy=args["strategy"], devices=args["devices"],
+        num_nodes=args["num_nodes"], precision=config.precision, plugins=args["plugins"],
+        sync_batchnorm=config.sync_batchnorm, legacy=legacy,
+    )
+
+
+def resolve_profiler(profiler: Any, root_dir: str) -> Any:
+    from torchbolt.profilers import resolve_profiler as _resolve
+
+    return _resolve(profiler, root_dir)
+
+
+def is_active_profiler(profiler: Any) -> bool:
+    """Whether ``profiler`` records anything (the pass-through profiler does not)."""
+    return profiler is not None and not getattr(profiler, "_passthrough", False)
+
+
+def build_callbacks(config: TrainerConfig, callbacks: list[Callback] | Callback | None) -> list[Callback]:
+    """The user's callbacks, checked, plus the defaults the flags ask for (progress bar, model summary,
+    ``ModelCheckpoint``, ``Timer`` for ``max_time``), in the order they run."""
+    if callbacks is None:
+        items: list[Callback] = []
+    elif isinstance(callbacks, Callback):
+        items = [callbacks]
+    elif isinstance(callbacks, Iterable):
+        items = list(callbacks)
+    else:
+        raise MisconfigurationException(
+            f"`Trainer(callbacks={callbacks!r})` must be a Callback or a list of Callbacks."
+        )
+    for cb in items:
+        if not isinstance(cb, Callback):
+            raise MisconfigurationException(
+                f"`Trainer(callbacks=...)` got {type(cb).__name__}, which is not a `torchbolt.Callback`."
+                " Subclass `torchbolt.Callback` (or `torchbolt.callbacks.Callback`)."
+            )
+    if config.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in items):
+        items.append(TQDMProgressBar())
+    elif not config.enable_progress_bar:
+        bars = [cb for cb in items if isinstance(cb, ProgressBar)]
+        if bars:
+            raise MisconfigurationException(
+                f"`Trainer(enable_progress_bar=False)` but a progress bar callback ({type(bars[0]).__name__})"
+                " was passed in `callbacks`. Remove it or set `enable_progress_bar=True`."
+            )
+    if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
+        items.append(ModelSummary())
+    if config.enable_checkpointing:
+        if not any(isinstance(cb, Checkpoint) for cb in items):
+            checkpoint_cls = _model_checkpoint_cls()
+            if checkpoint_cls is not None:
+                items.append(checkpoint_cls())
+    elif any(isinstance(cb, Checkpoint) for cb in items):
+        raise MisconfigurationException(
+            "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks"
+            " list. Remove the callback or set `enable_checkpointing=True`."
+        )
+    if config.max_time is not None and not any(isinstance(cb, Timer) for cb in items):
+        items.append(Timer(duration=config.max_time, interval="step"))
+    return reorder_callbacks(items)
+
+
+def build_loggers(config: TrainerConfig, logger: Logger | Iterable[Logger] | bool | None) -> list[Logger]:
+    """The loggers ``Trainer(logger=...)`` asks for: none, the default one, or the user's (checked)."""
+    if config.fast_dev_run:
+        return [DummyLogger()] if logger not in (False,) else []
+    if logger is False or (logger is None and config.barebones):
+        return []
+    if logger is None or logger is True:
+        from torchbolt.loggers import _default_logger
+
+        return [_default_logger(config.default_root_dir)]
+    if isinstance(logger, Logger):
+        return [logger]
+    if isinstance(logger, Iterable) and not isinstance(logger, (str, bytes)):
+        loggers = list(logger)
+        for item in loggers:
+            if not isinstance(item, Logger):
+                raise MisconfigurationException(
+                    f"`Trainer(logger=...)` got {type(item).__name__}; pass torchbolt loggers"
+                    " (e.g. `TensorBoardLogger`, `CSVLogger`), True, False or a list of loggers."
+                )
+        return loggers
+    raise MisconfigurationException(
+        f"`Trainer(logger={logger!r})`: pass True, False, a Logger or a list of loggers."
+    )
+
+
+def _model_checkpoint_cls() -> type[Checkpoint] | None:
+    try:
+        from torchbolt.callbacks.model_checkpoint import ModelCheckpoint
+    except ImportError:
+        return None
+    return ModelCheckpoint
+
+
+def reorder_callbacks(callbacks: list[Callback]) -> list[Callback]:
+    """Tuner callbacks first, checkpoint callbacks last (they save the final state of the others)."""
+    tuner, other, checkpoints = [], [], []
+    for cb in callbacks:
+        if getattr(cb, "_is_tuner_callback", False):
+            tuner.append(cb)
+        elif isinstance(cb, Checkpoint):
+            checkpoints.append(cb)
+        else:
+            other.append(cb)
+    return tuner + other + checkpoints
+
+
+# ---------------------------------------------------------------------- start of a run
+def merge_model_callbacks(callbacks: list[Callback], model: LightningModule) -> list[Callback]:
+    """``callbacks`` with ``model.configure_callbacks()`` merged in: a returned callback replaces the
+    Trainer's callbacks of its type."""
+    model_callbacks = model.configure_callbacks()
+    if not model_callbacks:
+        return callbacks
+    if isinstance(model_callbacks, Callback):
+        model_callbacks = [model_callbacks]
+    model_types = {type(c) for c in model_callbacks}
+    kept = [c for c in callbacks if type(c) not in model_types]
+    overridden = sorted({type(c).__name__ for c in callbacks if type(c) in model_types})
+    if overridden:
+        rank_zero_info(
+            "The following callbacks returned in `LightningModule.configure_callbacks` will override"
+            f" existing callbacks passed to Trainer: {', '.join(overridden)}"
+        )
+    return reorder_callbacks(kept + list(model_callbacks))
+
+
+_MINIMUM = (" Lightning `Trainer` expects as minimum a `training_step()`, `train_dataloader()` and"
+            " `configure_optimizers()` to be defined.")
+
+
+def verify_model(trainer: Trainer, model: LightningModule, fn: TrainerFn, source: DataSource) -> None:
+    """Refuse a run the model cannot do (a missing ``training_step``, manual optimization with automatic
+    clipping, ...) before any hook runs, naming the fix."""
+    config = trainer._config
+    if fn == TrainerFn.FITTING:
+        if not is_overridden("training_step", model, LightningModule):
+            raise MisconfigurationException("No `training_step()` method defined." + _MINIMUM)
+        if not is_overridden("configure_optimizers", model, LightningModule):
+            raise MisconfigurationException("No `configure_optimizers()` method defined." + _MINIMUM)
+        if not source.is_defined("train"):
+            raise MisconfigurationException(
+                "No `train_dataloader()` method defined." + _MINIMUM
+                + " Pass `trainer.fit(model, train_dataloaders=...)` or a datamodule."
+            )
+        if not model.automatic_optimization and config.gradient_clip_val:
+            raise MisconfigurationException(
+                "Automatic gradient clipping is not supported for manual optimization. Remove"
+                f" `Trainer(gradient_clip_val={config.gradient_clip_val})`, or switch to automatic"
+                " optimization and call `self.clip_gradients` yourself."
+            )
+        if not model.automatic_optimization and config.accumulate_grad_batches != 1:
+            raise MisconfigurationException(
+                "Automatic gradient accumulation is not supported for manual optimization. Remove"
+                f" `Trainer(accumulate_grad_batches={config.accumulate_grad_batches})` or switch to"
+                " automatic optimization."
+            )
+        has_val_step = is_overridden("validation_step", model, LightningModule)
+        if source.is_defined("val") and not has_val_step and config.limit_val_batches != 0:
+            rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
+    elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
+        check_eval_step(trainer, fn.value)
