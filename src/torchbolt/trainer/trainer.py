@@ -41,7 +41,13 @@ from torchbolt.trainer.signals import SignalConnector
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
 from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from torchbolt.utilities.parsing import is_overridden
-from torchbolt.utilities.rank_zero import WarningCache, rank_zero_deprecation, rank_zero_info, rank_zero_warn
+from torchbolt.utilities.rank_zero import (
+    PossibleUserWarning,
+    WarningCache,
+    rank_zero_deprecation,
+    rank_zero_info,
+    rank_zero_warn,
+)
 
 _warning_cache = WarningCache()
 
@@ -666,6 +672,9 @@ class Trainer(TrainerProperties):
             has_val_step = is_overridden("validation_step", model, LightningModule)
             if source.is_defined("val") and not has_val_step and self._config.limit_val_batches != 0:
                 rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
+            elif has_val_step and not source.is_defined("val"):
+                rank_zero_warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.",
+                               category=PossibleUserWarning)
         elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
             check_eval_step(self, fn.value)
 
