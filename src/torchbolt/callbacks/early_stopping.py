@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from torchbolt.callbacks import _arguments
 from torchbolt.callbacks.callback import Callback
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -21,6 +22,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 _warning_cache = WarningCache()
+
+
+def _check_arguments(monitor: Any, min_delta: Any, patience: Any, strict: Any, check_finite: Any,
+                     stopping_threshold: Any, divergence_threshold: Any) -> None:
+    """Reject argument types that would only fail (or silently misbehave) at the first check."""
+    owner = "EarlyStopping"
+    _arguments.check_str(owner, "monitor", monitor)
+    _arguments.check_number(owner, "min_delta", min_delta)
+    _arguments.check_int(owner, "patience", patience, minimum=0)
+    _arguments.check_flag(owner, "strict", strict)
+    _arguments.check_flag(owner, "check_finite", check_finite)
+    _arguments.check_number(owner, "stopping_threshold", stopping_threshold, allow_none=True)
+    _arguments.check_number(owner, "divergence_threshold", divergence_threshold, allow_none=True)
 
 
 class EarlyStoppingReason(Enum):
@@ -88,6 +102,7 @@ class EarlyStopping(Callback):
         super().__init__()
         if mode not in self.mode_dict:
             raise MisconfigurationException(f"`mode` can be {', '.join(self.mode_dict)}, got {mode}")
+        _check_arguments(monitor, min_delta, patience, strict, check_finite, stopping_threshold, divergence_threshold)
         self.monitor = monitor
         self.patience = patience
         self.verbose = verbose

@@ -21,6 +21,7 @@ from weakref import proxy
 import torch
 from torch import Tensor
 
+from torchbolt.callbacks import _arguments
 from torchbolt.callbacks.checkpoint import Checkpoint
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.cloud_io import TEMP_FILE_PATTERN, _atomic_symlink, _is_local_path, get_filesystem
@@ -129,6 +130,19 @@ class ModelCheckpoint(Checkpoint):
         self._validate_configuration()
 
     def _validate_configuration(self) -> None:
+        owner = "ModelCheckpoint"
+        _arguments.check_str(owner, "monitor", self.monitor, allow_none=True)
+        # types here; the ranges below keep Lightning's messages
+        _arguments.check_int(owner, "save_top_k", self.save_top_k, minimum=None)
+        _arguments.check_int(owner, "every_n_train_steps", self._every_n_train_steps, minimum=None)
+        _arguments.check_int(owner, "every_n_epochs", self._every_n_epochs, minimum=None)
+        _arguments.check_flag(owner, "save_weights_only", self.save_weights_only)
+        if self._train_time_interval is not None and not isinstance(self._train_time_interval, timedelta):
+            raise MisconfigurationException(
+                f"`ModelCheckpoint(train_time_interval={self._train_time_interval!r})` is invalid: expected a"
+                " `datetime.timedelta`, e.g. `timedelta(minutes=30)`."
+            )
+        self._validate_dirpath_and_filename()
         if self.save_top_k < -1:
             raise MisconfigurationException(f"Invalid value for save_top_k={self.save_top_k}. Must be >= -1")
         if self._every_n_train_steps < 0:
@@ -149,6 +163,27 @@ class ModelCheckpoint(Checkpoint):
                 f"ModelCheckpoint(save_top_k={self.save_top_k}, monitor=None) is not a valid configuration. No"
                 " quantity for top_k to track."
             )
+
+    def _validate_dirpath_and_filename(self) -> None:
+        if self.dirpath is not None and _is_local_path(self.dirpath) and os.path.isfile(self.dirpath):
+            raise MisconfigurationException(
+                f"`ModelCheckpoint(dirpath={self.dirpath!r})` is an existing file, not a directory. Pass a"
+                " directory for the checkpoints (the file is left untouched)."
+            )
+        if self.filename is None:
+            return
+        if not isinstance(self.filename, str):
+            raise MisconfigurationException(
+                f"`ModelCheckpoint(filename={self.filename!r})` is invalid: expected a string template such as"
+                " '{epoch}-{val_loss:.2f}'."
+            )
+        try:  # the template is formatted at every save: a bad one must fail now, not after an epoch
+            self._format_checkpoint_name(self.filename, {}, auto_insert_metric_name=self.auto_insert_metric_name)
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:
+            raise MisconfigurationException(
+                f"`ModelCheckpoint(filename={self.filename!r})` is not a valid template ({type(e).__name__}: {e})."
+                " Use `{name}` or `{name:format_spec}` fields, e.g. '{epoch}-{val_loss:.2f}'."
+            ) from None
 
     @property
     def state_key(self) -> str:

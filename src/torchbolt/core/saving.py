@@ -130,6 +130,20 @@ def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: s
     return kwargs
 
 
+def _check_required_init_args(cls: type, init_kwargs: dict[str, Any], checkpoint_path: Any, hp_key: str) -> None:
+    """Name the ``__init__`` arguments neither the checkpoint nor the caller supplies, and the fix."""
+    params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
+    missing = [n for n, p in params.items() if n != "self" and p.default is p.empty
+               and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in init_kwargs]
+    if missing:
+        example = ", ".join(f"{n}=..." for n in missing)
+        raise TypeError(
+            f"{cls.__name__}.__init__() needs {missing}, which the checkpoint {str(checkpoint_path)!r} does not"
+            f" hold under {hp_key!r}. Pass them: `{cls.__name__}.load_from_checkpoint(path, {example})`, or call"
+            " `self.save_hyperparameters()` in `__init__` so that future checkpoints store them."
+        )
+
+
 def _load_from_checkpoint(
     cls: type,
     checkpoint_path: _PATH | IO[bytes],
@@ -141,10 +155,10 @@ def _load_from_checkpoint(
 ) -> Any:
     from torchbolt.core.datamodule import LightningDataModule
     from torchbolt.core.module import LightningModule
+    from torchbolt.trainer.checkpointing import check_checkpoint_format
 
     checkpoint = _load(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f"{checkpoint_path!r} holds a {type(checkpoint).__name__}, not a checkpoint dict.")
+    check_checkpoint_format(checkpoint, checkpoint_path)
     hp_key = getattr(cls, "CHECKPOINT_HYPER_PARAMS_KEY", CHECKPOINT_HYPER_PARAMS_KEY)
     name_key = getattr(cls, "CHECKPOINT_HYPER_PARAMS_NAME", CHECKPOINT_HYPER_PARAMS_NAME)
     if hparams_file is not None:
@@ -152,7 +166,9 @@ def _load_from_checkpoint(
         if extension not in ("yml", "yaml"):
             raise ValueError(f"`hparams_file={str(hparams_file)!r}`: pass a .yaml or .yml file.")
         checkpoint[hp_key] = load_hparams_from_yaml(hparams_file)
-    obj = cls(**_init_kwargs(cls, checkpoint, hp_key, name_key, kwargs))
+    init_kwargs = _init_kwargs(cls, checkpoint, hp_key, name_key, kwargs)
+    _check_required_init_args(cls, init_kwargs, checkpoint_path, hp_key)
+    obj = cls(**init_kwargs)
     if isinstance(obj, LightningDataModule):
         state = checkpoint.get(type(obj).__qualname__)
         if state:
@@ -167,7 +183,14 @@ def _load_from_checkpoint(
     obj.on_load_checkpoint(checkpoint)
     if strict is None:
         strict = obj.strict_loading
-    keys = obj.load_state_dict(checkpoint["state_dict"], strict=strict)
+    try:
+        keys = obj.load_state_dict(checkpoint["state_dict"], strict=strict)
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"{e}\nThe checkpoint {str(checkpoint_path)!r} does not match {cls.__name__}. If the architecture"
+            " changed on purpose, `load_from_checkpoint(..., strict=False)` loads the matching keys and skips"
+            " missing/unexpected ones (tensors whose shapes differ still cannot be loaded)."
+        ) from None
     if not strict and (keys.missing_keys or keys.unexpected_keys):
         rank_zero_warn(
             f"Loaded {checkpoint_path!r} with strict=False: missing keys {keys.missing_keys},"

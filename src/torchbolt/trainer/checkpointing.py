@@ -131,7 +131,9 @@ class CheckpointConnector:
         """Read the checkpoint at ``ckpt_path`` (weights-only unless ``weights_only=False``)."""
         self._ckpt_path = ckpt_path
         rank_zero_info(f"Restoring states from the checkpoint path at {ckpt_path}")
-        self._loaded = self.trainer.strategy.load_checkpoint(ckpt_path, weights_only=weights_only)
+        loaded = self.trainer.strategy.load_checkpoint(ckpt_path, weights_only=weights_only)
+        check_checkpoint_format(loaded, ckpt_path)
+        self._loaded = loaded
         return self._loaded
 
     def restore_module_and_callbacks(self) -> None:
@@ -226,6 +228,26 @@ class CheckpointConnector:
 
 
 # ---------------------------------------------------------------------- helpers
+def check_checkpoint_format(checkpoint: Any, name: Any) -> None:
+    """Refuse what is not a checkpoint dict, or one written in a newer torchbolt checkpoint format.
+
+    Raises:
+        TypeError: ``checkpoint`` is not a dict.
+        MisconfigurationException: its ``torchbolt_format_version`` is unknown to this torchbolt.
+    """
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"{str(name)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict.")
+    version = checkpoint.get("torchbolt_format_version")
+    if version is None or (isinstance(version, int) and not isinstance(version, bool)
+                           and version <= CHECKPOINT_FORMAT_VERSION):
+        return  # a Lightning checkpoint (no torchbolt format entry), or one this version can read
+    raise MisconfigurationException(
+        f"{str(name)!r} uses torchbolt checkpoint format {version!r}, but this torchbolt"
+        f" ({torchbolt.__version__}) reads formats up to {CHECKPOINT_FORMAT_VERSION}. It was written by a newer"
+        " torchbolt: upgrade torchbolt to load it. The file was not modified."
+    )
+
+
 def _cpu(metrics: dict[str, Any]) -> dict[str, Any]:
     # checkpoint time only: copying device tensors to the host synchronizes, once per save
     return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in metrics.items()}

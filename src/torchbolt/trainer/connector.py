@@ -146,6 +146,11 @@ def resolve_plugins(
     accelerator, devices, strategy = _apply_legacy_device_args(accelerator, devices, strategy, legacy)
     if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
         raise MisconfigurationException(f"`Trainer(num_nodes={num_nodes!r})` is invalid: expected an int >= 1.")
+    if not isinstance(devices, (int, str, list, tuple)):
+        raise MisconfigurationException(
+            f"`Trainer(devices={devices!r})` is invalid: expected an int (a count), a list of device indices,"
+            " a string such as '0,1' or 'auto'."
+        )
     if devices == 0 or devices == "0" or devices == []:
         raise MisconfigurationException(
             f"`Trainer(devices={devices!r})` selects no device. Pass a positive count, a list of indices or 'auto'."

@@ -77,6 +77,11 @@ def num_batches(loader: Any, limit: int | float, stage: str) -> int | float:
             that no batch is left.
     """
     length = sized_len(loader)
+    if length == 0:
+        rank_zero_warn(
+            f"Total length of `{type(loader).__name__}` across ranks is zero. Please make sure this was your"
+            f" intention: `{_STAGE_METHOD[stage]}` yields no batch, so this loop runs nothing."
+        )
     total: int | float = float("inf") if length is None else length
     arg = f"limit_{stage}_batches"
     if isinstance(limit, int):

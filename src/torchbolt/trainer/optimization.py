@@ -46,10 +46,11 @@ def _parse_training_step_output(output: Any, normalize: int) -> tuple[Tensor | N
     if isinstance(output, Tensor):  # checked first: `isinstance(x, Mapping)` is a slow ABC check
         loss, extra = output, {}
     elif isinstance(output, Mapping):
-        if "loss" not in output:
+        if output.get("loss") is None:  # as in Lightning, {"loss": None} is an error, not a skipped batch
+            got = "'loss': None" if "loss" in output else f"keys {sorted(map(str, output))}"
             raise MisconfigurationException(
                 "In automatic optimization, when `training_step` returns a dict, the 'loss' key needs to be"
-                f" present; got keys {sorted(map(str, output))}. Return `{{'loss': loss, ...}}` or the loss tensor."
+                f" present; got {got}. Return `{{'loss': loss, ...}}`, the loss tensor, or `None` to skip the batch."
             )
         loss = output["loss"]
         extra = {k: (v.detach() if isinstance(v, Tensor) else v) for k, v in output.items() if k != "loss"}

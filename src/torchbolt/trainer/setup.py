@@ -24,7 +24,7 @@ from torchbolt.trainer.eval_loop import check_eval_step
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.parsing import is_overridden
-from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torchbolt.utilities.rank_zero import PossibleUserWarning, rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
     from torchbolt.trainer.config import TrainerConfig
@@ -227,5 +227,8 @@ def verify_model(trainer: Trainer, model: LightningModule, fn: TrainerFn, source
         has_val_step = is_overridden("validation_step", model, LightningModule)
         if source.is_defined("val") and not has_val_step and config.limit_val_batches != 0:
             rank_zero_warn("You passed in a `val_dataloader` but have no `validation_step`. Skipping val loop.")
+        elif has_val_step and not source.is_defined("val"):
+            rank_zero_warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.",
+                           category=PossibleUserWarning)
     elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
         check_eval_step(trainer, fn.value)

@@ -165,13 +165,23 @@ def _corrupt_error(error: BaseException, name: str) -> CorruptCheckpointError:
     )
 
 
+def _directory_error(fs: AbstractFileSystem, name: str) -> IsADirectoryError:
+    try:
+        inside = sorted(os.path.basename(str(p).rstrip("/")) for p in fs.ls(name, detail=False))
+    except OSError:
+        inside = []
+    checkpoints = [n for n in inside if n.endswith(".ckpt")][:5]
+    hint = f" It holds {checkpoints}; pass one of them." if checkpoints else " Pass the path of a checkpoint file."
+    return IsADirectoryError(f"{name} is a directory, not a checkpoint file.{hint}")
+
+
 def _is_format_error(error: BaseException) -> bool:
     if isinstance(error, (EOFError, IndexError, KeyError, pickle.UnpicklingError, UnicodeDecodeError)):
         return True
     message = str(error)
     return isinstance(error, (RuntimeError, ValueError)) and any(
         marker in message for marker in ("PytorchStreamReader", "zip archive", "magic number", "unexpected EOF",
-                                         "storage has wrong", "invalid load key")
+                                         "storage has wrong", "invalid load key", "negative seek value")
     )
 
 
@@ -180,6 +190,7 @@ def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool 
 
     Raises:
         FileNotFoundError: no file at the path.
+        IsADirectoryError: the path is a directory (the message lists the checkpoints in it).
         pickle.UnpicklingError: the file needs arbitrary unpickling and ``weights_only`` is not ``False``.
         CorruptCheckpointError: the file is truncated, corrupt or not a torch checkpoint.
     """
@@ -190,6 +201,8 @@ def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool 
         fs = get_filesystem(name)
         if not fs.exists(name):
             raise FileNotFoundError(f"Checkpoint file not found: {name}")
+        if fs.isdir(name):
+            raise _directory_error(fs, name)
         with fs.open(name, "rb") as f:
             source: IO[bytes] = io.BytesIO(f.read())
     else:
@@ -203,6 +216,7 @@ def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool 
             raise _unsafe_error(e, name) from None
         raise _corrupt_error(e, name) from e
     except Exception as e:
-        if _is_format_error(e):
+        # a damaged pickle can also name a wrong attribute; a callable map_location could raise one itself
+        if _is_format_error(e) or (isinstance(e, AttributeError) and not callable(map_location)):
             raise _corrupt_error(e, name) from e
         raise
