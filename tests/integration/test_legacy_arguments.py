@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -56,3 +58,39 @@ def test_distributed_backend_warns_and_selects_the_strategy() -> None:
     with pytest.warns(TorchboltDeprecationWarning, match="strategy=..."), \
             pytest.raises(MisconfigurationException, match="strategy='nonexistent'"):
         _make(distributed_backend="nonexistent")
+
+
+def test_progress_bar_refresh_rate_sets_the_tqdm_refresh_rate() -> None:
+    from torchbolt.callbacks import TQDMProgressBar
+
+    with pytest.warns(TorchboltDeprecationWarning, match="progress_bar_refresh_rate"):
+        trainer = _make(progress_bar_refresh_rate=20)
+    assert isinstance(trainer.progress_bar_callback, TQDMProgressBar)
+    assert trainer.progress_bar_callback.refresh_rate == 20
+
+
+def test_progress_bar_refresh_rate_zero_disables_the_bar() -> None:
+    with pytest.warns(TorchboltDeprecationWarning, match="progress_bar_refresh_rate"):
+        trainer = _make(progress_bar_refresh_rate=0)
+    assert trainer.progress_bar_callback is None
+
+
+def test_progress_bar_refresh_rate_keeps_a_bar_passed_in_callbacks() -> None:
+    from torchbolt.callbacks import TQDMProgressBar
+
+    bar = TQDMProgressBar(refresh_rate=3)
+    with pytest.warns(TorchboltDeprecationWarning, match="progress_bar_refresh_rate"):
+        trainer = _make(progress_bar_refresh_rate=20, callbacks=bar)
+    assert trainer.progress_bar_callback is bar and bar.refresh_rate == 3
+
+
+@pytest.mark.parametrize(("kwarg", "hint"), [
+    ("track_grad_norm", "grad_norm"),
+    ("stochastic_weight_avg", "StochasticWeightAveraging"),
+    ("num_processes", "accelerator='cpu', devices=N"),
+    ("reload_dataloaders_every_epoch", "reload_dataloaders_every_n_epochs=1"),
+    ("auto_select_gpus", "devices='auto'"),
+])
+def test_arguments_removed_in_2x_stay_a_type_error_naming_the_replacement(kwarg: str, hint: str) -> None:
+    with pytest.raises(TypeError, match=rf"{kwarg}.*removed in Lightning 2.0.*{re.escape(hint)}"):
+        _make(**{kwarg: 2})

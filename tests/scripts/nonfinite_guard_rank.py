@@ -60,4 +60,6 @@ if __name__ == "__main__":
     weights = [p.detach().flatten().tolist() for p in model.parameters()]
     with open(out, "w") as f:
         json.dump({"skipped": guard.skipped_steps, "weights": weights}, f)
+    # leave together: a rank tearing gloo down while its peer is still connected can abort the peer at exit
+    dist.barrier()
     dist.destroy_process_group()

@@ -40,6 +40,11 @@ import pytest
         ("torchbolt.plugins.precision", ["Precision"]),
         ("torchbolt.plugins.environments", ["ClusterEnvironment", "LightningEnvironment"]),
         ("torchbolt.profilers", ["Profiler", "PassThroughProfiler"]),
+        # seen in real user scripts (warning filters, type hints, DeepSpeed conversion)
+        ("torchbolt.utilities.warnings", ["PossibleUserWarning"]),
+        ("torchbolt.utilities.rank_zero", ["LightningDeprecationWarning", "WarningCache"]),
+        ("torchbolt.utilities.types", ["LRSchedulerConfig", "TRAIN_DATALOADERS", "LRSchedulerTypeUnion"]),
+        ("torchbolt.utilities.deepspeed", ["convert_zero_checkpoint_to_fp32_state_dict"]),
     ],
 )
 def test_lightning_import_paths(module: str, names: list[str]) -> None:

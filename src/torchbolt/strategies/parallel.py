@@ -7,8 +7,8 @@ It owns the topology (devices, nodes, the cluster environment, the launcher), cr
 from __future__ import annotations
 
 import atexit
-import contextlib
 import sys
+import weakref
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
@@ -75,6 +75,12 @@ class ParallelStrategy(Strategy):
         self._local_rank_override: int | None = None
         self._flag_exchange: _dist.AsyncFlagExchange | None = None
         self._cpu_group: Any = None
+        _LIVE_STRATEGIES.add(self)
+
+    def _release_process_groups(self) -> None:
+        """Forget this strategy's references to process groups (at exit, so the groups can be freed)."""
+        self._flag_exchange = None
+        self._cpu_group = None
 
     # ------------------------------------------------------------------ topology
     def _configure_topology(self, accelerator: Accelerator, device_ids: list[int], num_nodes: int,
@@ -303,8 +309,13 @@ class _ForwardRedirection:
                 module.__dict__.pop("forward", None)
 
 
+# every ParallelStrategy alive in this process, so that the exit handler can drop their group references
+_LIVE_STRATEGIES: weakref.WeakSet[ParallelStrategy] = weakref.WeakSet()
+
+
 def _destroy_process_group() -> None:
-    # at interpreter exit a peer may already be gone
-    if _dist.is_distributed_initialized():
-        with contextlib.suppress(Exception):
-            dist.destroy_process_group()
+    """At interpreter exit: close the process group while Python can still run (see
+    :func:`~torchbolt.utilities.distributed.close_process_groups`); a peer may already be gone."""
+    for strategy in list(_LIVE_STRATEGIES):
+        strategy._release_process_groups()
+    _dist.close_process_groups()

@@ -137,10 +137,11 @@ class CheckpointConnector:
         return self._loaded
 
     def restore_module_and_callbacks(self) -> None:
-        """Module weights, datamodule state, then callbacks.
+        """Module weights, datamodule state, then (when fitting) callbacks.
 
         Order: ``LightningModule.on_load_checkpoint``, the weights, the datamodule's
-        ``load_state_dict``, ``Callback.on_load_checkpoint``, ``Callback.load_state_dict``.
+        ``load_state_dict``, ``Callback.on_load_checkpoint``, ``Callback.load_state_dict``; the two
+        callback steps only for ``fit`` (validate/test/predict leave callback state alone).
         """
         checkpoint = self._loaded
         if checkpoint is None:
@@ -159,6 +160,8 @@ class CheckpointConnector:
         datamodule = trainer.datamodule
         if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
             datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
+        if trainer.state.fn != "fit":
+            return  # as in Lightning, callback states are restored only to resume fitting
         trainer._hooks.callbacks("on_load_checkpoint", checkpoint)
         states = checkpoint.get("callbacks")
         if states is None:
@@ -206,6 +209,13 @@ class CheckpointConnector:
             self._restore_metrics(resume_state.get("metrics") or {})
         else:
             _progress_from_other_tool(trainer._progress, checkpoint, fit_loop_state)
+        if trainer._progress.should_stop and not stop_requested:
+            # exact resume keeps the recorded stop; Lightning clears it and trains on, so say why nothing runs
+            rank_zero_info(
+                f"The checkpoint {self._ckpt_path} was saved after a stop had been requested (`trainer.should_stop`,"
+                " e.g. by EarlyStopping): the resumed fit ends where the original run ended. To train further, load"
+                " the weights with `Model.load_from_checkpoint(...)` and start a new fit."
+            )
         trainer._progress.should_stop = trainer._progress.should_stop or stop_requested
         max_epochs = trainer.max_epochs
         if max_epochs is not None and max_epochs != -1 and trainer.current_epoch > max_epochs:

@@ -166,10 +166,38 @@ def normalize_precision(precision: Any) -> str | None:
     return canonical
 
 
+# Lightning 1.x arguments that 2.x removed without a Trainer-argument replacement: they stay a TypeError
+# (as in Lightning 2.x), but the message says what replaced them.
+_REMOVED_ARGS = {
+    "auto_select_gpus": "`devices='auto'` (or a list of device ids)",
+    "track_grad_norm": "`torchbolt.utilities.grad_norm(self, norm_type=2)` logged in `on_before_optimizer_step`",
+    "stochastic_weight_avg": "`callbacks=[StochasticWeightAveraging(swa_lrs=...)]`",
+    "num_processes": "`accelerator='cpu', devices=N`",
+    "ipus": "a Lightning 1.x IPU integration; it has no replacement",
+    "move_metrics_to_cpu": "nothing: logged values are kept on the device and read at logger flush",
+    "prepare_data_per_node": "the `prepare_data_per_node` attribute of your LightningModule/DataModule",
+    "reload_dataloaders_every_epoch": "`reload_dataloaders_every_n_epochs=1`",
+    "multiple_trainloader_mode": "`CombinedLoader(loaders, mode=...)` from `torchbolt.utilities`",
+    "log_gpu_memory": "`callbacks=[DeviceStatsMonitor()]`",
+    "process_position": "`callbacks=[TQDMProgressBar(process_position=N)]`",
+    "truncated_bptt_steps": "splitting the sequence yourself in `training_step` (manual optimization)",
+}
+
+
 def _check_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Translate Lightning 1.x arguments to the 2.x ones (with a deprecation warning each)."""
+    """Translate Lightning 1.x arguments to the 2.x ones (with a deprecation warning each).
+
+    Raises:
+        TypeError: for an unknown argument, naming the replacement of a removed 1.x argument or the
+            closest known spelling.
+    """
     modern: dict[str, Any] = {}
     for key, value in kwargs.items():
+        if key in _REMOVED_ARGS:
+            raise TypeError(
+                f"Trainer.__init__() got an unexpected keyword argument {key!r}: `Trainer({key}=...)` was removed"
+                f" in Lightning 2.0; use {_REMOVED_ARGS[key]} instead."
+            )
         if key not in _LEGACY_SPELLINGS:
             candidates = difflib.get_close_matches(key, _KNOWN_ARGS + list(_LEGACY_SPELLINGS), n=1)
             hint = f" Did you mean `{candidates[0]}`?" if candidates else ""
@@ -179,6 +207,29 @@ def _check_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
         )
         modern[key] = value
     return modern
+
+
+def apply_legacy_progress_bar(args: dict[str, Any], refresh_rate: Any) -> dict[str, Any]:
+    """Map 1.x ``progress_bar_refresh_rate``: 0 hides the bar, N adds ``TQDMProgressBar(refresh_rate=N)``.
+
+    A progress bar already in ``args["callbacks"]`` wins, and an explicit ``enable_progress_bar=False`` too.
+
+    Returns:
+        ``args`` with ``enable_progress_bar`` / ``callbacks`` updated.
+    """
+    if not refresh_rate:
+        args["enable_progress_bar"] = False
+        return args
+    if args.get("enable_progress_bar") is False:
+        return args
+    from torchbolt.callbacks.progress import ProgressBar, TQDMProgressBar
+
+    callbacks = args.get("callbacks")
+    items = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
+    if not any(isinstance(cb, ProgressBar) for cb in items):
+        items.append(TQDMProgressBar(refresh_rate=int(refresh_rate)))
+    args["callbacks"] = items
+    return args
 
 
 _KNOWN_ARGS = [

@@ -20,7 +20,9 @@ from torchbolt.callbacks.progress.tqdm_progress import TQDMProgressBar
 from torchbolt.callbacks.timer import Timer
 from torchbolt.core.module import LightningModule
 from torchbolt.loggers.logger import DummyLogger, Logger
+from torchbolt.trainer.config import apply_legacy_progress_bar
 from torchbolt.trainer.eval_loop import check_eval_step
+from torchbolt.trainer.removed_hooks import check_removed_hooks
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.parsing import is_overridden
@@ -41,6 +43,8 @@ def apply_legacy(args: dict[str, Any], legacy: dict[str, Any]) -> dict[str, Any]
         args["use_distributed_sampler"] = bool(legacy["replace_sampler_ddp"])
     if "weights_summary" in legacy:
         args["enable_model_summary"] = legacy["weights_summary"] is not None
+    if "progress_bar_refresh_rate" in legacy:
+        args = apply_legacy_progress_bar(args, legacy["progress_bar_refresh_rate"])
     return args
 
 
@@ -202,6 +206,7 @@ def verify_model(trainer: Trainer, model: LightningModule, fn: TrainerFn, source
     """Refuse a run the model cannot do (a missing ``training_step``, manual optimization with automatic
     clipping, ...) before any hook runs, naming the fix."""
     config = trainer._config
+    check_removed_hooks(model, trainer.callbacks, fn.value)
     if fn == TrainerFn.FITTING:
         if not is_overridden("training_step", model, LightningModule):
             raise MisconfigurationException("No `training_step()` method defined." + _MINIMUM)

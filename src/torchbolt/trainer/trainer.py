@@ -183,7 +183,7 @@ class Trainer(TrainerProperties):
         self._ckpt_model_provided = True
         self.profiler = _setup.resolve_profiler(profiler, self._config.default_root_dir)
         self._active_profiler: Profiler | None = None  # the profiler of the current run, None when not profiling
-        self.callbacks: list[Callback] = _setup.build_callbacks(self._config, callbacks)
+        self.callbacks: list[Callback] = _setup.build_callbacks(self._config, args["callbacks"])
         self._loggers: list[Logger] = _setup.build_loggers(self._config, logger)
         self._last_test_results: list[dict[str, float]] = []
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from typing import Any
@@ -34,6 +37,29 @@ def default_timeout(backend: str) -> timedelta:
     if env:
         return timedelta(seconds=float(env))
     return DEFAULT_GLOO_TIMEOUT if backend == "gloo" else DEFAULT_NCCL_TIMEOUT
+
+
+# How long an exiting process lets gloo's worker threads finish releasing their last work (see below).
+_GLOO_DRAIN_S = 0.2
+
+
+def close_process_groups() -> None:
+    """Destroy every process group and let gloo's worker threads go idle before the interpreter ends.
+
+    A gloo worker thread drops its reference to a finished collective's tensors just *after* the
+    caller's ``wait()`` returns. When that reference is the last one, the thread must take the GIL;
+    if the interpreter is already finalizing by then, the thread is killed and the whole process
+    aborts (``terminate called without an active exception``, SIGABRT) although the run finished.
+    Destroying the groups joins those threads only when nothing else (a DDP wrapper, an FSDP device
+    mesh, the user's own references) still holds a group, so after destroying, unreachable objects
+    are collected and the threads get a short moment to finish, while Python is still fully alive.
+    """
+    if not is_distributed_initialized():
+        return
+    with contextlib.suppress(Exception):  # a peer may already be gone
+        dist.destroy_process_group()
+    gc.collect()
+    time.sleep(_GLOO_DRAIN_S)
 
 
 def init_process_group(backend: str, global_rank: int, world_size: int, main_address: str, main_port: int,

@@ -85,6 +85,10 @@ class TorchboltDeprecationWarning(DeprecationWarning):
     """A Lightning 1.x spelling that still works; the message names the modern spelling."""
 
 
+# Lightning's name for the same category: `warnings.filterwarnings("ignore", category=LightningDeprecationWarning)`
+# in a user script keeps working after the import swap.
+LightningDeprecationWarning = TorchboltDeprecationWarning
+
 # Shown by default, unlike plain DeprecationWarning, so users of old tutorials see the new spelling.
 warnings.simplefilter("default", category=TorchboltDeprecationWarning)
 

@@ -9,6 +9,8 @@ from torch import Tensor
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
+from torchbolt.core.optimizer import LRSchedulerConfig
+
 STEP_OUTPUT = Union[Tensor, Mapping[str, Any], None]
 TRAIN_DATALOADERS = Any
 EVAL_DATALOADERS = Any
@@ -29,6 +31,7 @@ __all__ = [
     "STEP_OUTPUT",
     "TRAIN_DATALOADERS",
     "DataLoader",
+    "LRSchedulerConfig",
     "LRSchedulerTypeUnion",
     "OptimizerLRScheduler",
 ]

@@ -145,9 +145,12 @@ def _leave_process_group(strategy: ParallelStrategy) -> None:
     """
     import torch.distributed as dist
 
+    from torchbolt.utilities.distributed import close_process_groups
+
     if dist.is_available() and dist.is_initialized():
         strategy.barrier("launcher.exit")
-        dist.destroy_process_group()
+        strategy._release_process_groups()
+        close_process_groups()
 
     def kill(self, signum: int) -> None:
         """The processes are owned by ``torch.multiprocessing``, which ends them when one fails."""
