@@ -90,6 +90,7 @@ def test_progress_bar_refresh_rate_keeps_a_bar_passed_in_callbacks() -> None:
     ("num_processes", "accelerator='cpu', devices=N"),
     ("reload_dataloaders_every_epoch", "reload_dataloaders_every_n_epochs=1"),
     ("auto_select_gpus", "devices='auto'"),
+    ("ipus", "has no replacement"),
 ])
 def test_arguments_removed_in_2x_stay_a_type_error_naming_the_replacement(kwarg: str, hint: str) -> None:
     with pytest.raises(TypeError, match=rf"{kwarg}.*removed in Lightning 2.0.*{re.escape(hint)}"):

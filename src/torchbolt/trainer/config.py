@@ -169,18 +169,18 @@ def normalize_precision(precision: Any) -> str | None:
 # Lightning 1.x arguments that 2.x removed without a Trainer-argument replacement: they stay a TypeError
 # (as in Lightning 2.x), but the message says what replaced them.
 _REMOVED_ARGS = {
-    "auto_select_gpus": "`devices='auto'` (or a list of device ids)",
-    "track_grad_norm": "`torchbolt.utilities.grad_norm(self, norm_type=2)` logged in `on_before_optimizer_step`",
-    "stochastic_weight_avg": "`callbacks=[StochasticWeightAveraging(swa_lrs=...)]`",
-    "num_processes": "`accelerator='cpu', devices=N`",
-    "ipus": "a Lightning 1.x IPU integration; it has no replacement",
-    "move_metrics_to_cpu": "nothing: logged values are kept on the device and read at logger flush",
-    "prepare_data_per_node": "the `prepare_data_per_node` attribute of your LightningModule/DataModule",
-    "reload_dataloaders_every_epoch": "`reload_dataloaders_every_n_epochs=1`",
-    "multiple_trainloader_mode": "`CombinedLoader(loaders, mode=...)` from `torchbolt.utilities`",
-    "log_gpu_memory": "`callbacks=[DeviceStatsMonitor()]`",
-    "process_position": "`callbacks=[TQDMProgressBar(process_position=N)]`",
-    "truncated_bptt_steps": "splitting the sequence yourself in `training_step` (manual optimization)",
+    "auto_select_gpus": "use `devices='auto'` (or a list of device ids) instead",
+    "track_grad_norm": "log `torchbolt.utilities.grad_norm(self, norm_type=2)` in `on_before_optimizer_step` instead",
+    "stochastic_weight_avg": "use `callbacks=[StochasticWeightAveraging(swa_lrs=...)]` instead",
+    "num_processes": "use `accelerator='cpu', devices=N` instead",
+    "ipus": "IPUs are not supported and the argument has no replacement",
+    "move_metrics_to_cpu": "remove it: logged values stay on the device and are read when loggers flush",
+    "prepare_data_per_node": "set the `prepare_data_per_node` attribute of your LightningModule/DataModule instead",
+    "reload_dataloaders_every_epoch": "use `reload_dataloaders_every_n_epochs=1` instead",
+    "multiple_trainloader_mode": "use `CombinedLoader(loaders, mode=...)` from `torchbolt.utilities` instead",
+    "log_gpu_memory": "use `callbacks=[DeviceStatsMonitor()]` instead",
+    "process_position": "use `callbacks=[TQDMProgressBar(process_position=N)]` instead",
+    "truncated_bptt_steps": "split the sequence yourself in `training_step` (manual optimization) instead",
 }
 
 
@@ -196,7 +196,7 @@ def _check_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
         if key in _REMOVED_ARGS:
             raise TypeError(
                 f"Trainer.__init__() got an unexpected keyword argument {key!r}: `Trainer({key}=...)` was removed"
-                f" in Lightning 2.0; use {_REMOVED_ARGS[key]} instead."
+                f" in Lightning 2.0; {_REMOVED_ARGS[key]}."
             )
         if key not in _LEGACY_SPELLINGS:
             candidates = difflib.get_close_matches(key, _KNOWN_ARGS + list(_LEGACY_SPELLINGS), n=1)
