@@ -97,11 +97,6 @@ class CUDAAccelerator(Accelerator):
             raise MisconfigurationException(f"Device should be GPU, got {device} instead")
         torch.cuda.set_device(device)
 
-    def setup(self, trainer: Any) -> None:
-        benchmark = getattr(trainer, "_benchmark", None)
-        if benchmark is not None:
-            torch.backends.cudnn.benchmark = bool(benchmark)
-
     def teardown(self) -> None:
         torch.cuda.empty_cache()
 

@@ -182,3 +182,9 @@ class Callback:
 
     def on_before_zero_grad(self, trainer: Trainer, pl_module: LightningModule, optimizer: Optimizer) -> None:
         """Called before ``optimizer.zero_grad()``."""
+
+
+def _logger_step(trainer: Any) -> int:
+    """The x-axis loggers share: optimizer-stepping batches so far in the run (a tuner trial's in one)."""
+    ctx = trainer.run_context
+    return ctx.progress.batches_that_stepped if ctx is not None else 0

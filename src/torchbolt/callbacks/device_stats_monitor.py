@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from torchbolt.callbacks.callback import Callback
+from torchbolt.callbacks.callback import Callback, _logger_step
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.imports import module_available
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 def _should_update_logs(trainer: Trainer) -> bool:
     """The Trainer's own rule for a step-metric flush: every ``log_every_n_steps`` optimizer steps, or when stopping."""
     every = trainer.log_every_n_steps
-    return bool(every and (trainer._progress.batches_that_stepped + 1) % every == 0) or trainer.should_stop
+    return bool(every and (_logger_step(trainer) + 1) % every == 0) or trainer.should_stop
 
 
 class DeviceStatsMonitor(Callback):
@@ -69,7 +69,7 @@ class DeviceStatsMonitor(Callback):
             stats.update(CPUAccelerator().get_device_stats("cpu"))
         if not stats:
             return
-        step = trainer._progress.batches_that_stepped
+        step = _logger_step(trainer)
         prefix = f"{type(self).__qualname__}.{key}"
         for logger in trainer.loggers:
             sep = logger.group_separator

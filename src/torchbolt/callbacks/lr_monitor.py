@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch.optim import Optimizer
 
-from torchbolt.callbacks.callback import Callback
+from torchbolt.callbacks.callback import Callback, _logger_step
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_warn
 
@@ -87,7 +87,7 @@ class LearningRateMonitor(Callback):
             device = trainer.strategy.root_device
             trainer.callback_metrics.update({k: torch.tensor(v, device=device) for k, v in stats.items()})
             for logger in trainer.loggers:
-                logger.log_metrics(stats, step=trainer._progress.batches_that_stepped)
+                logger.log_metrics(stats, step=_logger_step(trainer))
 
     def _extract_stats(self, trainer: Trainer, interval: str) -> dict[str, float]:
         """The values of every optimizer due at ``interval`` (``"any"``: all of them)."""
@@ -166,5 +166,5 @@ def _unwrap(optimizer: Any) -> Optimizer:
 def _should_update_logs(trainer: Trainer) -> bool:
     # + 1: checked before the step is taken, as the step metrics flushed after it
     every = trainer.log_every_n_steps
-    due = bool(every) and (trainer._progress.batches_that_stepped + 1) % every == 0
+    due = bool(every) and (_logger_step(trainer) + 1) % every == 0
     return due or trainer.should_stop

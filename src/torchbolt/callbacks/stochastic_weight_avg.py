@@ -116,8 +116,10 @@ class StochasticWeightAveraging(Callback):
         self._max_epochs = trainer.max_epochs
         if self._model_contains_batch_norm:
             # one more epoch, in which the BatchNorm statistics are recomputed for the averaged weights;
-            # the config owns max_epochs and the fit loop reads it there
-            trainer._config.max_epochs += 1
+            # the fit loop's limit (owned by the run's config)
+            loop = trainer.fit_loop
+            assert loop is not None, "on_fit_start runs inside fit"
+            loop.max_epochs += 1
         if self._scheduler_state is not None:
             # resuming: the SWA scheduler is rebuilt (and its state loaded) at the next epoch start; drop the
             # configured one so the checkpoint's scheduler state is not loaded into the wrong type
@@ -200,7 +202,9 @@ class StochasticWeightAveraging(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # the fit loop has already counted the last epoch
         if self._model_contains_batch_norm and trainer.current_epoch - 1 == self.swa_end + 1:
-            trainer._config.max_epochs -= 1
+            loop = trainer.fit_loop
+            assert loop is not None, "on_train_end runs inside fit"
+            loop.max_epochs -= 1
             self.reset_momenta()
         elif trainer.current_epoch - 1 == self.swa_end:
             assert self._average_model is not None

@@ -122,7 +122,9 @@ class ThroughputMonitor(Callback):
         assert stage is not None
         throughput = self._throughputs[stage]
         metrics = {f"{stage.value}{throughput.separator}{k}": v for k, v in throughput.compute().items()}
-        trainer._log_to_loggers(metrics, step=step, add_epoch=step is None)
+        ctx = trainer.run_context
+        if ctx is not None:
+            ctx.metrics.send(metrics, step=step, add_epoch=step is None)
 
     # ------------------------------------------------------------------ training
     @rank_zero_only

@@ -329,10 +329,14 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
                 " This is most likely because the model hasn't been passed to the `Trainer`"
             )
             return
-        trainer._log_from_module(
-            self, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-            sync_dist_group, add_dataloader_idx, batch_size, metric_attribute, rank_zero_only,
-        )
+        ctx = trainer.run_context
+        fx = self._current_fx_name
+        if ctx is None:  # attached by hand, no run has started
+            from torchbolt.trainer.logging import raise_outside_loop
+
+            raise_outside_loop(fx, name, predicting=False)
+        ctx.metrics.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                        sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, stage=ctx.state.stage)
 
     def log_dict(
         self,
@@ -417,7 +421,10 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
                 "`manual_backward` is only for manual optimization. Set `self.automatic_optimization = False`"
                 " in your LightningModule, or return the loss from `training_step` instead."
             )
-        self.trainer._manual_backward(loss, *args, **kwargs)
+        ctx = self.trainer.run_context
+        if ctx is None:
+            raise MisconfigurationException("`manual_backward` can only be called while the Trainer runs `fit`.")
+        ctx.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Compute gradients of ``loss``. Override to customize (e.g. ``retain_graph=True``)."""

@@ -54,6 +54,16 @@ class LightningOptimizer:
         """The wrapped ``torch.optim.Optimizer``."""
         return self._optimizer
 
+    def bind(self, step_fn: StepFn, on_after_step: Callable[[], None] | None,
+             toggle: Callable[[LightningOptimizer], Any] | None,
+             untoggle: Callable[[LightningOptimizer], Any] | None) -> None:
+        """Connect this optimizer to a run: how a step goes through the strategy, what counts it (manual
+        optimization), and how the module toggles its parameters around a manual step."""
+        self._step_fn = step_fn
+        self._on_after_step = on_after_step
+        self._toggle = toggle
+        self._untoggle = untoggle
+
     @classmethod
     def _to_lightning_optimizer(cls, optimizer: Optimizer | LightningOptimizer) -> LightningOptimizer:
         return optimizer if isinstance(optimizer, LightningOptimizer) else cls(optimizer)

@@ -27,9 +27,8 @@ def __getattr__(name: str) -> Any:
 
         return getattr(importlib.import_module(_LAZY[name]), name)
     if name == "StrategyRegistry":
-        from torchbolt.strategies.registry import StrategyRegistry
-        from torchbolt.trainer.connector import _import_strategy_modules
+        from torchbolt.strategies.registry import StrategyRegistry, import_strategy_modules
 
-        _import_strategy_modules()
+        import_strategy_modules()
         return StrategyRegistry
     raise AttributeError(f"module 'torchbolt.strategies' has no attribute {name!r}")

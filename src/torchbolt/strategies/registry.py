@@ -19,3 +19,17 @@ def register_strategy(name: str, factory: Callable[..., Strategy], description: 
 
 def available_strategies() -> list[str]:
     return sorted(StrategyRegistry)
+
+
+def import_strategy_modules() -> None:
+    """Import the parallel strategies' modules, which register their names (idempotent)."""
+    # parallel strategies register their names when their module is imported
+    import importlib
+
+    for module in ("torchbolt.strategies.ddp", "torchbolt.strategies.fsdp", "torchbolt.strategies.deepspeed",
+                   "torchbolt.strategies.dp"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise

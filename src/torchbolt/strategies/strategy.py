@@ -160,6 +160,11 @@ class Strategy(ABC):
         self._model = new_model
 
     @property
+    def lightning_optimizers(self) -> list[LightningOptimizer]:
+        """The optimizers wrapped as ``LightningOptimizer`` (what ``self.optimizers()`` returns)."""
+        return self._lightning_optimizers
+
+    @property
     def optimizers(self) -> list[Optimizer]:
         return self._optimizers
 
@@ -265,6 +270,10 @@ class Strategy(ABC):
     def reduce(self, tensor: Tensor | Any, group: Any | None = None, reduce_op: str | None = "mean") -> Tensor | Any:
         """Reduce ``tensor`` across processes (identity on one process)."""
         return tensor
+
+    def reduce_fn(self, tensor: Tensor, group: Any, op: str) -> Tensor:
+        """``reduce`` with positional arguments: what ``self.log(..., sync_dist=True)`` reductions call."""
+        return self.reduce(tensor, group=group, reduce_op=op)
 
     def all_gather(self, tensor: Tensor, group: Any | None = None, sync_grads: bool = False) -> Tensor:
         """Gather ``tensor`` from every process (identity on one process)."""

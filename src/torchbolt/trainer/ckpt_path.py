@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_provided: bool = True) -> str | None:
     """``None``, a path, ``"last"``, ``"best"`` or ``"hpc"`` -> the checkpoint file to load (or ``None``).
 
+    ``model_provided``: the entry point was given a model (``False``: it reuses the previous run's model).
+
     Raises:
         ValueError: ``"best"`` without a checkpoint callback that recorded a best model.
         TypeError: ``ckpt_path`` is not a path or one of the special strings.
@@ -44,7 +46,7 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
             f" on-exception checkpoint, if any, will be resumed from. Pass `.{name}(ckpt_path=...)` to choose"
             " explicitly and silence this warning."
         )
-    if ckpt_path is None and not model_provided and trainer._lightning_module is not None and fn != TrainerFn.FITTING:
+    if ckpt_path is None and not model_provided and fn != TrainerFn.FITTING:
         ckpt_path = "best"
         rank_zero_warn(
             f"`.{name}(ckpt_path=None)` was called without a model. The best model of the previous `fit` call will"

@@ -8,7 +8,6 @@ re-checks them.
 from __future__ import annotations
 
 import ast
-import difflib
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,23 +26,6 @@ _PRECISION_ALIASES: dict[str, str] = {
     "nf4": "nf4", "nf4-dq": "nf4-dq", "fp4": "fp4", "fp4-dq": "fp4-dq", "int8": "int8",
     "int8-training": "int8-training",
 }
-
-_LEGACY_SPELLINGS = {
-    "gpus": "accelerator='gpu', devices=N",
-    "tpu_cores": "accelerator='tpu', devices=N",
-    "distributed_backend": "strategy=...",
-    "auto_lr_find": "Tuner(trainer).lr_find(model)",
-    "auto_scale_batch_size": "Tuner(trainer).scale_batch_size(model)",
-    "replace_sampler_ddp": "use_distributed_sampler=...",
-    "resume_from_checkpoint": "trainer.fit(model, ckpt_path=...)",
-    "checkpoint_callback": "enable_checkpointing=...",
-    "progress_bar_refresh_rate": "callbacks=[TQDMProgressBar(refresh_rate=N)]",
-    "weights_summary": "enable_model_summary=... or callbacks=[ModelSummary(max_depth=N)]",
-    "flush_logs_every_n_steps": "the logger's own flush argument (e.g. CSVLogger(flush_logs_every_n_steps=N))",
-    "amp_backend": "precision='16-mixed'",
-    "terminate_on_nan": "detect_anomaly=True or EarlyStopping(check_finite=True)",
-}
-
 
 @dataclass
 class TrainerConfig:
@@ -168,71 +150,7 @@ def normalize_precision(precision: Any) -> str | None:
 
 # Lightning 1.x arguments that 2.x removed without a Trainer-argument replacement: they stay a TypeError
 # (as in Lightning 2.x), but the message says what replaced them.
-_REMOVED_ARGS = {
-    "auto_select_gpus": "use `devices='auto'` (or a list of device ids) instead",
-    "track_grad_norm": "log `torchbolt.utilities.grad_norm(self, norm_type=2)` in `on_before_optimizer_step` instead",
-    "stochastic_weight_avg": "use `callbacks=[StochasticWeightAveraging(swa_lrs=...)]` instead",
-    "num_processes": "use `accelerator='cpu', devices=N` instead",
-    "ipus": "IPUs are not supported and the argument has no replacement",
-    "move_metrics_to_cpu": "remove it: logged values stay on the device and are read when loggers flush",
-    "prepare_data_per_node": "set the `prepare_data_per_node` attribute of your LightningModule/DataModule instead",
-    "reload_dataloaders_every_epoch": "use `reload_dataloaders_every_n_epochs=1` instead",
-    "multiple_trainloader_mode": "use `CombinedLoader(loaders, mode=...)` from `torchbolt.utilities` instead",
-    "log_gpu_memory": "use `callbacks=[DeviceStatsMonitor()]` instead",
-    "process_position": "use `callbacks=[TQDMProgressBar(process_position=N)]` instead",
-    "truncated_bptt_steps": "split the sequence yourself in `training_step` (manual optimization) instead",
-}
-
-
-def _check_legacy(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Translate Lightning 1.x arguments to the 2.x ones (with a deprecation warning each).
-
-    Raises:
-        TypeError: for an unknown argument, naming the replacement of a removed 1.x argument or the
-            closest known spelling.
-    """
-    modern: dict[str, Any] = {}
-    for key, value in kwargs.items():
-        if key in _REMOVED_ARGS:
-            raise TypeError(
-                f"Trainer.__init__() got an unexpected keyword argument {key!r}: `Trainer({key}=...)` was removed"
-                f" in Lightning 2.0; {_REMOVED_ARGS[key]}."
-            )
-        if key not in _LEGACY_SPELLINGS:
-            candidates = difflib.get_close_matches(key, _KNOWN_ARGS + list(_LEGACY_SPELLINGS), n=1)
-            hint = f" Did you mean `{candidates[0]}`?" if candidates else ""
-            raise TypeError(f"Trainer.__init__() got an unexpected keyword argument {key!r}.{hint}")
-        rank_zero_deprecation(
-            f"`Trainer({key}={value!r})` is a Lightning 1.x argument; use `{_LEGACY_SPELLINGS[key]}` instead."
-        )
-        modern[key] = value
-    return modern
-
-
-def apply_legacy_progress_bar(args: dict[str, Any], refresh_rate: Any) -> dict[str, Any]:
-    """Map 1.x ``progress_bar_refresh_rate``: 0 hides the bar, N adds ``TQDMProgressBar(refresh_rate=N)``.
-
-    A progress bar already in ``args["callbacks"]`` wins, and an explicit ``enable_progress_bar=False`` too.
-
-    Returns:
-        ``args`` with ``enable_progress_bar`` / ``callbacks`` updated.
-    """
-    if not refresh_rate:
-        args["enable_progress_bar"] = False
-        return args
-    if args.get("enable_progress_bar") is False:
-        return args
-    from torchbolt.callbacks.progress import ProgressBar, TQDMProgressBar
-
-    callbacks = args.get("callbacks")
-    items = [] if callbacks is None else list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
-    if not any(isinstance(cb, ProgressBar) for cb in items):
-        items.append(TQDMProgressBar(refresh_rate=int(refresh_rate)))
-    args["callbacks"] = items
-    return args
-
-
-_KNOWN_ARGS = [
+KNOWN_ARGS = [
     "accelerator", "strategy", "devices", "num_nodes", "precision", "logger", "callbacks", "fast_dev_run",
     "max_epochs", "min_epochs", "max_steps", "min_steps", "max_time", "limit_train_batches",
     "limit_val_batches", "limit_test_batches", "limit_predict_batches", "overfit_batches", "val_check_interval",
@@ -410,7 +328,7 @@ def env_defaults(explicit: dict[str, Any], defaults: dict[str, Any]) -> dict[str
     (``PL_TRAINER_ACCELERATOR=cpu``).
     """
     result = dict(explicit)
-    for name in _KNOWN_ARGS:
+    for name in KNOWN_ARGS:
         raw = os.environ.get(f"PL_TRAINER_{name.upper()}")
         if raw is None or name not in defaults or explicit.get(name) is not defaults[name]:
             continue

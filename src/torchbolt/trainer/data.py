@@ -20,7 +20,9 @@ from torchbolt.utilities.rank_zero import PossibleUserWarning, rank_zero_warn
 from torchbolt.utilities.seed import pl_worker_init_function
 
 if TYPE_CHECKING:
-    from torchbolt.trainer.trainer import Trainer
+    from torchbolt.strategies.strategy import Strategy
+    from torchbolt.trainer.config import TrainerConfig
+    from torchbolt.trainer.hooks import HookDispatcher
 
 _STAGE_METHOD = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader",
                  "predict": "predict_dataloader"}
@@ -114,45 +116,52 @@ def _flatten_eval(loaders: Any) -> list[Any]:
     return [loaders]
 
 
-class DataConnector:
-    """Prepares loaders for a run: worker seeding, distributed samplers, overfit mode, batch counts."""
+class DataPreparer:
+    """Prepares a run's loaders: worker seeding, distributed samplers, overfit mode, batch counts.
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    Args:
+        config: the run's settings (limits, overfit, distributed sampler).
+        strategy: the run's strategy (samplers, device, batch-count agreement between ranks).
+        hooks: calls the module's ``*_dataloader`` methods (with the hook name set).
+    """
+
+    def __init__(self, config: TrainerConfig, strategy: Strategy, hooks: HookDispatcher) -> None:
+        self.config = config
+        self.strategy = strategy
+        self.hooks = hooks
 
     def _prepare(self, loader: Any, stage: str) -> Any:
         if not isinstance(loader, DataLoader):
             return loader
         given = loader
-        trainer = self.trainer
+        config, strategy = self.config, self.strategy
         if stage != "train" and _is_dataloader_shuffled(loader):
             rank_zero_warn(
                 f"Your `{_STAGE_METHOD[stage]}`'s sampler has shuffling enabled, it is strongly recommended that"
                 " you turn shuffling off for val/test dataloaders.",
                 category=PossibleUserWarning,
             )
-        if stage == "train" and trainer._config.overfit_batches > 0 and _is_dataloader_shuffled(loader):
+        if stage == "train" and config.overfit_batches > 0 and _is_dataloader_shuffled(loader):
             rank_zero_warn(
                 "You requested to overfit but enabled training dataloader shuffling."
                 " We are turning off the training dataloader shuffling for you."
             )
             sequential = SequentialSampler(loader.dataset)  # type: ignore[arg-type]
             loader = type(loader)(**_dataloader_init_kwargs(loader, sequential))
-        sampler_kwargs = trainer.strategy.distributed_sampler_kwargs
-        if sampler_kwargs is not None and trainer._config.use_distributed_sampler:
+        sampler_kwargs = strategy.distributed_sampler_kwargs
+        if sampler_kwargs is not None and config.use_distributed_sampler:
             from torchbolt.utilities.distributed import _inject_distributed_sampler
 
             loader = _inject_distributed_sampler(loader, stage, sampler_kwargs)
         if int(os.environ.get("PL_SEED_WORKERS", 0)) and loader.worker_init_fn is None and loader.num_workers > 0:
-            loader.worker_init_fn = partial(pl_worker_init_function, rank=trainer.global_rank)
-        if loader is not given and not loader.pin_memory and trainer.strategy.root_device.type == "cuda":
+            loader.worker_init_fn = partial(pl_worker_init_function, rank=strategy.global_rank)
+        if loader is not given and not loader.pin_memory and strategy.root_device.type == "cuda":
             loader.pin_memory = True  # a loader torchbolt re-creates pins batches: asynchronous copies to the GPU
-        return trainer.strategy.process_dataloader(loader)
+        return strategy.process_dataloader(loader)
 
     def train_loader(self, source: DataSource) -> tuple[Any, int | float]:
         """The training iterable (a ``CombinedLoader`` for collections) and its number of batches."""
-        trainer = self.trainer
-        raw = source.request("train", trainer._hooks)
+        raw = source.request("train", self.hooks)
         if raw is None:
             raise MisconfigurationException(
                 "No `train_dataloader()` method defined and no training dataloader passed. Pass"
@@ -168,19 +177,18 @@ class DataConnector:
             loader = CombinedLoader(prepared, "max_size_cycle")
         else:
             loader = self._prepare(raw, "train")
-        count = num_batches(loader, trainer._config.limit_train_batches, "train")
+        count = num_batches(loader, self.config.limit_train_batches, "train")
         # every rank must run the same number of batches, or a gradient all-reduce waits forever
-        trainer.strategy.check_num_batches(count, "train")
-        return trainer.strategy.even_batches(loader, count), count
+        self.strategy.check_num_batches(count, "train")
+        return self.strategy.even_batches(loader, count), count
 
     def eval_loaders(self, source: DataSource, stage: str) -> tuple[list[Any], list[int | float]]:
         """The flattened loaders of ``stage`` ("val", "test", "predict") and their batch counts."""
-        trainer = self.trainer
-        raw = source.request(stage, trainer._hooks)
+        raw = source.request(stage, self.hooks)
         if raw is None:
             return [], []
         _check_dataloaders(stage, raw)
         loaders = [self._prepare(dl, stage) for dl in _flatten_eval(raw)]
-        limit = getattr(trainer._config, f"limit_{stage}_batches")
+        limit = getattr(self.config, f"limit_{stage}_batches")
         counts = [num_batches(dl, limit, stage) for dl in loaders]
         return loaders, counts

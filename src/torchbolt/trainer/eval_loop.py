@@ -26,7 +26,7 @@ from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache
 
 if TYPE_CHECKING:
-    from torchbolt.trainer.trainer import Trainer
+    from torchbolt.trainer.context import RunContext
 
 _warning_cache = WarningCache()
 _HOOK_PREFIX = {RunningStage.VALIDATING: "validation", RunningStage.SANITY_CHECKING: "validation",
@@ -76,38 +76,39 @@ def _batches(loader: Any, limit: int | float, profiler: Profiler | None = None,
 class EvaluationLoop:
     """Runs ``validation_step`` or ``test_step`` over loaders and reduces the logged metrics."""
 
-    def __init__(self, trainer: Trainer, stage: RunningStage, inference_mode: bool) -> None:
-        self.trainer = trainer
+    def __init__(self, ctx: RunContext, stage: RunningStage, inference_mode: bool) -> None:
+        self.ctx = ctx
         self.stage = stage
         self._inference_mode = inference_mode
         self._prefix = _HOOK_PREFIX[stage]
-        self.results = ResultCollection(training=False, reduce_fn=trainer._reduce_fn,
-                                        device=trainer.strategy.root_device)
+        self.results = ResultCollection(training=False, reduce_fn=ctx.strategy.reduce_fn,
+                                        device=ctx.strategy.root_device)
 
     def _grad_context(self) -> Any:
         return torch.inference_mode() if self._inference_mode else torch.no_grad()
 
     def run(self, loaders: list[Any], limits: list[int | float]) -> list[dict[str, Any]]:
         """Evaluate; return one dict of epoch-level logged metrics (tensors) per dataloader."""
-        trainer = self.trainer
-        hooks = trainer._hooks
-        module = trainer.lightning_module
+        ctx = self.ctx
+        hooks = ctx.hooks
+        module = ctx.module
+        metrics = ctx.metrics
         prefix = self._prefix
         sanity = self.stage == RunningStage.SANITY_CHECKING
         self.results.clear()
-        trainer._active_results = self.results
+        metrics.collect_into(self.results)
         modes = _capture_modes(module)
         hooks.module(f"on_{prefix}_model_eval")
         multiple = len(loaders) > 1
         step_name = f"{prefix}_step"
         # the module's step itself when the strategy would only forward to it (decided once per run)
-        step_fn = getattr(module if step_name in hooks.plain_steps else trainer.strategy, step_name)
+        step_fn = getattr(module if step_name in hooks.plain_steps else ctx.strategy, step_name)
         batch_start_hook, batch_end_hook = f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"
         active = hooks.active
         loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
         _check_dataloader_idx_signature(getattr(module, step_name), step_name, loader_name, multiple)
         eval_step_count = 0
-        profiler = trainer._active_profiler
+        profiler = ctx.profiler
         next_action = f"[_EvaluationLoop].{'val' if prefix == 'validation' else prefix}_next"
         try:
             with self._grad_context():
@@ -121,52 +122,29 @@ class EvaluationLoop:
                         self.results.batch_start(batch, dl_idx if multiple else None)
                         if batch_start_hook in active:
                             hooks.both(batch_start_hook, batch, batch_idx, *extra)
-                        d = module.__dict__
-                        prev = d.get("_current_fx_name")
-                        d["_current_fx_name"] = step_name
-                        try:
-                            output = step_fn(batch, batch_idx, *extra)
-                        finally:
-                            d["_current_fx_name"] = prev
+                        output = hooks.run_as(step_name, step_fn, batch, batch_idx, *extra)
                         if batch_end_hook in active:
                             hooks.both(batch_end_hook, output, batch, batch_idx, *extra)
-                        self._publish_step(sanity, eval_step_count)
+                        metrics.publish_eval_step(self.results, eval_step_count, sanity)
                         eval_step_count += 1
                 module.__dict__["_current_dataloader_idx"] = None
                 self.results.batch_start(None, None)
                 hooks.both(f"on_{prefix}_epoch_end")
-                outputs = self._publish_epoch(sanity, len(loaders))
+                outputs = self._per_dataloader(metrics.publish_eval_epoch(self.results, sanity), len(loaders))
                 hooks.both(f"on_{prefix}_end")
         finally:
             module.__dict__["_current_dataloader_idx"] = None
             _restore_modes(module, modes)
-            trainer._active_results = None
+            metrics.collect_into(None)
         hooks.module(f"on_{prefix}_model_train")
         return outputs
 
-    def _publish_step(self, sanity: bool, step: int) -> None:
-        callback, log, pbar = self.results.step_outputs()
-        if sanity:
-            return
-        trainer = self.trainer
-        trainer._metrics.update(callback, log, pbar)
-        if log:
-            # step-level evaluation metrics use the evaluation batch count as x-axis, without "epoch"
-            trainer._log_to_loggers(log, step=step, add_epoch=False)
-
-    def _publish_epoch(self, sanity: bool, num_loaders: int) -> list[dict[str, Any]]:
-        callback, log, pbar = self.results.epoch_outputs()
-        if sanity:
-            return []
-        trainer = self.trainer
-        trainer._metrics.update(callback, log, pbar)
-        if log:
-            trainer._log_to_loggers(log)
-        return self._per_dataloader(log, num_loaders)
-
-    def _per_dataloader(self, log: dict[str, Any], num_loaders: int) -> list[dict[str, Any]]:
-        """Split the epoch metrics (still tensors) by dataloader; keys without a suffix go to every loader."""
+    def _per_dataloader(self, log: dict[str, Any] | None, num_loaders: int) -> list[dict[str, Any]]:
+        """Split the epoch metrics (still tensors) by dataloader; keys without a suffix go to every loader.
+        ``None`` (a sanity check, whose metrics are not reported): no results."""
         results: list[dict[str, Any]] = []
+        if log is None:
+            return results
         for idx in range(num_loaders):
             suffix = f"/dataloader_idx_{idx}"
             results.append({k: v for k, v in log.items() if k.endswith(suffix) or "/dataloader_idx_" not in k})
@@ -182,8 +160,8 @@ class PredictionLoop:
     writer receives.
     """
 
-    def __init__(self, trainer: Trainer, inference_mode: bool, return_predictions: bool) -> None:
-        self.trainer = trainer
+    def __init__(self, ctx: RunContext, inference_mode: bool, return_predictions: bool) -> None:
+        self.ctx = ctx
         self._inference_mode = inference_mode
         self.return_predictions = return_predictions
         self._predictions: list[list[Any]] = []
@@ -200,12 +178,12 @@ class PredictionLoop:
     def run(self, loaders: list[Any], limits: list[int | float]) -> list[Any] | None:
         from torchbolt.callbacks.prediction_writer import BasePredictionWriter, _seen_batch_indices, _with_batch_indices
 
-        trainer = self.trainer
-        hooks = trainer._hooks
-        module = trainer.lightning_module
+        ctx = self.ctx
+        hooks = ctx.hooks
+        module = ctx.module
         multiple = len(loaders) > 1
         _check_dataloader_idx_signature(module.predict_step, "predict_step", "predict_dataloader", multiple)
-        writers = [cb for cb in trainer.callbacks if isinstance(cb, BasePredictionWriter)]
+        writers = [cb for cb in ctx.callbacks if isinstance(cb, BasePredictionWriter)]
         track_indices = bool(writers)
         keep_for_epoch = any(w.interval.on_epoch for w in writers)
         if track_indices:
@@ -221,7 +199,7 @@ class PredictionLoop:
                 hooks.both("on_predict_start")
                 hooks.both("on_predict_epoch_start")
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
-                    for batch_idx, batch in _batches(loader, limit, trainer._active_profiler,
+                    for batch_idx, batch in _batches(loader, limit, ctx.profiler,
                                                      "[_PredictionLoop].predict_next"):
                         if track_indices:
                             self._record_batch_indices(loader, dl_idx, batch_idx, keep_for_epoch,
@@ -229,13 +207,7 @@ class PredictionLoop:
                         batch = hooks.transfer_batch(batch, dl_idx)
                         extra = (dl_idx,) if multiple else ()
                         hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
-                        d = module.__dict__
-                        prev = d.get("_current_fx_name")
-                        d["_current_fx_name"] = "predict_step"
-                        try:
-                            output = trainer.strategy.predict_step(batch, batch_idx, *extra)
-                        finally:
-                            d["_current_fx_name"] = prev
+                        output = hooks.run_as("predict_step", ctx.strategy.predict_step, batch, batch_idx, *extra)
                         if self.return_predictions or keep_for_epoch:
                             self._predictions[dl_idx].append(output)
                         hooks.both("on_predict_batch_end", output, batch, batch_idx, *extra)
@@ -260,13 +232,13 @@ class PredictionLoop:
             self.epoch_batch_indices[dl_idx].append(seen[batch_idx])
 
 
-def check_eval_step(trainer: Trainer, stage: str) -> None:
-    """Raise when ``trainer.<stage>()`` is called but the module has no ``<stage>_step``."""
+def check_eval_step(module: Any, stage: str) -> None:
+    """Raise when ``trainer.<stage>()`` is called but ``module`` has no ``<stage>_step``."""
     from torchbolt.core.module import LightningModule
     from torchbolt.utilities.parsing import is_overridden
 
     step = {"validate": "validation_step", "test": "test_step"}[stage]
-    if not is_overridden(step, trainer.lightning_module, LightningModule):
+    if not is_overridden(step, module, LightningModule):
         raise MisconfigurationException(
             f"No `{step}()` method defined to run `Trainer.{stage}`. Implement `{step}` in your LightningModule."
         )

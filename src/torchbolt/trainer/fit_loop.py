@@ -1,7 +1,8 @@
 """The fit loop, top to bottom: sanity check -> epochs -> batches -> optimizer step -> validation -> stop.
 
-Counters live in ``trainer._progress`` (one owner); this loop advances them. Per batch it does no
-host synchronization: logged values stay on the device until a logger flush.
+It works on a :class:`~torchbolt.trainer.context.RunContext`: counters live in ``ctx.progress`` (one
+owner) and advance through its methods; logged values go through ``ctx.metrics``. Per batch it does
+no host synchronization: logged values stay on the device until a logger flush.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from torchbolt.utilities.rank_zero import PossibleUserWarning, WarningCache, ran
 from torchbolt.utilities.seed import isolate_rng
 
 if TYPE_CHECKING:
-    from torchbolt.trainer.trainer import Trainer
+    from torchbolt.trainer.context import RunContext
 
 _warning_cache = WarningCache()
 
@@ -52,25 +53,25 @@ def _set_sampler_epoch(loader: Any, epoch: int) -> None:
 class FitLoop:
     """Runs ``trainer.fit``'s training and in-training validation."""
 
-    def __init__(self, trainer: Trainer, source: DataSource) -> None:
-        self.trainer = trainer
+    def __init__(self, ctx: RunContext, source: DataSource) -> None:
+        self.ctx = ctx
         self.source = source
-        self.progress = trainer._progress
-        self.results = ResultCollection(training=True, reduce_fn=trainer._reduce_fn,
-                                        device=trainer.strategy.root_device)
-        automatic = trainer.lightning_module.automatic_optimization
+        self.progress = ctx.progress
+        self.results = ResultCollection(training=True, reduce_fn=ctx.strategy.reduce_fn,
+                                        device=ctx.strategy.root_device)
+        automatic = ctx.module.automatic_optimization
         self.optimization: AutomaticOptimization | ManualOptimization = (
-            AutomaticOptimization(trainer) if automatic else ManualOptimization(trainer)
+            AutomaticOptimization(ctx) if automatic else ManualOptimization(ctx)
         )
-        self.val_loop = EvaluationLoop(trainer, RunningStage.VALIDATING, inference_mode=False)
+        self.val_loop = EvaluationLoop(ctx, RunningStage.VALIDATING, inference_mode=False)
+        self.epoch_loop = _EpochLoopView(self)
         self.train_loader: Any = None
         self._train_loaded_epoch = -1
         self.val_loaders: list[Any] | None = None
         self.val_limits: list[int | float] = []
         self._val_loaded_epoch = -1
         self.val_check_batch: int | float = math.inf
-        self._epoch_log: dict[str, Any] = {}
-        self._profiler = trainer._active_profiler
+        self._profiler = ctx.profiler
         if self._profiler is not None:
             # decided once: an unprofiled loop runs the plain methods, with no per-batch check
             self._run_epoch = profiled(self._run_epoch, "run_training_epoch", self._profiler)  # type: ignore[method-assign]
@@ -84,23 +85,54 @@ class FitLoop:
         self._val_enabled = False
 
     # ------------------------------------------------------------------ entry point
+    # ------------------------------------------------------------------ Lightning's loop attributes (views)
+    @property
+    def max_epochs(self) -> int:
+        return self.ctx.config.max_epochs
+
+    @max_epochs.setter
+    def max_epochs(self, value: int) -> None:
+        # callbacks that extend training (stochastic weight averaging) change the limit of this fit
+        self.ctx.config.max_epochs = value
+
+    @property
+    def min_epochs(self) -> int | None:
+        return self.ctx.config.min_epochs
+
+    @property
+    def max_steps(self) -> int:
+        return self.ctx.config.max_steps
+
+    @property
+    def min_steps(self) -> int | None:
+        return self.ctx.config.min_steps
+
+    @property
+    def total_batch_idx(self) -> int:
+        return self.progress.total_batch_idx
+
+    @property
+    def batch_idx(self) -> int:
+        return self.progress.batch_idx
+
+    # ------------------------------------------------------------------ entry point
     def run(self) -> None:
-        trainer = self.trainer
-        hooks = trainer._hooks
+        ctx = self.ctx
+        hooks = ctx.hooks
         if self._resume is None:  # a resumed run does not sanity-check (Lightning's behaviour)
             self._run_sanity_check()
         if self.train_loader is None:
-            self._setup_train_data()
+            self.setup_train_data()
         if self._skip():
             self._resume = None
             return
-        if self._validation_enabled() and self.val_loaders is None:
+        if self.validation_enabled() and self.val_loaders is None:
             self._setup_val_data()
         self._warn_eval_mode_modules()
-        trainer.state.stage = RunningStage.TRAINING
-        trainer._active_results = self.results
+        ctx.state.stage = RunningStage.TRAINING
+        ctx.metrics.collect_into(self.results)
         hooks.both("on_train_start")
-        trainer.strategy.on_train_start()
+        ctx.strategy.on_train_start()
         if self._resume is not None:
             self._resume_at_train_start(self._resume)
         if self._epoch_in_flight():
@@ -109,7 +141,7 @@ class FitLoop:
             self._run_epoch()
         self._resume = None
         hooks.both("on_train_end")
-        trainer.strategy.on_train_end()
+        ctx.strategy.on_train_end()
 
     # ------------------------------------------------------------------ exact resume
     def resume_from(self, point: ResumePoint) -> None:
@@ -124,8 +156,8 @@ class FitLoop:
             self._train_loaded_epoch = point.train_loaded_epoch
         if point.results is not None:
             self.results.load_state_dict(point.results)
-        self._epoch_log = dict(point.epoch_log)
-        restore_grads(self.trainer.lightning_module, point.grads)
+        self.ctx.metrics.epoch_log = dict(point.epoch_log)
+        restore_grads(self.ctx.module, point.grads)
         # when batches of the epoch are to be replayed, the checkpoint-moment random state is put back
         # after the replay (in _epoch_iterator); otherwise now
         p = self.progress
@@ -142,21 +174,23 @@ class FitLoop:
             "generators": generator_states(loader),
             "loader_states": loader_states(loader),
             "train_loaded_epoch": self._train_loaded_epoch,
-            "grads": accumulated_grads(self.trainer.lightning_module) if include_grads else {},
+            "grads": accumulated_grads(self.ctx.module) if include_grads else {},
             "results": self.results.state_dict(),
             "epoch_log": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
-                          for k, v in self._epoch_log.items()},
+                          for k, v in self.ctx.metrics.epoch_log.items()},
         }
 
     # ------------------------------------------------------------------ data
-    def _setup_train_data(self) -> None:
-        trainer = self.trainer
-        self.train_loader, trainer._num_training_batches = trainer._data.train_loader(self.source)
+    def setup_train_data(self) -> None:
+        """Load the training loader (and with it ``trainer.num_training_batches``)."""
+        ctx = self.ctx
+        config = ctx.config
+        self.train_loader, ctx.sizes.train = ctx.data.train_loader(self.source)
         self._train_loaded_epoch = self.progress.current_epoch
-        n = trainer._num_training_batches
-        interval = trainer._config.val_check_interval
+        n = ctx.sizes.train
+        interval = config.val_check_interval
         if isinstance(interval, int):
-            if interval > n and trainer._config.check_val_every_n_epoch is not None:
+            if interval > n and config.check_val_every_n_epoch is not None:
                 raise ValueError(
                     f"`val_check_interval` ({interval}) must be less than or equal to the number of the training"
                     f" batches ({n}). If you want to disable validation set `limit_val_batches` to 0.0 instead."
@@ -173,68 +207,69 @@ class FitLoop:
             self.val_check_batch = math.inf
         else:
             self.val_check_batch = max(1, int(n * interval))
-        if trainer.loggers and n < trainer._config.log_every_n_steps and not trainer._config.fast_dev_run:
+        if ctx.loggers and n < config.log_every_n_steps and not config.fast_dev_run:
             rank_zero_warn(
                 f"The number of training batches ({n}) is smaller than the logging interval"
-                f" Trainer(log_every_n_steps={trainer._config.log_every_n_steps}). Set a lower value for"
+                f" Trainer(log_every_n_steps={config.log_every_n_steps}). Set a lower value for"
                 " log_every_n_steps if you want to see logs for the training epoch.",
                 category=PossibleUserWarning,
             )
 
     def _setup_val_data(self) -> None:
-        trainer = self.trainer
-        self.val_loaders, self.val_limits = trainer._data.eval_loaders(self.source, "val")
-        trainer._num_val_batches = list(self.val_limits)
+        ctx = self.ctx
+        self.val_loaders, self.val_limits = ctx.data.eval_loaders(self.source, "val")
+        ctx.sizes.val = list(self.val_limits)
         self._val_loaded_epoch = self.progress.current_epoch
 
     def _reload_due(self, loaded_epoch: int) -> bool:
-        n = self.trainer._config.reload_dataloaders_every_n_epochs
+        n = self.ctx.config.reload_dataloaders_every_n_epochs
         return n > 0 and self.progress.current_epoch - loaded_epoch >= n
 
-    def _validation_enabled(self) -> bool:
-        trainer = self.trainer
+    def validation_enabled(self) -> bool:
+        """Whether this fit validates (a val loader, a ``validation_step`` and ``limit_val_batches != 0``)."""
+        ctx = self.ctx
         return (
-            trainer._config.limit_val_batches != 0
+            ctx.config.limit_val_batches != 0
             and self.source.is_defined("val")
-            and trainer._hooks.module_overrides("validation_step")
+            and ctx.hooks.module_overrides("validation_step")
         )
 
     def _skip(self) -> bool:
         done = self._done() and not (self._resume is not None and self._epoch_in_flight())
-        return done or self.trainer._config.limit_train_batches == 0
+        return done or self.ctx.config.limit_train_batches == 0
 
     # ------------------------------------------------------------------ sanity check
     def _run_sanity_check(self) -> None:
-        trainer = self.trainer
-        num_steps = trainer._config.num_sanity_val_steps
-        if not self._validation_enabled() or num_steps == 0:
+        ctx = self.ctx
+        num_steps = ctx.config.num_sanity_val_steps
+        if not self.validation_enabled() or num_steps == 0:
             return
-        trainer.state.stage = RunningStage.SANITY_CHECKING
+        ctx.state.stage = RunningStage.SANITY_CHECKING
         # evaluation must not change the random stream training draws from (shuffling, dropout)
         with isolate_rng():
-            trainer._hooks.callbacks("on_sanity_check_start")
+            ctx.hooks.callbacks("on_sanity_check_start")
             self._setup_val_data()
             assert self.val_loaders is not None
             limits = [min(num_steps, limit) for limit in self.val_limits]
-            trainer._num_sanity_val_batches = limits
+            ctx.sizes.sanity_val = limits
             if any(limits):
-                EvaluationLoop(trainer, RunningStage.SANITY_CHECKING, inference_mode=False).run(
+                EvaluationLoop(ctx, RunningStage.SANITY_CHECKING, inference_mode=False).run(
                     self.val_loaders, limits)
-            trainer._hooks.callbacks("on_sanity_check_end")
-        trainer._metrics.reset()
-        trainer.state.stage = RunningStage.TRAINING
+            ctx.hooks.callbacks("on_sanity_check_end")
+        ctx.metrics.store.reset()
+        ctx.state.stage = RunningStage.TRAINING
 
     # ------------------------------------------------------------------ stopping
     def _can_stop_early(self) -> bool:
-        config, p = self.trainer._config, self.progress
+        config, p = self.ctx.config, self.progress
         met_epochs = p.current_epoch >= config.min_epochs if config.min_epochs else True
         met_steps = p.global_step >= config.min_steps if config.min_steps else True
         return met_epochs and met_steps
 
     def _done(self) -> bool:
-        trainer, p = self.trainer, self.progress
-        config = trainer._config
-        if trainer._num_training_batches == 0:
+        ctx, p = self.ctx, self.progress
+        config = ctx.config
+        if ctx.sizes.train == 0:
             rank_zero_info("`Trainer.fit` stopped: No training batches.")
             return True
         if config.max_steps != -1 and p.global_step >= config.max_steps:
@@ -246,7 +281,7 @@ class FitLoop:
         return p.should_stop and self._can_stop_early()
 
     def _epoch_done(self, batch_idx: int) -> bool:
-        p, config = self.progress, self.trainer._config
+        p, config = self.progress, self.ctx.config
         if config.max_steps != -1 and p.global_step >= config.max_steps:
             return True
         if p.should_stop:
@@ -260,24 +295,24 @@ class FitLoop:
 
     # ------------------------------------------------------------------ one epoch
     def _run_epoch(self) -> None:
-        trainer, p = self.trainer, self.progress
-        hooks = trainer._hooks
+        ctx, p = self.ctx, self.progress
+        hooks = ctx.hooks
         reloaded = self._reload_due(self._train_loaded_epoch)
         if reloaded:
-            self._setup_train_data()
+            self.setup_train_data()
         _set_sampler_epoch(self.train_loader, p.current_epoch)
         if not p.epoch_started:
             self.results.reset()
-            p.batch_idx = 0
-            trainer._active_results = self.results
+            p.open_epoch()
+            ctx.metrics.collect_into(self.results)
         # fixed for the epoch: checked once here instead of for every batch
-        self._val_enabled = self._validation_enabled()
+        self._val_enabled = self.validation_enabled()
         if not p.epoch_started:
             hooks.both("on_train_epoch_start")
             # after the hooks: a checkpoint written in them resumes before them, so that callbacks that
             # prepare the epoch there (weight averaging, finetuning) do so again, as in Lightning
-            p.epoch_started = True
-        trainer._active_results = self.results
+            p.epoch_opened()
+        ctx.metrics.collect_into(self.results)
         if not p.epoch_ending:
             iterator = self._epoch_iterator(fresh_loader=reloaded)
             if p.in_batch_tail:  # resumed between a batch's optimizer step and the end of its post-step work
@@ -287,7 +322,7 @@ class FitLoop:
             else:
                 resume_epoch = not p.last_batch_seen
             if resume_epoch:
-                limited = trainer._config.max_steps != -1
+                limited = ctx.config.max_steps != -1
                 for batch_idx, batch, is_last in self._batches(iterator):
                     if self._run_batch(batch, batch_idx, is_last):
                         break  # on_train_batch_start returned -1
@@ -316,7 +351,7 @@ class FitLoop:
         return profiled_iter(iter(loader), self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
 
     def _is_step(self, batch_idx: int, is_last: bool) -> bool:
-        return is_last or (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0
+        return is_last or (batch_idx + 1) % self.ctx.config.accumulate_grad_batches == 0
 
     def _batches(self, iterator: Iterator[Any]) -> Iterator[tuple[int, Any, bool]]:
         """``(batch_idx, batch, is_last)`` for the rest of the epoch.
@@ -325,7 +360,7 @@ class FitLoop:
         hand-written loop would fetch them (random state in ``__getitem__`` is consumed in the same
         order). Without a length, one batch is fetched ahead to know which is the last.
         """
-        total = self.trainer._num_training_batches
+        total = self.ctx.sizes.train
         batch_idx = self.progress.epoch_batches_done
         if batch_idx >= total:
             return
@@ -350,100 +385,76 @@ class FitLoop:
         This is the per-step hot path: hooks nobody overrides are skipped with a set lookup
         (``hooks.active``), and nothing here synchronizes with the device.
         """
-        trainer, p = self.trainer, self.progress
-        hooks = trainer._hooks
+        ctx, p = self.ctx, self.progress
+        hooks = ctx.hooks
         active = hooks.active
-        p.batch_idx = batch_idx
-        p.total_batch_idx += 1
+        p.begin_batch(batch_idx)
         batch = hooks.transfer_batch(batch, 0)
         self.results.batch_start(batch)
         if "on_train_batch_start" in active:
             hooks.callbacks("on_train_batch_start", batch, batch_idx)
             if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
                 return True
-        accumulate = trainer._config.accumulate_grad_batches
+        accumulate = ctx.config.accumulate_grad_batches
         is_step = is_last or (batch_idx + 1) % accumulate == 0
         optimization = self.optimization
         if isinstance(optimization, AutomaticOptimization):
             outputs = optimization.run(batch, batch_idx, is_step, window_start=batch_idx % accumulate == 0)
         else:
             outputs = optimization.run(batch, batch_idx)
-        if trainer.strategy.lr_scheduler_configs:
+        if ctx.strategy.lr_scheduler_configs:
             if is_step:
-                update_lr_schedulers(trainer, "step", False, batch_idx)
+                update_lr_schedulers(ctx, "step", False, batch_idx)
             if is_last:
-                update_lr_schedulers(trainer, "epoch", False, batch_idx)
+                update_lr_schedulers(ctx, "epoch", False, batch_idx)
         # the batch counts as done from here: a checkpoint written in on_train_batch_end resumes after it
-        p.epoch_batches_done = batch_idx + 1
-        p.last_batch_seen = is_last
-        p.in_batch_tail = True
+        p.batch_trained(batch_idx, is_last)
         if "on_train_batch_end" in active:
             hooks.both("on_train_batch_end", outputs, batch, batch_idx)
         self._finish_batch(batch_idx, is_step, is_last)
-        if trainer._signal_connector.poll(trainer.strategy):  # every rank sees a signal at the same batch
-            trainer._received_sigterm = True
-        if trainer._received_sigterm and not (is_last or self._epoch_done(batch_idx)):
-            trainer._signal_connector.stop(trainer)  # checkpoint if the signal asks for it; raises
+        if ctx.signals.poll(ctx.strategy):  # every rank sees a signal at the same batch
+            ctx.signal_received = True
+        if ctx.signal_received and not (is_last or self._epoch_done(batch_idx)):
+            ctx.signals.stop(ctx.trainer)  # checkpoint if the signal asks for it; raises
         return False
 
     def _finish_batch(self, batch_idx: int, is_step: bool, is_last: bool) -> None:
         """The work after ``on_train_batch_end``: step logging, validation when due, plateau schedulers."""
-        trainer, p = self.trainer, self.progress
+        ctx, p = self.ctx, self.progress
         if is_step or not isinstance(self.optimization, AutomaticOptimization):
-            self._publish_step_metrics()
+            ctx.metrics.publish_train_step(self.results, ctx.config.log_every_n_steps)
         if not p.tail_validated and self._val_enabled and self._should_validate(batch_idx, is_last):
             self._run_validation(is_step)
-            p.tail_validated = True
-        if is_step:
-            if trainer.strategy.lr_scheduler_configs:
-                update_lr_schedulers(trainer, "step", True, batch_idx)
-            p.batches_that_stepped += 1
-        p.in_batch_tail = False
-        p.tail_validated = False
+            p.tail_validation_done()
+        if is_step and ctx.strategy.lr_scheduler_configs:
+            update_lr_schedulers(ctx, "step", True, batch_idx)
+        p.finish_batch(stepped=is_step)
         if p.should_stop:
-            for logger in trainer.loggers:
-                logger.save()
-
-    def _publish_step_metrics(self) -> None:
-        trainer, p = self.trainer, self.progress
-        callback, log, pbar = self.results.step_outputs()
-        trainer._metrics.update(callback, log, pbar)
-        every = trainer._config.log_every_n_steps
-        if log and ((every and (p.batches_that_stepped + 1) % every == 0) or p.should_stop):
-            trainer._log_to_loggers(log, step=p.batches_that_stepped)
+            ctx.metrics.save_loggers()
 
     def _end_epoch(self) -> None:
-        trainer, p = self.trainer, self.progress
-        hooks = trainer._hooks
+        ctx, p = self.ctx, self.progress
+        hooks = ctx.hooks
+        metrics = ctx.metrics
         if not p.epoch_ending:  # on a resume from a checkpoint written in these hooks, they already ran
-            self._publish_epoch_metrics()
-            p.epoch_ending = True
+            metrics.publish_train_epoch(self.results)
+            p.begin_epoch_end()
             hooks.callbacks("on_train_epoch_end", monitoring=False)
             hooks.module("on_train_epoch_end")
-            self._publish_epoch_metrics()
+            metrics.publish_train_epoch(self.results)
             hooks.callbacks("on_train_epoch_end", monitoring=True)
         if p.last_batch_seen:
-            update_lr_schedulers(trainer, "epoch", True, p.batch_idx)
-        log = self._epoch_log
-        if log:
-            trainer._metrics.update({}, log, {})
-            # epoch metrics share the step of the epoch's last batch, as Lightning's do
-            trainer._log_to_loggers(log, step=max(p.batches_that_stepped - 1, 0))
-        p.current_epoch += 1
-        p.start_epoch_bookkeeping()
-        trainer._active_results = None
-        if trainer._received_sigterm:
-            trainer._signal_connector.stop(trainer)
-
-    def _publish_epoch_metrics(self) -> None:
-        callback, log, pbar = self.results.epoch_outputs()
-        self.trainer._metrics.update(callback, {}, pbar)
-        self._epoch_log = log
+            update_lr_schedulers(ctx, "epoch", True, p.batch_idx)
+        metrics.flush_train_epoch()
+        p.advance_epoch()
+        metrics.collect_into(None)
+        if ctx.signal_received:
+            ctx.signals.stop(ctx.trainer)
 
     # ------------------------------------------------------------------ validation
     def _should_validate(self, batch_idx: int, is_last: bool) -> bool:
-        trainer, p = self.trainer, self.progress
-        every_n_epochs = trainer._config.check_val_every_n_epoch
+        p = self.progress
+        every_n_epochs = self.ctx.config.check_val_every_n_epoch
         if not self._val_enabled:
             return False
         if every_n_epochs is not None and (p.current_epoch + 1) % every_n_epochs != 0:
@@ -458,23 +469,23 @@ class FitLoop:
         return (index + 1) % self.val_check_batch == 0
 
     def _run_validation(self, at_step_boundary: bool) -> None:
-        trainer = self.trainer
+        ctx = self.ctx
         if self.val_loaders is None or self._reload_due(self._val_loaded_epoch):
             self._setup_val_data()
         assert self.val_loaders is not None
         if not self.val_loaders or not any(self.val_limits):
             return
         if at_step_boundary:
-            trainer._hooks.module("on_validation_model_zero_grad")
+            ctx.hooks.module("on_validation_model_zero_grad")
         _set_sampler_epoch_all(self.val_loaders, self.progress.current_epoch)
-        trainer.state.stage = RunningStage.VALIDATING
+        ctx.state.stage = RunningStage.VALIDATING
         self.val_loop.run(self.val_loaders, self.val_limits)
-        trainer.state.stage = RunningStage.TRAINING
-        trainer._active_results = self.results
+        ctx.state.stage = RunningStage.TRAINING
+        ctx.metrics.collect_into(self.results)
         torch.set_grad_enabled(True)
 
     def _warn_eval_mode_modules(self) -> None:
-        module = self.trainer.lightning_module
+        module = self.ctx.module
         in_eval = [name for name, m in module.named_modules() if not m.training]
         if in_eval:
             rank_zero_warn(
@@ -488,3 +499,30 @@ class FitLoop:
 def _set_sampler_epoch_all(loaders: list[Any], epoch: int) -> None:
     for loader in loaders:
         _set_sampler_epoch(loader, epoch)
+
+
+class _EpochLoopView:
+    """``trainer.fit_loop.epoch_loop``: Lightning's training-epoch loop attributes, read from ``Progress``."""
+
+    def __init__(self, loop: FitLoop) -> None:
+        self._loop = loop
+
+    @property
+    def _batches_that_stepped(self) -> int:
+        return self._loop.progress.batches_that_stepped
+
+    @property
+    def batch_idx(self) -> int:
+        return self._loop.progress.batch_idx
+
+    @property
+    def total_batch_idx(self) -> int:
+        return self._loop.progress.total_batch_idx
+
+    @property
+    def global_step(self) -> int:
+        return self._loop.progress.global_step
+
+    @property
+    def val_loop(self) -> EvaluationLoop:
+        return self._loop.val_loop

@@ -70,7 +70,6 @@ class HookDispatcher:
         self._datamodule = datamodule
         self._profiler = profiler
         self._cb_table: dict[str, tuple[Callable, ...]] = {}
-        self._cb_tables_monitoring: dict[bool, tuple[Callable, ...]] = {}
         self._module_table: dict[str, Callable | None] = {}
         self._overrides: dict[str, bool] = {}
         self._data_hooks: dict[str, Callable | None] = {name: self._resolve_data_hook(name) for name in _DATA_HOOKS}
@@ -212,6 +211,24 @@ class HookDispatcher:
             with self._profiler.profile(f"[LightningDataModule]{type(dm).__name__}.{name}"):
                 return fn(*args, **kwargs)
         return fn(*args, **kwargs)
+
+    def run_as(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``fn`` with ``name`` as the module's current hook (what ``self.log`` checks and records).
+
+        The loops call ``*_step`` methods and ``backward`` through this, so the dispatcher stays the one
+        writer of the hook name.
+        """
+        d = self._module_dict
+        prev = d.get("_current_fx_name")
+        d["_current_fx_name"] = name
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            d["_current_fx_name"] = prev
+
+    def clear_current_hook(self) -> None:
+        """No hook is running any more (the run ended)."""
+        self._module_dict["_current_fx_name"] = None
 
     def both(self, name: str, *args: Any, **kwargs: Any) -> None:
         """Callbacks, then the module."""

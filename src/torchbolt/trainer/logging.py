@@ -11,7 +11,7 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import torch
 from torch import Tensor
@@ -19,6 +19,9 @@ from torch import Tensor
 from torchbolt.utilities.data import extract_batch_size
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache
+
+if TYPE_CHECKING:
+    from torchbolt.trainer.states import Progress
 
 _FOLD_EVERY = 64
 _DATALOADER_SUFFIX = "/dataloader_idx_{}"
@@ -508,6 +511,160 @@ class MetricStore:
         self.callback = {}
         self.logged = {}
         self.pbar = {}
+
+
+class MetricSink:
+    """Where ``self.log`` writes, and the one place logged values become logger calls, progress-bar values
+    and ``callback_metrics``.
+
+    One per run (a tuner trial has its own). It owns the run's view of logged metrics: the collection
+    the running loop logs into (:meth:`collect_into`), the training epoch's values waiting for the
+    epoch's logger flush, and the :class:`MetricStore` behind the Trainer's metric properties.
+
+    Args:
+        store: the metric dicts the Trainer's properties read (kept across runs).
+        loggers: the loggers of the run (the Trainer's list, shared, so later assignments are seen).
+        progress: the run's counters (the loggers' default x-axis and the ``epoch`` value).
+        barebones: ``Trainer(barebones=True)``: ``self.log`` is an error.
+    """
+
+    def __init__(self, store: MetricStore, loggers: list[Any], progress: Progress, barebones: bool) -> None:
+        self.store = store
+        self.loggers = loggers
+        self.progress = progress
+        self.barebones = barebones
+        self.results: ResultCollection | None = None
+        #: the training epoch's logger values, sent when the epoch closes (kept in checkpoints)
+        self.epoch_log: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ self.log
+    def collect_into(self, results: ResultCollection | None) -> None:
+        """Route ``self.log`` calls to ``results`` (``None``: no loop is running, logging is an error)."""
+        self.results = results
+
+    def log(self, fx: str | None, name: str, value: Any, prog_bar: bool, logger: bool | None,
+            on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, enable_graph: bool, sync_dist: bool,
+            sync_dist_group: Any, add_dataloader_idx: bool, batch_size: int | None, rank_zero_only: bool,
+            stage: Any = None) -> None:
+        """Record one ``self.log`` call made from hook ``fx`` (see ``LightningModule.log``).
+
+        Raises:
+            MisconfigurationException: under ``barebones``, outside a running loop, or in a hook that
+                cannot log.
+        """
+        if self.barebones:
+            raise MisconfigurationException(
+                "`self.log()` was called, but `Trainer(barebones=True)` is configured. Logging can be re-enabled"
+                " by setting `Trainer(barebones=False)`"
+            )
+        results = self.results
+        if results is None:
+            raise_outside_loop(fx, name, predicting=stage is not None and stage.value == "predict")
+        if logger and not self.loggers:
+            _warning_cache.warn(
+                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
+                " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to suppress this warning."
+            )
+        results.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                    sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only)
+
+    # ------------------------------------------------------------------ publishing
+    def publish_train_step(self, results: ResultCollection, log_every_n_steps: int) -> None:
+        """A training step's values: to callbacks and the bar now, to the loggers every ``log_every_n_steps``."""
+        callback, log, pbar = results.step_outputs()
+        self.store.update(callback, log, pbar)
+        p = self.progress
+        if log and ((log_every_n_steps and (p.batches_that_stepped + 1) % log_every_n_steps == 0) or p.should_stop):
+            self.send(log, step=p.batches_that_stepped)
+
+    def publish_train_epoch(self, results: ResultCollection) -> None:
+        """The training epoch's reductions: to callbacks and the bar now; kept for :meth:`flush_train_epoch`."""
+        callback, log, pbar = results.epoch_outputs()
+        self.store.update(callback, {}, pbar)
+        self.epoch_log = log
+
+    def flush_train_epoch(self) -> None:
+        """Send the training epoch's values to the loggers (at the step of the epoch's last batch, as Lightning)."""
+        log = self.epoch_log
+        if log:
+            self.store.update({}, log, {})
+            self.send(log, step=max(self.progress.batches_that_stepped - 1, 0))
+
+    def publish_eval_step(self, results: ResultCollection, step: int, sanity: bool) -> None:
+        """An evaluation step's values; step-level evaluation metrics use the evaluation batch count as x-axis."""
+        callback, log, pbar = results.step_outputs()
+        if sanity:
+            return
+        self.store.update(callback, log, pbar)
+        if log:
+            self.send(log, step=step, add_epoch=False)
+
+    def publish_eval_epoch(self, results: ResultCollection, sanity: bool) -> dict[str, Any] | None:
+        """An evaluation's epoch reductions; returns what was logged (still tensors), ``None`` for a sanity
+        check (its values reach no one)."""
+        callback, log, pbar = results.epoch_outputs()
+        if sanity:
+            return None
+        self.store.update(callback, log, pbar)
+        if log:
+            self.send(log)
+        return log
+
+    def send(self, metrics: Mapping[str, Any], step: int | None = None, add_epoch: bool = True) -> None:
+        """Send ``metrics`` to every logger (converting to numbers: a host sync) at ``step``.
+
+        ``step`` defaults to the number of optimizer-stepping batches, the x-axis loggers share. With
+        ``add_epoch`` (the Trainer's own x-axis, as for training metrics and evaluation epoch metrics),
+        a value the user logged as ``"step"`` replaces that x-axis; otherwise ``"epoch"`` is added.
+        """
+        if not self.loggers or not metrics:
+            return
+        values = scalars(metrics)
+        if add_epoch:
+            user_step = values.pop("step", None)
+            if user_step is not None:
+                step = int(user_step)
+            else:
+                values.setdefault("epoch", self.progress.current_epoch)
+        if step is None:
+            step = self.progress.batches_that_stepped
+        for logger in self.loggers:
+            logger.log_metrics(values, step=step)
+            logger.save()
+
+    def save_loggers(self) -> None:
+        for logger in self.loggers:
+            logger.save()
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The stored metrics as host tensors (a device->host copy: checkpoint time only)."""
+        return {"callback": _cpu(self.store.callback), "logged": _cpu(self.store.logged),
+                "pbar": _cpu(self.store.pbar)}
+
+    def load_state_dict(self, state: Mapping[str, Any], device: torch.device) -> None:
+        self.store.callback = _to_device(state.get("callback") or {}, device)
+        self.store.logged = _to_device(state.get("logged") or {}, device)
+        self.store.pbar = _to_device(state.get("pbar") or {}, device)
+
+
+def raise_outside_loop(fx: str | None, name: str, predicting: bool) -> NoReturn:
+    """The error for ``self.log`` when no loop collects logged values (the hook-specific one when there is one)."""
+    if predicting or fx == "predict_step":
+        raise MisconfigurationException(
+            "You are trying to `self.log()` but the loop's result collection is not registered yet. This is"
+            " most likely because you are trying to log in a `predict` hook, but it doesn't support logging"
+        )
+    _log_levels(fx, name, None, None)  # raises with the hook-specific message
+    raise MisconfigurationException(f"`self.log({name!r}, ...)` was called from `{fx}`, outside of a running loop.")
+
+
+def _cpu(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v.detach().cpu() if isinstance(v, Tensor) else v for k, v in metrics.items()}
+
+
+def _to_device(metrics: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device) if isinstance(v, Tensor) else v for k, v in metrics.items()}
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
 if TYPE_CHECKING:
-    from torchbolt.trainer.trainer import Trainer
+    from torchbolt.trainer.context import RunContext
 
 _warning_cache = WarningCache()
 
@@ -97,24 +97,11 @@ class _Closure:
         self.extra: dict[str, Any] = {}
 
     def __call__(self) -> Tensor | None:
-        loop = self._loop
-        trainer = loop.trainer
-        hooks = trainer._hooks
+        ctx = self._loop.ctx
+        hooks = ctx.hooks
         active = hooks.active
-        strategy = trainer.strategy
-        module = trainer._lightning_module
-        assert module is not None
-        module_dict = module.__dict__
-        prev_fx = module_dict.get("_current_fx_name")
-        module_dict["_current_fx_name"] = "training_step"
-        try:
-            if "training_step" in hooks.plain_steps:
-                output = module.training_step(self._batch, self._batch_idx)
-            else:
-                output = strategy.training_step(self._batch, self._batch_idx)
-        finally:
-            module_dict["_current_fx_name"] = prev_fx
-        accumulate = trainer._config.accumulate_grad_batches
+        output = hooks.run_as("training_step", self._loop.training_step, self._batch, self._batch_idx)
+        accumulate = ctx.config.accumulate_grad_batches
         loss: Tensor | None
         if isinstance(output, Tensor) and output.requires_grad and output.numel() == 1:
             # the common case, fully checked: no call into the general parser
@@ -129,22 +116,18 @@ class _Closure:
             if "optimizer_zero_grad" in hooks.inline_defaults:
                 optimizer.zero_grad()  # the body of `LightningModule.optimizer_zero_grad`
             else:
-                hooks.module("optimizer_zero_grad", trainer._progress.current_epoch, self._batch_idx, optimizer)
+                hooks.module("optimizer_zero_grad", ctx.progress.current_epoch, self._batch_idx, optimizer)
         if loss is not None:
             if "on_before_backward" in active:
                 hooks.callbacks("on_before_backward", loss)
                 hooks.module("on_before_backward", loss)
-            module_dict["_current_fx_name"] = "backward"
-            try:
-                if hooks.plain_backward:
-                    if "backward" in hooks.inline_defaults:
-                        loss.backward()  # the body of `LightningModule.backward`
-                    else:
-                        module.backward(loss)
+            if hooks.plain_backward:
+                if "backward" in hooks.inline_defaults:
+                    hooks.run_as("backward", loss.backward)  # the body of `LightningModule.backward`
                 else:
-                    strategy.backward(loss, self._optimizer)
-            finally:
-                module_dict["_current_fx_name"] = prev_fx
+                    hooks.run_as("backward", ctx.module.backward, loss)
+            else:
+                hooks.run_as("backward", ctx.strategy.backward, loss, self._optimizer)
             if "on_after_backward" in active:
                 hooks.callbacks("on_after_backward")
                 hooks.module("on_after_backward")
@@ -157,45 +140,54 @@ class _Closure:
 class AutomaticOptimization:
     """Runs one batch under automatic optimization (one optimizer)."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
-        self._clip = trainer.gradient_clip_val is not None and trainer.gradient_clip_val > 0
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        clip = ctx.config.gradient_clip_val
+        self._clip = clip is not None and clip > 0
+        #: the method the closure calls for ``training_step``: the module's own when the strategy would only
+        #: forward to it (decided once per run)
+        self.training_step = (ctx.module.training_step if "training_step" in ctx.hooks.plain_steps
+                              else ctx.strategy.training_step)
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
         of a step batch are final (and unscaled)."""
-        trainer = self.trainer
-        hooks = trainer._hooks
+        ctx = self.ctx
+        hooks = ctx.hooks
         if "on_before_optimizer_step" in hooks.active:
             hooks.callbacks("on_before_optimizer_step", optimizer)
             hooks.module("on_before_optimizer_step", optimizer)
         if self._clip or "configure_gradient_clipping" not in hooks.inline_defaults:
             hooks.module("configure_gradient_clipping", optimizer,
-                         gradient_clip_val=trainer.gradient_clip_val,
-                         gradient_clip_algorithm=trainer.gradient_clip_algorithm)
+                         gradient_clip_val=ctx.config.gradient_clip_val,
+                         gradient_clip_algorithm=ctx.config.gradient_clip_algorithm)
 
     def run(self, batch: Any, batch_idx: int, is_step: bool, window_start: bool) -> dict[str, Any]:
         """Process ``batch``; step the optimizer when ``is_step``. Returns the outputs for
         ``on_train_batch_end`` (``{"loss": ..., **extra}``, or ``{}`` when the batch was skipped)."""
-        trainer = self.trainer
-        strategy = trainer.strategy
-        lightning_optimizer = strategy._lightning_optimizers[0] if strategy._lightning_optimizers else None
+        ctx = self.ctx
+        strategy = ctx.strategy
+        lightning_optimizers = strategy.lightning_optimizers
+        lightning_optimizer = lightning_optimizers[0] if lightning_optimizers else None
         if lightning_optimizer is None:
-            # `configure_optimizers` returned None: forward and backward only
+            # `configure_optimizers` returned None: forward and backward only; the step still counts (as in
+            # Lightning, which steps a stand-in optimizer), so `max_steps` ends the fit
             closure = _Closure(self, batch, batch_idx, _NoOptimizer(), window_start)
             with strategy.no_backward_sync(enabled=not is_step):
                 closure()
+            if is_step:
+                ctx.progress.optimizer_stepped()
             return _outputs(closure)
-        optimizer = lightning_optimizer._optimizer
+        optimizer = lightning_optimizer.optimizer
         closure = _Closure(self, batch, batch_idx, optimizer, window_start)
+        hooks = ctx.hooks
         if not is_step:
-            if trainer._hooks.plain_no_backward_sync:
+            if hooks.plain_no_backward_sync:
                 closure()  # the base strategy has no gradient synchronization to skip
             else:
                 with strategy.no_backward_sync(enabled=True):
                     closure()
             return _outputs(closure)
-        hooks = trainer._hooks
         if hooks.plain_optimizer_step:
             # all that `LightningModule.optimizer_step` -> `LightningOptimizer.step` -> the precision's
             # `optimizer_step` amount to when none of them is customized and no hook runs before the update
@@ -203,14 +195,14 @@ class AutomaticOptimization:
         elif "optimizer_step" in hooks.inline_defaults:
             lightning_optimizer.step(closure=closure)  # the body of `LightningModule.optimizer_step`
         else:
-            hooks.module("optimizer_step", trainer._progress.current_epoch, batch_idx, lightning_optimizer, closure)
+            hooks.module("optimizer_step", ctx.progress.current_epoch, batch_idx, lightning_optimizer, closure)
         if not closure.called:
             raise MisconfigurationException(
                 "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
                 " `optimizer_step` hook? It could also happen because the `optimizer.step(optimizer_closure)`"
                 " call did not execute it internally."
             )
-        trainer._progress.global_step += 1
+        ctx.progress.optimizer_stepped()
         loss = closure.loss
         return {} if loss is None else {"loss": loss, **closure.extra}
 
@@ -238,23 +230,17 @@ def _outputs(closure: _Closure) -> dict[str, Any]:
 class ManualOptimization:
     """Runs one batch under manual optimization: the user calls ``optimizer.step()`` themselves."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        self.trainer = trainer
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
-        hooks = self.trainer._hooks
+        hooks = self.ctx.hooks
         hooks.callbacks("on_before_optimizer_step", optimizer)
         hooks.module("on_before_optimizer_step", optimizer)
 
     def run(self, batch: Any, batch_idx: int) -> dict[str, Any]:
-        trainer = self.trainer
-        module_dict = trainer.lightning_module.__dict__
-        prev = module_dict.get("_current_fx_name")
-        module_dict["_current_fx_name"] = "training_step"
-        try:
-            output = trainer.strategy.training_step(batch, batch_idx)
-        finally:
-            module_dict["_current_fx_name"] = prev
+        ctx = self.ctx
+        output = ctx.hooks.run_as("training_step", ctx.strategy.training_step, batch, batch_idx)
         if output is None:
             return {}
         if isinstance(output, Tensor):
@@ -267,9 +253,9 @@ class ManualOptimization:
         )
 
 
-def bind_optimizers(trainer: Trainer, automatic: bool, on_gradients_ready: Any) -> None:
+def bind_optimizers(ctx: RunContext, automatic: bool, on_gradients_ready: Any) -> None:
     """Route every ``LightningOptimizer.step`` through the strategy, with the run's hooks."""
-    strategy = trainer.strategy
+    strategy = ctx.strategy
     if getattr(type(strategy), "optimizer_step", None) is Strategy.optimizer_step:
         # the base strategy only forwards to its precision plug-in: call that directly (two calls less per step)
         precision_step = strategy.precision_plugin.optimizer_step
@@ -281,41 +267,37 @@ def bind_optimizers(trainer: Trainer, automatic: bool, on_gradients_ready: Any) 
         def step_fn(optimizer: Optimizer, closure: Any, kwargs: dict[str, Any]) -> Any:
             return strategy.optimizer_step(optimizer, closure, on_gradients_ready, **kwargs)
 
-    def count_step() -> None:
-        trainer._progress.global_step += 1
-
-    module = trainer.lightning_module
-    for opt in strategy._lightning_optimizers:
-        opt._step_fn = step_fn
-        opt._on_after_step = None if automatic else count_step
-        opt._toggle = module.toggle_optimizer
-        opt._untoggle = module.untoggle_optimizer
+    module = ctx.module
+    for opt in strategy.lightning_optimizers:
+        opt.bind(step_fn, None if automatic else ctx.progress.optimizer_stepped, module.toggle_optimizer,
+                 module.untoggle_optimizer)
 
 
-def update_lr_schedulers(trainer: Trainer, interval: str, update_plateau: bool, batch_idx: int) -> None:
+def update_lr_schedulers(ctx: RunContext, interval: str, update_plateau: bool, batch_idx: int) -> None:
     """Step the schedulers of ``interval`` ("step"/"epoch") that are due; plateau ones get their metric.
 
     Raises:
         MisconfigurationException: when a strict plateau scheduler's monitor was never logged.
     """
-    configs: list[LRSchedulerConfig] = trainer.lr_scheduler_configs
-    if not configs or not trainer.lightning_module.automatic_optimization:
+    configs: list[LRSchedulerConfig] = ctx.strategy.lr_scheduler_configs
+    if not configs or not ctx.module.automatic_optimization:
         return
+    callback_metrics = ctx.metrics.store.callback
     for config in configs:
         if update_plateau != config.reduce_on_plateau or config.interval != interval:
             continue
-        current_idx = (batch_idx if interval == "step" else trainer.current_epoch) + 1
+        current_idx = (batch_idx if interval == "step" else ctx.progress.current_epoch) + 1
         if current_idx % config.frequency != 0:
             continue
         monitor_val = None
         if config.reduce_on_plateau:
             assert config.monitor is not None
-            monitor_val = trainer.callback_metrics.get(config.monitor)
+            monitor_val = callback_metrics.get(config.monitor)
             if monitor_val is None:
                 if config.strict:
                     raise MisconfigurationException(
                         f"ReduceLROnPlateau conditioned on metric {config.monitor!r} which is not available."
-                        f" Available metrics are: {sorted(trainer.callback_metrics)}. Condition can be set using"
+                        f" Available metrics are: {sorted(callback_metrics)}. Condition can be set using"
                         " the `monitor` key in the lr scheduler dict"
                     )
                 rank_zero_warn(
@@ -324,7 +306,7 @@ def update_lr_schedulers(trainer: Trainer, interval: str, update_plateau: bool, 
                     category=RuntimeWarning,
                 )
                 continue
-        trainer._hooks.module("lr_scheduler_step", config.scheduler, monitor_val)
+        ctx.hooks.module("lr_scheduler_step", config.scheduler, monitor_val)
 
 
 __all__ = ["AutomaticOptimization", "LightningOptimizer", "ManualOptimization", "bind_optimizers",

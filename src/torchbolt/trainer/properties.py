@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule
     from torchbolt.strategies.strategy import Strategy
     from torchbolt.trainer.config import TrainerConfig
+    from torchbolt.trainer.context import LoaderSizes, RunContext
     from torchbolt.trainer.fit_loop import FitLoop
     from torchbolt.trainer.logging import MetricStore
     from torchbolt.trainer.states import Progress, TrainerState
@@ -37,52 +38,61 @@ class TrainerProperties:
     callbacks: list[Callback]
     _config: TrainerConfig
     _progress: Progress
-    _metrics: MetricStore
+    _metric_store: MetricStore
+    _sizes: LoaderSizes
+    _runs: list[RunContext]
     _loggers: list[Logger]
     _fit_loop: FitLoop | None
     _predict_loop: Any
     _lightning_module: LightningModule | None
     _resolved: Any
-    _num_training_batches: int | float
-    _num_val_batches: list[int | float]
-    _num_sanity_val_batches: list[int | float]
-    _num_test_batches: list[int | float]
-    _num_predict_batches: list[int | float]
-    _received_sigterm: bool
+
+    # the state of the run in progress: a tuner trial's while one runs, else the Trainer's own
+    def _live_progress(self) -> Progress:
+        runs = self._runs
+        return runs[-1].progress if runs else self._progress
+
+    def _live_metrics(self) -> MetricStore:
+        runs = self._runs
+        return runs[-1].metrics.store if runs else self._metric_store
+
+    def _live_sizes(self) -> LoaderSizes:
+        runs = self._runs
+        return runs[-1].sizes if runs else self._sizes
 
     @property
     def current_epoch(self) -> int:
         """Completed training epochs (0 during the first epoch)."""
-        return self._progress.current_epoch
+        return self._live_progress().current_epoch
 
     @property
     def global_step(self) -> int:
         """Optimizer steps taken so far."""
-        return self._progress.global_step
+        return self._live_progress().global_step
 
     @property
     def should_stop(self) -> bool:
         """Set to ``True`` to stop fitting at the next chance (after ``min_epochs``/``min_steps``)."""
-        return self._progress.should_stop
+        return self._live_progress().should_stop
 
     @should_stop.setter
     def should_stop(self, value: bool) -> None:
-        self._progress.should_stop = bool(value)
+        self._live_progress().request_stop(bool(value))
 
     @property
     def callback_metrics(self) -> dict[str, Tensor]:
         """Every metric logged so far (step and epoch values, as tensors): what callbacks monitor."""
-        return self._metrics.callback
+        return self._live_metrics().callback
 
     @property
     def logged_metrics(self) -> dict[str, Any]:
         """The metrics last sent to the loggers."""
-        return self._metrics.logged
+        return self._live_metrics().logged
 
     @property
     def progress_bar_metrics(self) -> dict[str, float]:
         """The ``prog_bar=True`` metrics as Python numbers (reading them synchronizes with the device)."""
-        return scalars(self._metrics.pbar)
+        return scalars(self._live_metrics().pbar)
 
     @property
     def lightning_module(self) -> LightningModule:
@@ -151,20 +161,23 @@ class TrainerProperties:
 
     @property
     def loggers(self) -> list[Logger]:
-        return self._loggers
+        runs = self._runs
+        return runs[-1].loggers if runs else self._loggers
 
     @loggers.setter
     def loggers(self, loggers: list[Logger] | None) -> None:
-        self._loggers = list(loggers) if loggers else []
+        # in place: the run's metric sink holds this list
+        self._loggers[:] = list(loggers) if loggers else []
 
     @property
     def logger(self) -> Logger | None:
         """The first logger (``None`` without loggers)."""
-        return self._loggers[0] if self._loggers else None
+        loggers = self.loggers
+        return loggers[0] if loggers else None
 
     @logger.setter
     def logger(self, logger: Logger | None) -> None:
-        self._loggers = [logger] if logger is not None else []
+        self._loggers[:] = [logger] if logger is not None else []
 
     @property
     def log_dir(self) -> str:
@@ -174,8 +187,8 @@ class TrainerProperties:
         Under several processes, read it on all of them (it is a collective, as in Lightning).
         """
         directory: str | None = None
-        if self._loggers:
-            logger = self._loggers[0]
+        if self.loggers:
+            logger = self.loggers[0]
             directory = logger.log_dir if logger.log_dir is not None else logger.save_dir
         if directory is None:
             directory = self._config.default_root_dir
@@ -217,23 +230,23 @@ class TrainerProperties:
 
     @property
     def num_training_batches(self) -> int | float:
-        return self._num_training_batches
+        return self._live_sizes().train
 
     @property
     def num_val_batches(self) -> list[int | float]:
-        return self._num_val_batches
+        return self._live_sizes().val
 
     @property
     def num_sanity_val_batches(self) -> list[int | float]:
-        return self._num_sanity_val_batches
+        return self._live_sizes().sanity_val
 
     @property
     def num_test_batches(self) -> list[int | float]:
-        return self._num_test_batches
+        return self._live_sizes().test
 
     @property
     def num_predict_batches(self) -> list[int | float]:
-        return self._num_predict_batches
+        return self._live_sizes().predict
 
     @property
     def estimated_stepping_batches(self) -> int | float:
@@ -244,13 +257,13 @@ class TrainerProperties:
         config = self._config
         if config.max_epochs == -1 and config.max_steps == -1:
             return math.inf
-        loop = self._fit_loop
+        loop = self._runs[-1].fit_loop if self._runs else self._fit_loop
         if loop is None and self.state.fn == TrainerFn.FITTING and self._lightning_module is not None:
             raise MisconfigurationException("`estimated_stepping_batches` is available once `fit` has started.")
         if loop is not None and loop.train_loader is None:
             rank_zero_info("Loading `train_dataloader` to estimate number of stepping batches.")
-            loop._setup_train_data()
-        total = self._num_training_batches
+            loop.setup_train_data()
+        total = self.num_training_batches
         if total == math.inf:
             return config.max_steps if config.max_steps != -1 else math.inf
         per_epoch = math.ceil(total / config.accumulate_grad_batches)
@@ -263,14 +276,24 @@ class TrainerProperties:
         return self._predict_loop
 
     @property
+    def fit_loop(self) -> FitLoop | None:
+        """The fit loop of the current or last ``fit`` (Lightning's ``max_epochs``, ``epoch_loop``... on it)."""
+        runs = self._runs
+        if runs and runs[-1].fit_loop is not None:
+            return runs[-1].fit_loop
+        return self._fit_loop
+
+    @property
     def train_dataloader(self) -> Any:
-        return self._fit_loop.train_loader if self._fit_loop is not None else None
+        loop = self.fit_loop
+        return loop.train_loader if loop is not None else None
 
     @property
     def val_dataloaders(self) -> Any:
-        if self._fit_loop is None or self._fit_loop.val_loaders is None:
+        loop = self.fit_loop
+        if loop is None or loop.val_loaders is None:
             return None
-        loaders = self._fit_loop.val_loaders
+        loaders = loop.val_loaders
         return loaders[0] if len(loaders) == 1 else loaders
 
     @property
@@ -323,12 +346,12 @@ class TrainerProperties:
 
     @property
     def received_sigterm(self) -> bool:
-        return self._received_sigterm
+        return bool(self._runs) and self._runs[0].signal_received
 
     @property
     def enable_validation(self) -> bool:
-        loop = self._fit_loop
-        return loop is not None and loop._validation_enabled()
+        loop = self.fit_loop
+        return loop is not None and loop.validation_enabled()
 
     @property
     def barebones(self) -> bool:
@@ -368,3 +391,6 @@ class TrainerProperties:
     num_sanity_val_steps = property(lambda self: self._config.num_sanity_val_steps)
     reload_dataloaders_every_n_epochs = property(lambda self: self._config.reload_dataloaders_every_n_epochs)
     max_time = property(lambda self: self._config.max_time)
+    # Lightning 1.x tuner flags, read by ``trainer.tune()``
+    auto_lr_find = property(lambda self: self._config.auto_lr_find)
+    auto_scale_batch_size = property(lambda self: self._config.auto_scale_batch_size)

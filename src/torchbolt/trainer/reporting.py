@@ -1,26 +1,25 @@
-"""What leaves the Trainer for people to read: hyperparameters and metrics sent to the loggers, and
-the results table ``validate``/``test`` print."""
+"""What leaves the Trainer for people to read, besides metrics (``logging.MetricSink`` sends those):
+hyperparameters sent to the loggers, and the results table ``validate``/``test`` print."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from torchbolt.trainer.logging import scalars
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
-    from torchbolt.core.module import LightningModule
-    from torchbolt.trainer.trainer import Trainer
+    from torchbolt.trainer.context import RunContext
 
 
-def log_hyperparams(trainer: Trainer, model: LightningModule) -> None:
+def log_hyperparams(ctx: RunContext, enabled: bool) -> None:
     """Send the datamodule's and the module's saved hyperparameters (merged; a clash of values is an
-    error) and, when fitting, the model graph to every logger."""
-    if not trainer.loggers or not trainer._enable_autolog_hparams:
+    error) and, when fitting, the model graph to every logger (``enabled``: ``enable_autolog_hparams``)."""
+    if not ctx.loggers or not enabled:
         return
+    model = ctx.module
     hparams: dict[str, Any] = {}
-    dm = trainer.datamodule
+    dm = ctx.datamodule
     if dm is not None and getattr(dm, "_log_hyperparams", False) and dm.hparams_initial:
         hparams.update(dm.hparams_initial)
     if getattr(model, "_log_hyperparams", False) and model.hparams_initial:
@@ -32,35 +31,11 @@ def log_hyperparams(trainer: Trainer, model: LightningModule) -> None:
                 " LightningDataModule's hparams but have different values."
             )
         hparams.update(module_hp)
-    for logger in trainer.loggers:
+    for logger in ctx.loggers:
         if hparams:
             logger.log_hyperparams(hparams)
-        if trainer.state.fn == TrainerFn.FITTING:
+        if ctx.fn == TrainerFn.FITTING:
             logger.log_graph(model)  # each logger decides (TensorBoard: only with `log_graph=True`)
-        logger.save()
-
-
-def log_to_loggers(trainer: Trainer, metrics: dict[str, Any], step: int | None = None,
-                   add_epoch: bool = True) -> None:
-    """Send ``metrics`` to every logger (converting to numbers: a host sync) at ``step``.
-
-    ``step`` defaults to the number of optimizer-stepping batches, the x-axis loggers share. With
-    ``add_epoch`` (the Trainer's own x-axis, as for training metrics and evaluation epoch metrics),
-    a value the user logged as ``"step"`` replaces that x-axis; otherwise ``"epoch"`` is added.
-    """
-    if not trainer.loggers or not metrics:
-        return
-    values = scalars(metrics)
-    if add_epoch:
-        user_step = values.pop("step", None)
-        if user_step is not None:
-            step = int(user_step)
-        else:
-            values.setdefault("epoch", trainer.current_epoch)
-    if step is None:
-        step = trainer._progress.batches_that_stepped
-    for logger in trainer.loggers:
-        logger.log_metrics(values, step=step)
         logger.save()
 
 

@@ -1,4 +1,4 @@
-"""What the ``Trainer`` resolves once: legacy arguments, torch flags, plug-ins, the profiler, the
+"""What the ``Trainer`` resolves once: torch flags, plug-ins, the profiler, the
 callback and logger lists; and the checks a model must pass before a run starts.
 
 Everything here runs at construction or at the start of a run, never per batch.
@@ -20,9 +20,8 @@ from torchbolt.callbacks.progress.tqdm_progress import TQDMProgressBar
 from torchbolt.callbacks.timer import Timer
 from torchbolt.core.module import LightningModule
 from torchbolt.loggers.logger import DummyLogger, Logger
-from torchbolt.trainer.config import apply_legacy_progress_bar
 from torchbolt.trainer.eval_loop import check_eval_step
-from torchbolt.trainer.removed_hooks import check_removed_hooks
+from torchbolt.trainer.legacy import check_removed_hooks
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.parsing import is_overridden
@@ -31,23 +30,9 @@ from torchbolt.utilities.rank_zero import PossibleUserWarning, rank_zero_info, r
 if TYPE_CHECKING:
     from torchbolt.trainer.config import TrainerConfig
     from torchbolt.trainer.data import DataSource
-    from torchbolt.trainer.trainer import Trainer
 
 
 # ---------------------------------------------------------------------- construction
-def apply_legacy(args: dict[str, Any], legacy: dict[str, Any]) -> dict[str, Any]:
-    """Map the Lightning 1.x arguments that have a 2.x equivalent onto ``args`` (warned about already)."""
-    if "checkpoint_callback" in legacy:
-        args["enable_checkpointing"] = bool(legacy["checkpoint_callback"])
-    if "replace_sampler_ddp" in legacy:
-        args["use_distributed_sampler"] = bool(legacy["replace_sampler_ddp"])
-    if "weights_summary" in legacy:
-        args["enable_model_summary"] = legacy["weights_summary"] is not None
-    if "progress_bar_refresh_rate" in legacy:
-        args = apply_legacy_progress_bar(args, legacy["progress_bar_refresh_rate"])
-    return args
-
-
 def set_torch_flags(config: TrainerConfig) -> None:
     """Apply ``deterministic`` and ``benchmark`` to torch's global switches."""
     deterministic = config.deterministic
@@ -66,7 +51,7 @@ def set_torch_flags(config: TrainerConfig) -> None:
 
 def resolve_plugins(args: dict[str, Any], config: TrainerConfig, legacy: dict[str, Any]) -> Any:
     """Accelerator, strategy, precision and cluster environment from the Trainer's arguments."""
-    from torchbolt.trainer.connector import resolve_plugins as _resolve
+    from torchbolt.trainer.resolve import resolve_plugins as _resolve
 
     return _resolve(
         accelerator=args["accelerator"], strategy=args["strategy"], devices=args["devices"],
@@ -202,11 +187,11 @@ _MINIMUM = (" Lightning `Trainer` expects as minimum a `training_step()`, `train
             " `configure_optimizers()` to be defined.")
 
 
-def verify_model(trainer: Trainer, model: LightningModule, fn: TrainerFn, source: DataSource) -> None:
+def verify_model(config: TrainerConfig, callbacks: list[Callback], model: LightningModule, fn: TrainerFn,
+                 source: DataSource) -> None:
     """Refuse a run the model cannot do (a missing ``training_step``, manual optimization with automatic
     clipping, ...) before any hook runs, naming the fix."""
-    config = trainer._config
-    check_removed_hooks(model, trainer.callbacks, fn.value)
+    check_removed_hooks(model, callbacks, fn.value)
     if fn == TrainerFn.FITTING:
         if not is_overridden("training_step", model, LightningModule):
             raise MisconfigurationException("No `training_step()` method defined." + _MINIMUM)
@@ -236,4 +221,4 @@ def verify_model(trainer: Trainer, model: LightningModule, fn: TrainerFn, source
             rank_zero_warn("You defined a `validation_step` but have no `val_dataloader`. Skipping val loop.",
                            category=PossibleUserWarning)
     elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
-        check_eval_step(trainer, fn.value)
+        check_eval_step(model, fn.value)

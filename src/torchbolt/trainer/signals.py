@@ -62,7 +62,7 @@ def hpc_save_path(folder: str) -> str:
     return os.path.join(folder, f"hpc_ckpt_{max(versions, default=0) + 1}.ckpt")
 
 
-class SignalConnector:
+class SignalHandler:
     """Installs the handlers for the duration of a ``fit`` and turns signals into actions at step boundaries."""
 
     def __init__(self) -> None:

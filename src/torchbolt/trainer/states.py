@@ -6,7 +6,8 @@ through its methods; everything else reads it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -107,13 +108,57 @@ class Progress:
     epoch_ending: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def state_dict(self) -> dict[str, Any]:
-        return asdict(self)
+    # ------------------------------------------------------------------ advancing (the loops' only writes)
+    def open_epoch(self) -> None:
+        """A new epoch's training is about to start (before ``on_train_epoch_start``)."""
+        self.batch_idx = 0
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        for key, value in state.items():
-            if hasattr(self, key):
-                setattr(self, key, value)
+    def epoch_opened(self) -> None:
+        """``on_train_epoch_start`` ran: a checkpoint written from here resumes inside the epoch."""
+        self.epoch_started = True
+
+    def begin_batch(self, batch_idx: int) -> None:
+        """Training batch ``batch_idx`` of the epoch starts."""
+        self.batch_idx = batch_idx
+        self.total_batch_idx += 1
+
+    def batch_trained(self, batch_idx: int, is_last: bool) -> None:
+        """The batch's forward/backward (and optimizer step, when due) are done; its post-step work is not."""
+        self.epoch_batches_done = batch_idx + 1
+        self.last_batch_seen = is_last
+        self.in_batch_tail = True
+
+    def tail_validation_done(self) -> None:
+        """The validation due after the current batch ran."""
+        self.tail_validated = True
+
+    def finish_batch(self, stepped: bool) -> None:
+        """The batch's post-step work is done; ``stepped``: it ended with an optimizer step."""
+        if stepped:
+            self.batches_that_stepped += 1
+        self.in_batch_tail = False
+        self.tail_validated = False
+
+    def optimizer_stepped(self) -> None:
+        """One optimizer step was taken (``trainer.global_step`` advances)."""
+        self.global_step += 1
+
+    def begin_epoch_end(self) -> None:
+        """``on_train_epoch_end`` hooks start for ``current_epoch``."""
+        self.epoch_ending = True
+
+    def advance_epoch(self) -> None:
+        """The epoch is complete: count it and start the next one's bookkeeping."""
+        self.current_epoch += 1
+        self.start_epoch_bookkeeping()
+
+    def request_stop(self, stop: bool = True) -> None:
+        """``trainer.should_stop = stop``: stop fitting at the next chance (after ``min_epochs``/``min_steps``)."""
+        self.should_stop = bool(stop)
+
+    def reset(self) -> None:
+        """Every counter back to a fresh run's value (a tuner trial starts from step 0)."""
+        self.restore(Progress().state_dict(), source="a fresh run")
 
     def start_epoch_bookkeeping(self) -> None:
         """Counters of a new epoch (after ``current_epoch`` advanced)."""
@@ -123,3 +168,50 @@ class Progress:
         self.tail_validated = False
         self.last_batch_seen = False
         self.epoch_ending = False
+
+    # ------------------------------------------------------------------ saving and restoring
+    def state_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def restore(self, state: Mapping[str, Any], source: str = "the checkpoint") -> None:
+        """Set the counters from ``state`` (a :meth:`state_dict`, e.g. read from a checkpoint), after checking
+        every value: only known counters, of the right type and range. Unknown keys are ignored.
+
+        Raises:
+            ValueError: a counter of the wrong type or out of range, naming the key and ``source``;
+                nothing is changed then.
+        """
+        if not isinstance(state, Mapping):
+            raise ValueError(f"The loop progress in {source} is a {type(state).__name__}, not a dict.")
+        checked: dict[str, Any] = {}
+        for key, value in state.items():
+            kind = _FIELD_KINDS.get(key)
+            if kind is None:
+                continue  # written by a newer version, or not a counter: never set as an attribute
+            if kind is bool:
+                if not isinstance(value, bool):
+                    raise ValueError(f"The loop progress key {key!r} in {source} must be a bool, got {value!r}.")
+            elif kind is int:
+                if isinstance(value, bool) or not isinstance(value, int):
+                    raise ValueError(f"The loop progress key {key!r} in {source} must be an int, got {value!r}.")
+                minimum = -1 if key == "total_batch_idx" else 0
+                if value < minimum:
+                    raise ValueError(
+                        f"The loop progress key {key!r} in {source} is {value}, but it must be >= {minimum}: the"
+                        " file was damaged or edited."
+                    )
+            elif not isinstance(value, dict):
+                raise ValueError(f"The loop progress key {key!r} in {source} must be a dict, got {value!r}.")
+            checked[key] = value
+        for key, value in checked.items():
+            setattr(self, key, dict(value) if isinstance(value, dict) else value)
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Alias of :meth:`restore` (the usual name for it)."""
+        self.restore(state)
+
+
+# the type of each Progress field, for validating restored values
+_FIELD_KINDS: dict[str, type] = {
+    f.name: (dict if f.name == "extra" else bool if isinstance(f.default, bool) else int) for f in fields(Progress)
+}

@@ -5,36 +5,44 @@ No loop code lives here: ``fit_loop.py`` and ``eval_loop.py`` hold it.
 
 from __future__ import annotations
 
-import math
 import os
 import weakref
 from collections.abc import Generator, Iterable
 from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from torchbolt.callbacks.callback import Callback
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
 from torchbolt.core.optimizer import _init_optimizers_and_lr_schedulers
 from torchbolt.loggers.logger import Logger
-from torchbolt.profilers.profiler import Profiler, instrument_optimizers, instrument_strategy
+from torchbolt.profilers.profiler import instrument_optimizers, instrument_strategy
+from torchbolt.strategies.launchers.multiprocessing import WorkerResult
 from torchbolt.strategies.strategy import Strategy
 from torchbolt.trainer import config as _config
+from torchbolt.trainer import legacy as _legacy
 from torchbolt.trainer import setup as _setup
-from torchbolt.trainer.checkpointing import CheckpointConnector
-from torchbolt.trainer.data import DataConnector, DataSource
+from torchbolt.trainer.checkpointing import (
+    LoadedCheckpoint,
+    dump_checkpoint,
+    load_checkpoint,
+    restore_module_and_callbacks,
+    restore_training_state,
+)
+from torchbolt.trainer.context import LoaderSizes, RunContext
+from torchbolt.trainer.data import DataPreparer, DataSource
 from torchbolt.trainer.eval_loop import EvaluationLoop, PredictionLoop
 from torchbolt.trainer.fit_loop import FitLoop
 from torchbolt.trainer.hooks import HookDispatcher
-from torchbolt.trainer.logging import MetricStore, ResultCollection, _log_levels, scalars
+from torchbolt.trainer.logging import MetricSink, MetricStore, scalars
 from torchbolt.trainer.optimization import bind_optimizers
 from torchbolt.trainer.properties import TrainerProperties
-from torchbolt.trainer.reporting import log_hyperparams, log_to_loggers, print_results
-from torchbolt.trainer.signals import SignalConnector
+from torchbolt.trainer.reporting import log_hyperparams, print_results
+from torchbolt.trainer.signals import SignalHandler
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
 from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_deprecation, rank_zero_info
@@ -150,42 +158,30 @@ class Trainer(TrainerProperties):
         args = dict(locals())
         del args["self"], args["legacy_kwargs"]
         args = _config.env_defaults(args, _TRAINER_DEFAULTS)
-        legacy = _config._check_legacy(legacy_kwargs)
-        args = _setup.apply_legacy(args, legacy)
+        legacy = _legacy.check_legacy_arguments(legacy_kwargs, _config.KNOWN_ARGS)
+        args = _legacy.apply_legacy(args, legacy)
         self._config = _config.resolve_config(args, legacy)
-        self._legacy = legacy
         resolved = _setup.resolve_plugins(args, self._config, legacy)
         self._resolved = resolved
         self.strategy: Strategy = resolved.strategy
-        self._benchmark = self._config.benchmark
         _setup.set_torch_flags(self._config)
         self.state = TrainerState()
+        # owned here for the Trainer's lifetime; each run's context lends them to the loops
         self._progress = Progress()
-        self._metrics = MetricStore()
-        self._active_results: ResultCollection | None = None
-        self._checkpoint_connector = CheckpointConnector(self)
-        self._data = DataConnector(self)
-        self._hooks: HookDispatcher = None  # type: ignore[assignment]
+        self._metric_store = MetricStore()
+        self._sizes = LoaderSizes()
+        self._signals = SignalHandler()
+        #: the live run contexts: [0] the current (or last) run, above it a tuner trial while one runs
+        self._runs: list[RunContext] = []
         self._fit_loop: FitLoop | None = None
         self._predict_loop: PredictionLoop | None = None
         self._lightning_module: LightningModule | None = None
         self.datamodule: LightningDataModule | None = None
-        self._num_training_batches: int | float = math.inf
-        self._num_val_batches: list[int | float] = []
-        self._num_sanity_val_batches: list[int | float] = []
-        self._num_test_batches: list[int | float] = []
-        self._num_predict_batches: list[int | float] = []
-        self._received_sigterm = False
-        self._signal_connector = SignalConnector()
         self._enable_autolog_hparams = enable_autolog_hparams
         self.ckpt_path: str | None = None
-        self._ckpt_weights_only: bool | None = None
-        self._ckpt_model_provided = True
         self.profiler = _setup.resolve_profiler(profiler, self._config.default_root_dir)
-        self._active_profiler: Profiler | None = None  # the profiler of the current run, None when not profiling
         self.callbacks: list[Callback] = _setup.build_callbacks(self._config, args["callbacks"])
         self._loggers: list[Logger] = _setup.build_loggers(self._config, logger)
-        self._last_test_results: list[dict[str, float]] = []
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -215,7 +211,6 @@ class Trainer(TrainerProperties):
         """
         if isinstance(train_dataloaders, LightningDataModule):
             datamodule, train_dataloaders = train_dataloaders, None
-        self._ckpt_model_provided = True
         model = self._check_model(model, "fit")
         if datamodule is not None and (train_dataloaders is not None or val_dataloaders is not None):
             raise MisconfigurationException(
@@ -224,8 +219,7 @@ class Trainer(TrainerProperties):
             )
         source = DataSource(model, self._check_datamodule(datamodule),
                             {"train": train_dataloaders, "val": val_dataloaders})
-        self._ckpt_weights_only = weights_only
-        self._run_entry(TrainerFn.FITTING, model, source, ckpt_path)
+        self._run_entry(TrainerFn.FITTING, model, source, _RunOptions(ckpt_path, weights_only))
 
     def validate(
         self,
@@ -241,8 +235,8 @@ class Trainer(TrainerProperties):
         Returns:
             One dict of the epoch-level metrics logged during validation per dataloader.
         """
-        self._ckpt_weights_only = weights_only
-        return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, ckpt_path, verbose, datamodule)
+        return self._evaluate(TrainerFn.VALIDATING, model, dataloaders, datamodule,
+                              _RunOptions(ckpt_path, weights_only, model is not None, verbose))
 
     def test(
         self,
@@ -258,8 +252,8 @@ class Trainer(TrainerProperties):
         Returns:
             One dict of the epoch-level metrics logged during testing per dataloader.
         """
-        self._ckpt_weights_only = weights_only
-        return self._evaluate(TrainerFn.TESTING, model, dataloaders, ckpt_path, verbose, datamodule)
+        return self._evaluate(TrainerFn.TESTING, model, dataloaders, datamodule,
+                              _RunOptions(ckpt_path, weights_only, model is not None, verbose))
 
     def predict(
         self,
@@ -278,7 +272,8 @@ class Trainer(TrainerProperties):
         """
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
-        self._ckpt_model_provided = model is not None
+        options = _RunOptions(ckpt_path, weights_only, model is not None,
+                              return_predictions=True if return_predictions is None else bool(return_predictions))
         model = self._check_model(model, "predict")
         if datamodule is not None and dataloaders is not None:
             raise MisconfigurationException(
@@ -287,9 +282,7 @@ class Trainer(TrainerProperties):
         datamodule = self._check_datamodule(datamodule) if datamodule is not None else (
             self.datamodule if dataloaders is None else None)
         source = DataSource(model, datamodule, {"predict": dataloaders})
-        self._return_predictions = True if return_predictions is None else bool(return_predictions)
-        self._ckpt_weights_only = weights_only
-        return self._run_entry(TrainerFn.PREDICTING, model, source, ckpt_path)
+        return self._run_entry(TrainerFn.PREDICTING, model, source, options)
 
     def tune(
         self,
@@ -329,12 +322,11 @@ class Trainer(TrainerProperties):
         return Tuner(self)
 
     def _evaluate(
-        self, fn: TrainerFn, model: LightningModule | None, dataloaders: Any, ckpt_path: Any, verbose: bool,
-        datamodule: LightningDataModule | None,
+        self, fn: TrainerFn, model: LightningModule | None, dataloaders: Any, datamodule: LightningDataModule | None,
+        options: _RunOptions,
     ) -> list[dict[str, float]]:
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
-        self._ckpt_model_provided = model is not None
         model = self._check_model(model, fn.value)
         if datamodule is not None and dataloaders is not None:
             raise MisconfigurationException(
@@ -344,8 +336,7 @@ class Trainer(TrainerProperties):
             self.datamodule if dataloaders is None else None)
         stage = "val" if fn == TrainerFn.VALIDATING else "test"
         source = DataSource(model, datamodule, {stage: dataloaders})
-        self._verbose = verbose
-        results = self._run_entry(fn, model, source, ckpt_path)
+        results = self._run_entry(fn, model, source, options)
         return results if results is not None else []
 
     def _check_model(self, model: LightningModule | None, entry: str) -> LightningModule:
@@ -372,16 +363,17 @@ class Trainer(TrainerProperties):
             raise TypeError(f"`datamodule` must be a `LightningDataModule`, got `{type(datamodule).__qualname__}`")
         return datamodule
 
-    def _run_entry(self, fn: TrainerFn, model: LightningModule, source: DataSource, ckpt_path: Any) -> Any:
+    def _run_entry(self, fn: TrainerFn, model: LightningModule, source: DataSource, options: _RunOptions) -> Any:
         self.state.fn = fn
         self.state.status = TrainerStatus.RUNNING
         self._lightning_module = model
         self.datamodule = source.datamodule
+        self._runs.clear()  # the previous run's context must not be mistaken for this one's
         launcher = self.strategy.launcher
         try:
             if launcher is not None:
-                return launcher.launch(self._run, model, source, ckpt_path, trainer=self)
-            return self._run(model, source, ckpt_path)
+                return self._apply_worker_result(launcher.launch(self._run, model, source, options, trainer=self))
+            return self._run(model, source, options)
         except _TunerExitException:
             # a tuner callback finished its search and ends this fit: a normal finish, not a failure
             self._teardown()
@@ -397,13 +389,23 @@ class Trainer(TrainerProperties):
             self._interrupt(exception)
             raise
 
+    def _apply_worker_result(self, output: Any) -> Any:
+        """A run that happened in spawned processes: take over its state, counters and metrics here."""
+        if not isinstance(output, WorkerResult):
+            return output
+        self.state = output.state
+        self._progress.restore(output.progress, source="the spawned processes' result")
+        self._metric_store.update(output.callback_metrics, output.logged_metrics, {})
+        return output.results
+
     def _interrupt(self, exception: BaseException) -> None:
         """``on_exception`` hooks, then teardown, so nothing is left half-open after a failure."""
         self.state.status = TrainerStatus.INTERRUPTED
         module = self._lightning_module
-        if self._hooks is not None and module is not None:
-            self._hooks.callbacks("on_exception", exception)
-            self._hooks.module("on_exception", exception)
+        ctx = self._runs[0] if self._runs else None
+        if ctx is not None:
+            ctx.hooks.callbacks("on_exception", exception)
+            ctx.hooks.module("on_exception", exception)
         elif module is not None:
             for cb in self.callbacks:
                 cb.on_exception(self, module, exception)
@@ -414,13 +416,25 @@ class Trainer(TrainerProperties):
         self.strategy.finish_flag_exchange(failed=True)
         try:
             self._teardown()
-            if self._hooks is not None and self.state.fn is not None:
+            if ctx is not None and self.state.fn is not None:
                 self._call_teardown_hooks(self.state.fn.value, status="failed")
         finally:
             self.state.stage = None
 
     # ------------------------------------------------------------------ one run
-    def _run(self, model: LightningModule, source: DataSource, ckpt_path: Any) -> Any:
+    def _new_context(self, fn: TrainerFn, model: LightningModule) -> RunContext:
+        """The context of a run: this Trainer's state objects and the run's plug-ins, in one place."""
+        profiler = self.profiler if _setup.is_active_profiler(self.profiler) else None
+        hooks = HookDispatcher(self, model, self.callbacks, self.datamodule, profiler)
+        sink = MetricSink(self._metric_store, self._loggers, self._progress, self._config.barebones)
+        return RunContext(
+            trainer=self, fn=fn, config=self._config, state=self.state, progress=self._progress, metrics=sink,
+            sizes=self._sizes, hooks=hooks, strategy=self.strategy, module=model, datamodule=self.datamodule,
+            callbacks=self.callbacks, loggers=self._loggers, data=DataPreparer(self._config, self.strategy, hooks),
+            signals=self._signals, profiler=None, active=self._runs,
+        )
+
+    def _run(self, model: LightningModule, source: DataSource, options: _RunOptions) -> Any:
         fn = self.state.fn
         assert fn is not None
         self.callbacks = _setup.merge_model_callbacks(self.callbacks, model)
@@ -428,73 +442,73 @@ class Trainer(TrainerProperties):
         self.strategy.connect(model)
         if self.datamodule is not None:
             self.datamodule.trainer = self
-        self._hooks = HookDispatcher(self, model, self.callbacks, self.datamodule,
-                                     self.profiler if _setup.is_active_profiler(self.profiler) else None)
-        self._metrics.reset()
-        self._progress.should_stop = False
-        _setup.verify_model(self, model, fn, source)
+        ctx = self._new_context(fn, model)
+        self._runs[:] = [ctx]  # `self.log` and `manual_backward` reach the run through `trainer.run_context`
+        self._metric_store.reset()
+        self._progress.request_stop(False)
+        _setup.verify_model(self._config, self.callbacks, model, fn, source)
         self.strategy.setup_environment()
-        self._setup_profiler(model, fn)
+        self._setup_profiler(ctx)
         if fn == TrainerFn.FITTING:
-            self._signal_connector.register(self._cluster_environment())
-        self._prepare_data(model)
-        self._call_setup_hooks(fn.value)
-        self._configure_model(model)
-        resolved_ckpt = self._resolve_ckpt_path(fn, ckpt_path)
-        if resolved_ckpt is not None:
-            self._checkpoint_connector.load(resolved_ckpt, weights_only=self._ckpt_weights_only)
-            if not self.strategy.restore_checkpoint_after_setup:
-                self._checkpoint_connector.restore_module_and_callbacks()
-        if fn == TrainerFn.FITTING and (self._fit_loop is None or self._fit_loop.source is not source):
-            self._fit_loop = FitLoop(self, source)
+            self._signals.register(self._cluster_environment())
+        self._prepare_data(ctx)
+        self._call_setup_hooks(ctx, fn.value)
+        self._configure_model(ctx)
+        loaded = self._load_checkpoint(fn, options)
+        if loaded is not None and not self.strategy.restore_checkpoint_after_setup:
+            restore_module_and_callbacks(ctx, loaded)
+        if fn == TrainerFn.FITTING:
+            ctx.fit_loop = self._fit_loop = FitLoop(ctx, source)
+        if self._config.benchmark is not None:  # again: another Trainer in this process may have changed it
+            torch.backends.cudnn.benchmark = self._config.benchmark
         self.strategy.accelerator.setup(self)  # type: ignore[union-attr]
-        self.strategy.setup(model, self._setup_optimizers if fn == TrainerFn.FITTING else None)
-        if fn == TrainerFn.FITTING:
-            assert self._fit_loop is not None
-            bind_optimizers(self, model.automatic_optimization, self._fit_loop.optimization.on_gradients_ready)
-            if self._active_profiler is not None:
-                instrument_optimizers(self.strategy, self._active_profiler)
-            self._hooks.both("on_fit_start")
-        log_hyperparams(self, model)
-        if resolved_ckpt is not None:
+        self.strategy.setup(model, (lambda: self._setup_optimizers(ctx)) if fn == TrainerFn.FITTING else None)
+        if ctx.fit_loop is not None:
+            bind_optimizers(ctx, model.automatic_optimization, ctx.fit_loop.optimization.on_gradients_ready)
+            if ctx.profiler is not None:
+                instrument_optimizers(self.strategy, ctx.profiler)
+            ctx.hooks.both("on_fit_start")
+        log_hyperparams(ctx, self._enable_autolog_hparams)
+        if loaded is not None:
             if self.strategy.restore_checkpoint_after_setup:
-                self._checkpoint_connector.restore_module_and_callbacks()
+                restore_module_and_callbacks(ctx, loaded)
             if fn == TrainerFn.FITTING:
-                self._checkpoint_connector.restore_training_state()
-            self._checkpoint_connector.release()
-        results = self._run_stage(fn, model, source)
+                restore_training_state(ctx, loaded)
+        self.strategy.barrier("run-stage")
+        model.zero_grad(set_to_none=True)
+        if ctx.fit_loop is not None:
+            with torch.autograd.set_detect_anomaly(self._config.detect_anomaly), torch.enable_grad():
+                ctx.fit_loop.run()
+            results = None
+        else:
+            results = self._run_evaluation(ctx, source, options)
         self.strategy.finish_flag_exchange()
         self._teardown()
         if fn == TrainerFn.FITTING:
-            self._hooks.both("on_fit_end")
+            ctx.hooks.both("on_fit_end")
         self._call_teardown_hooks(fn.value)
         self.state.status = TrainerStatus.FINISHED
         self.state.stage = None
         return results
 
-    def _run_stage(self, fn: TrainerFn, model: LightningModule, source: DataSource) -> Any:
-        self.strategy.barrier("run-stage")
-        model.zero_grad(set_to_none=True)
-        if fn == TrainerFn.FITTING:
-            assert self._fit_loop is not None
-            with torch.autograd.set_detect_anomaly(self._config.detect_anomaly), torch.enable_grad():
-                self._fit_loop.run()
-            return None
+    def _run_evaluation(self, ctx: RunContext, source: DataSource, options: _RunOptions) -> Any:
+        """``validate``/``test``/``predict``: the loop over the stage's loaders."""
+        fn = ctx.fn
         if fn == TrainerFn.PREDICTING:
             self.state.stage = RunningStage.PREDICTING
-            loaders, limits = self._data.eval_loaders(source, "predict")
+            loaders, limits = ctx.data.eval_loaders(source, "predict")
             if not loaders and not source.is_defined("predict"):
                 raise MisconfigurationException(
                     "No `predict_dataloader()` method defined to run `Trainer.predict`. Pass"
                     " `trainer.predict(model, dataloaders=...)` or implement `predict_dataloader`."
                 )
-            self._num_predict_batches = limits
-            self._predict_loop = PredictionLoop(self, self._config.inference_mode, self._return_predictions)
+            ctx.sizes.predict = limits
+            self._predict_loop = PredictionLoop(ctx, self._config.inference_mode, options.return_predictions)
             return self._predict_loop.run(loaders, limits)
         stage = "val" if fn == TrainerFn.VALIDATING else "test"
         running = RunningStage.VALIDATING if fn == TrainerFn.VALIDATING else RunningStage.TESTING
         self.state.stage = running
-        loaders, limits = self._data.eval_loaders(source, stage)
+        loaders, limits = ctx.data.eval_loaders(source, stage)
         if not source.is_defined(stage):
             method = "val_dataloader" if stage == "val" else "test_dataloader"
             raise MisconfigurationException(
@@ -502,140 +516,91 @@ class Trainer(TrainerProperties):
                 f" `trainer.{fn.value}(model, dataloaders=...)`, a datamodule, or implement `{method}`."
             )
         if fn == TrainerFn.VALIDATING:
-            self._num_val_batches = limits
+            ctx.sizes.val = limits
         else:
-            self._num_test_batches = limits
-        loop = EvaluationLoop(self, running, inference_mode=self._config.inference_mode)
+            ctx.sizes.test = limits
+        loop = EvaluationLoop(ctx, running, inference_mode=self._config.inference_mode)
         results = [scalars(r) for r in loop.run(loaders, limits)]
-        if getattr(self, "_verbose", True) and self.is_global_zero and results:
+        if options.verbose and self.is_global_zero and results:
             print_results(results, stage)
         return results
 
     def _teardown(self) -> None:
-        self._signal_connector.teardown()
+        self._signals.teardown()
         self.strategy.teardown()
-        self._active_results = None
+        if self._runs:
+            self._runs[0].metrics.collect_into(None)
 
     def _cluster_environment(self) -> Any:
         return getattr(self.strategy, "cluster_environment", None) or self._resolved.cluster_environment
 
     # ------------------------------------------------------------------ run phases
-    def _prepare_data(self, model: LightningModule) -> None:
+    def _prepare_data(self, ctx: RunContext) -> None:
         """``prepare_data`` once per node (``prepare_data_per_node``) or once in total, then a barrier."""
         strategy = self.strategy
-        dm = self.datamodule
-        for obj in (dm, model):
+        for obj in (ctx.datamodule, ctx.module):
             if obj is None:
                 continue
             per_node = getattr(obj, "prepare_data_per_node", True)
             is_zero = strategy.local_rank == 0 if per_node else strategy.is_global_zero
             if is_zero:
-                if obj is model:
-                    self._hooks.module("prepare_data")
+                if obj is ctx.module:
+                    ctx.hooks.module("prepare_data")
                 else:
                     obj.prepare_data()
         strategy.barrier("prepare_data")
 
-    def _call_setup_hooks(self, stage: str) -> None:
+    def _call_setup_hooks(self, ctx: RunContext, stage: str) -> None:
         self.strategy.barrier("pre_setup")
-        if self.datamodule is not None:
-            self.datamodule.setup(stage=stage)
-        self._hooks.callbacks("setup", stage=stage)
-        self._hooks.module("setup", stage=stage)
+        if ctx.datamodule is not None:
+            ctx.datamodule.setup(stage=stage)
+        ctx.hooks.callbacks("setup", stage=stage)
+        ctx.hooks.module("setup", stage=stage)
         self.strategy.barrier("post_setup")
 
     def _call_teardown_hooks(self, stage: str, status: str = "success") -> None:
+        ctx = self._runs[0] if self._runs else None
         if self.datamodule is not None:
             self.datamodule.teardown(stage=stage)
-        self._hooks.callbacks("teardown", stage=stage)
-        self._hooks.module("teardown", stage=stage)
-        model = self._lightning_module
-        if model is not None:
-            model.__dict__["_current_fx_name"] = None
+        if ctx is not None:
+            ctx.hooks.callbacks("teardown", stage=stage)
+            ctx.hooks.module("teardown", stage=stage)
+            ctx.hooks.clear_current_hook()
         for logger in self.loggers:
             logger.finalize(status)
         if _setup.is_active_profiler(self.profiler):
             self.profiler.describe()
 
-    def _setup_profiler(self, model: LightningModule, fn: TrainerFn) -> None:
+    def _setup_profiler(self, ctx: RunContext) -> None:
         """Decide once whether this run is profiled; if so, wrap the strategy's step methods (else nothing)."""
         profiler = self.profiler
-        self._active_profiler = profiler if _setup.is_active_profiler(profiler) else None
-        if self._active_profiler is None:
+        if not _setup.is_active_profiler(profiler):
             return
-        profiler._lightning_module = weakref.proxy(model)
+        ctx.profiler = profiler
+        profiler._lightning_module = weakref.proxy(ctx.module)
         local_rank = self.local_rank if self.world_size > 1 else None
-        profiler.setup(stage=fn.value, local_rank=local_rank, log_dir=self.log_dir)
+        profiler.setup(stage=ctx.fn.value, local_rank=local_rank, log_dir=self.log_dir)
         instrument_strategy(self.strategy, profiler)
 
-    def _configure_model(self, model: LightningModule) -> None:
+    def _configure_model(self, ctx: RunContext) -> None:
         with self.strategy.model_sharded_context(), self.strategy.precision_plugin.module_init_context():
-            self._hooks.module("configure_sharded_model")
-            self._hooks.module("configure_model")
+            ctx.hooks.module("configure_sharded_model")
+            ctx.hooks.module("configure_model")
 
-    def _setup_optimizers(self) -> None:
-        model = self.lightning_module
-        optim_conf = self._hooks.module("configure_optimizers")
-        optimizers, configs = _init_optimizers_and_lr_schedulers(model, optim_conf)
+    def _setup_optimizers(self, ctx: RunContext) -> None:
+        optim_conf = ctx.hooks.module("configure_optimizers")
+        optimizers, configs = _init_optimizers_and_lr_schedulers(ctx.module, optim_conf)
         self.strategy.optimizers = optimizers
         self.strategy.lr_scheduler_configs = configs
 
-    def _resolve_ckpt_path(self, fn: TrainerFn, ckpt_path: Any) -> str | None:
+    def _load_checkpoint(self, fn: TrainerFn, options: _RunOptions) -> LoadedCheckpoint | None:
         from torchbolt.trainer.ckpt_path import resolve_ckpt_path
 
-        path = resolve_ckpt_path(self, fn, ckpt_path, self._ckpt_model_provided)
+        path = resolve_ckpt_path(self, fn, options.ckpt_path, options.model_provided)
         self.ckpt_path = path
-        return path
-
-    # ------------------------------------------------------------------ logging plumbing
-    def _reduce_fn(self, tensor: Tensor, group: Any, op: str) -> Tensor:
-        return self.strategy.reduce(tensor, group=group, reduce_op=op)
-
-    def _log_from_module(self, module: LightningModule, name: str, value: Any, prog_bar: bool, logger: bool | None,
-                         on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, enable_graph: bool,
-                         sync_dist: bool, sync_dist_group: Any, add_dataloader_idx: bool, batch_size: int | None,
-                         metric_attribute: str | None, rank_zero_only: bool) -> None:
-        results = self._active_results
-        fx = module._current_fx_name
-        if self._config.barebones:
-            raise MisconfigurationException(
-                "`self.log()` was called, but `Trainer(barebones=True)` is configured. Logging can be re-enabled"
-                " by setting `Trainer(barebones=False)`"
-            )
-        if results is None:
-            if self.state.stage == RunningStage.PREDICTING or fx == "predict_step":
-                raise MisconfigurationException(
-                    "You are trying to `self.log()` but the loop's result collection is not registered yet. This is"
-                    " most likely because you are trying to log in a `predict` hook, but it doesn't support logging"
-                )
-            _log_levels(fx, name, on_step, on_epoch)  # raises with the hook-specific message
-            raise MisconfigurationException(
-                f"`self.log({name!r}, ...)` was called from `{fx}`, outside of a running loop."
-            )
-        if logger and not self.loggers:
-            _warning_cache.warn(
-                f"You called `self.log({name!r}, ..., logger=True)` but have no logger configured. You can enable one"
-                " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to suppress this warning."
-            )
-        results.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                    sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only)
-
-    def _log_to_loggers(self, metrics: dict[str, Any], step: int | None = None, add_epoch: bool = True) -> None:
-        log_to_loggers(self, metrics, step, add_epoch)
-
-    def _manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        hooks = self._hooks
-        hooks.callbacks("on_before_backward", loss)
-        hooks.module("on_before_backward", loss)
-        module = self.lightning_module
-        prev = module.__dict__.get("_current_fx_name")
-        module.__dict__["_current_fx_name"] = "backward"
-        try:
-            self.strategy.backward(loss, None, *args, **kwargs)
-        finally:
-            module.__dict__["_current_fx_name"] = prev
-        hooks.callbacks("on_after_backward")
-        hooks.module("on_after_backward")
+        if path is None:
+            return None
+        return load_checkpoint(self.strategy, path, weights_only=options.weights_only)
 
     # ------------------------------------------------------------------ model creation
     @contextmanager
@@ -680,14 +645,35 @@ class Trainer(TrainerProperties):
             trainer.save_checkpoint("example.ckpt")
             model = LitModel.load_from_checkpoint("example.ckpt")
         """
-        if self._lightning_module is None:
+        if self._lightning_module is None or not self._runs:
             raise AttributeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
-        checkpoint = self._checkpoint_connector.dump_checkpoint(weights_only)
+        checkpoint = dump_checkpoint(self._runs[-1], weights_only)
         self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
         self.strategy.barrier("Trainer.save_checkpoint")
+
+    # ------------------------------------------------------------------ the run's state
+    @property
+    def run_context(self) -> RunContext | None:
+        """The context of the run in progress (a tuner trial's while one runs), else of the last run.
+
+        For torchbolt's loops, tuners and plug-ins; user code reads the Trainer's properties instead.
+        """
+        return self._runs[-1] if self._runs else None
+
+
+@dataclass
+class _RunOptions:
+    """What one ``fit``/``validate``/``test``/``predict`` call asked for, besides model and data."""
+
+    ckpt_path: Any = None
+    weights_only: bool | None = None
+    model_provided: bool = True
+    verbose: bool = True
+    return_predictions: bool = True
+
 
 # ---------------------------------------------------------------------- module-level helpers
 def _signature_defaults() -> dict[str, Any]:

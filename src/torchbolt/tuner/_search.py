@@ -1,12 +1,12 @@
 """Short training runs inside a running ``fit`` (the tuners' trials), with everything put back afterwards.
 
 A tuner callback runs at ``on_fit_start``: the model, optimizers and LR schedulers exist, no batch
-has been trained. :class:`SearchRun` snapshots every piece of state a training run can change
-(weights and buffers, optimizer state and param groups, schedulers, loop counters, precision
-state, random generators, the Trainer's hooks, loggers and metrics), runs fresh fit loops with
-only the tuner's own callback receiving hooks and no loggers, then restores the snapshot, so the
-real run starts exactly as it would have without the search. The snapshot lives in host memory:
-it costs no device memory, which matters to the batch-size finder.
+has been trained. :class:`SearchRun` snapshots the state a training run changes in place (weights
+and buffers, optimizer state and param groups, schedulers, precision state, random generators),
+runs fresh fit loops in a nested run context (its own counters, metrics, loader sizes and settings;
+only the tuner's own callback receives hooks; no loggers), then restores the snapshot, so the real
+run starts exactly as it would have without the search. The snapshot lives in host memory: it costs
+no device memory, which matters to the batch-size finder.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ import torch
 from torch import Tensor
 
 from torchbolt.loggers.logger import DummyLogger
+from torchbolt.trainer.context import LoaderSizes, RunContext
+from torchbolt.trainer.data import DataPreparer
 from torchbolt.trainer.hooks import HookDispatcher
-from torchbolt.trainer.logging import MetricStore
+from torchbolt.trainer.logging import MetricSink, MetricStore
 from torchbolt.trainer.states import Progress
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.seed import _collect_rng_states, _set_rng_states
@@ -90,33 +92,27 @@ class _OptimizerSnapshot:
 class _Snapshot:
     """Everything a training run inside ``fit`` can change; :meth:`restore` puts it back."""
 
-    def __init__(self, trainer: Trainer) -> None:
-        model = trainer.lightning_module
-        strategy = trainer.strategy
+    def __init__(self, ctx: RunContext) -> None:
+        model = ctx.module
+        strategy = ctx.strategy
         self.model_state = _to_host(model.state_dict())
         self.training_modes = [(m, m.training) for m in model.modules()]
-        self.fx_name = model.__dict__.get("_current_fx_name")
         self.optimizers = [_OptimizerSnapshot(opt) for opt in strategy.optimizers]
         self.scheduler_list = strategy.lr_scheduler_configs
         self.scheduler_configs = list(self.scheduler_list)
         self.scheduler_states = [_to_host(c.scheduler.state_dict()) for c in self.scheduler_configs]
         self.precision_state = copy.deepcopy(strategy.precision_plugin.state_dict())
-        self.progress = copy.deepcopy(trainer._progress.state_dict())
         self.rng = _collect_rng_states()
-        self.trainer_attrs = {name: getattr(trainer, name) for name in _TRAINER_ATTRS}
-        self.stage = trainer.state.stage
+        self.stage = ctx.state.stage
 
-    def restore(self, trainer: Trainer) -> None:
-        model = trainer.lightning_module
-        strategy = trainer.strategy
-        for name, value in self.trainer_attrs.items():
-            setattr(trainer, name, value)
-        trainer.state.stage = self.stage
+    def restore(self, ctx: RunContext) -> None:
+        model = ctx.module
+        strategy = ctx.strategy
+        ctx.state.stage = self.stage
         model.zero_grad(set_to_none=True)
         model.load_state_dict(_from_host(self.model_state))
         for module, mode in self.training_modes:
             module.training = mode
-        model.__dict__["_current_fx_name"] = self.fx_name
         for snapshot in self.optimizers:
             snapshot.restore()
         self.scheduler_list[:] = self.scheduler_configs
@@ -125,13 +121,7 @@ class _Snapshot:
             config.scheduler.load_state_dict(_from_host(state))
         if self.precision_state:
             strategy.precision_plugin.load_state_dict(copy.deepcopy(self.precision_state))
-        trainer._progress.load_state_dict(copy.deepcopy(self.progress))
         _set_rng_states(self.rng)
-
-
-# Trainer attributes a search run swaps out (and the snapshot puts back)
-_TRAINER_ATTRS = ("_config", "_hooks", "callbacks", "_loggers", "_fit_loop", "_metrics", "_active_results",
-                  "_num_training_batches", "_num_val_batches", "_num_sanity_val_batches")
 
 
 class SearchRun:
@@ -152,41 +142,55 @@ class SearchRun:
     """
 
     def __init__(self, trainer: Trainer, callbacks: list[Callback], **config_overrides: Any) -> None:
-        if trainer._fit_loop is None or trainer._lightning_module is None or trainer._hooks is None:
+        ctx = trainer.run_context
+        if ctx is None or ctx.fit_loop is None or trainer.state.fn != "fit":
             raise MisconfigurationException(
                 "The tuners run inside `trainer.fit`: use `Tuner(trainer)` or add the tuner callback to"
                 " `Trainer(callbacks=...)` and call `trainer.fit(model)`."
             )
         self.trainer = trainer
+        self.parent = ctx
         self.callbacks = list(callbacks)
         self.config_overrides = config_overrides
-        self.source: DataSource = trainer._fit_loop.source
+        self.source: DataSource = ctx.fit_loop.source
+        self.ctx: RunContext | None = None
         self._snapshot: _Snapshot | None = None
+        self._scope: Any = None
 
     def __enter__(self) -> SearchRun:
-        trainer = self.trainer
-        self._snapshot = _Snapshot(trainer)
-        trainer._config = dataclasses.replace(trainer._config, **self.config_overrides)
-        trainer._hooks = HookDispatcher(trainer, trainer.lightning_module, self.callbacks, trainer.datamodule, None)
-        trainer.callbacks = list(self.callbacks)
+        parent = self.parent
+        self._snapshot = _Snapshot(parent)
+        config = dataclasses.replace(parent.config, **self.config_overrides)
+        hooks = HookDispatcher(self.trainer, parent.module, self.callbacks, parent.datamodule, None)
         # nothing is logged, but hooks that use `self.logger` keep working
-        trainer._loggers = [DummyLogger()] if trainer._loggers else []
-        trainer._metrics = MetricStore()
+        loggers: list[Any] = [DummyLogger()] if parent.loggers else []
+        progress = Progress()
+        self._scope = parent.nested(
+            config=config, hooks=hooks, callbacks=list(self.callbacks), loggers=loggers, progress=progress,
+            metrics=MetricSink(MetricStore(), loggers, progress, config.barebones), sizes=LoaderSizes(),
+            data=DataPreparer(config, parent.strategy, hooks), profiler=None, fit_loop=None,
+        )
+        self.ctx = self._scope.__enter__()
         return self
 
     def run(self) -> None:
         """One trial: a fresh fit loop from step 0 with the current model, optimizer and schedulers."""
         from torchbolt.trainer.fit_loop import FitLoop
 
-        trainer = self.trainer
-        trainer._progress.load_state_dict(Progress().state_dict())
-        trainer.lightning_module.zero_grad(set_to_none=True)
-        trainer._active_results = None
-        trainer._fit_loop = loop = FitLoop(trainer, self.source)
+        ctx = self.ctx
+        assert ctx is not None, "SearchRun.run() is called inside `with SearchRun(...)`"
+        ctx.progress.reset()
+        ctx.module.zero_grad(set_to_none=True)
+        ctx.metrics.collect_into(None)
+        ctx.fit_loop = loop = FitLoop(ctx, self.source)
         loop.run()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         assert self._snapshot is not None
-        self._snapshot.restore(self.trainer)
-        self._snapshot = None
+        try:
+            self._scope.__exit__(exc_type, exc, tb)
+        finally:
+            self._snapshot.restore(self.parent)
+            self._snapshot = None
+            self.ctx = None

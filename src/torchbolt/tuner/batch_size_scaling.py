@@ -36,7 +36,7 @@ def _check_can_scale(trainer: Trainer, batch_arg_name: str) -> None:
     model = trainer.lightning_module
     if trainer.world_size > 1 or trainer.strategy.distributed_sampler_kwargs is not None:
         raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
-    fit_loop = trainer._fit_loop
+    fit_loop = trainer.fit_loop
     if fit_loop is not None and fit_loop.source.explicit.get("train") is not None:
         raise MisconfigurationException(
             "The Batch size finder cannot be used with dataloaders passed directly to `.fit()`. Please disable"
@@ -176,7 +176,8 @@ def _adjust_batch_size(trainer: Trainer, search: SearchRun, batch_arg_name: str 
     """
     model = trainer.lightning_module
     batch_size = lightning_getattr(model, batch_arg_name)
-    loader, _ = trainer._data.train_loader(search.source)
+    assert search.ctx is not None
+    loader, _ = search.ctx.data.train_loader(search.source)
     length = _dataset_length(loader)
     if length is not None and batch_size >= length:
         rank_zero_info(f"The batch size {batch_size} is greater or equal than the length of your dataset.")

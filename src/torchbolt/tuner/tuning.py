@@ -193,7 +193,7 @@ def _tune(
 ) -> dict[str, Any]:
     """The Lightning 1.x ``trainer.tune``: batch-size scaling (``auto_scale_batch_size``), then the LR finder
     (``auto_lr_find``), each only when its Trainer flag is set."""
-    config = trainer._config
+    config = trainer
     result: dict[str, Any] = {}
     if not config.auto_scale_batch_size and not config.auto_lr_find:
         rank_zero_warn(

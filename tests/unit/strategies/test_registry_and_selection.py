@@ -20,7 +20,7 @@ def _trainer(**kwargs: object) -> pl.Trainer:
 
 
 def test_every_documented_strategy_name_is_registered() -> None:
-    from torchbolt.trainer.connector import _import_strategy_modules
+    from torchbolt.strategies.registry import import_strategy_modules as _import_strategy_modules
 
     _import_strategy_modules()
     names = set(available_strategies())

@@ -28,7 +28,13 @@ _GRACE_PERIOD_S = 5.0
 
 
 @dataclass
-class _WorkerOutput:
+class WorkerResult:
+    """What rank 0 of a spawned run sends back; the Trainer applies the state, counters and metrics.
+
+    The launcher itself only puts the trained weights into the caller's module and the checkpoint
+    callback's paths in place (public objects); ``launch`` returns this to the Trainer.
+    """
+
     weights: dict[str, Any] | None
     state: Any
     progress: dict[str, Any]
@@ -180,11 +186,11 @@ def _unshare_module_memory(*objects: Any) -> None:
 
     for obj in objects:
         if obj is not None and hasattr(obj, "lightning_module") and not isinstance(obj, nn.Module):
-            obj = obj._lightning_module
+            obj = obj.lightning_module
         apply_to_collection(obj, nn.Module, unshare)
 
 
-def _collect_results(trainer: Any, results: Any) -> _WorkerOutput:
+def _collect_results(trainer: Any, results: Any) -> WorkerResult:
     module = trainer.lightning_module
     weights = None
     if module is not None and trainer.state.fn is not None and trainer.state.fn.value == "fit":
@@ -195,10 +201,10 @@ def _collect_results(trainer: Any, results: Any) -> _WorkerOutput:
         for name in ("best_model_path", "last_model_path"):
             if hasattr(checkpoint, name):
                 paths[name] = getattr(checkpoint, name)
-    return _WorkerOutput(
+    return WorkerResult(
         weights=weights,
         state=trainer.state,
-        progress=trainer._progress.state_dict(),
+        progress=trainer.run_context.progress.state_dict() if trainer.run_context is not None else {},
         callback_metrics=dict(trainer.callback_metrics),
         logged_metrics=dict(trainer.logged_metrics),
         results=results,
@@ -206,20 +212,18 @@ def _collect_results(trainer: Any, results: Any) -> _WorkerOutput:
     )
 
 
-def _recover_results(output: _WorkerOutput, trainer: Any) -> Any:
-    """Make the caller's model and Trainer reflect the run that happened in the other processes."""
+def _recover_results(output: WorkerResult, trainer: Any) -> WorkerResult:
+    """Put the trained weights into the caller's model and the checkpoint paths into its callback; the
+    Trainer applies the rest of ``output`` (state, counters, metrics) itself."""
     module = trainer.lightning_module
     if output.weights is not None and module is not None:
         module.load_state_dict(output.weights)
-    trainer.state = output.state
-    trainer._progress.load_state_dict(output.progress)
-    trainer._metrics.update(output.callback_metrics, output.logged_metrics, {})
     checkpoint = trainer.checkpoint_callback
     for name, value in output.checkpoint_paths.items():
         if checkpoint is not None:
             with contextlib.suppress(AttributeError):
                 setattr(checkpoint, name, value)
-    return output.results
+    return output
 
 
-__all__ = ["MultiProcessingLauncher"]
+__all__ = ["MultiProcessingLauncher", "WorkerResult"]

@@ -1,4 +1,5 @@
-"""Resolve ``accelerator``, ``devices``, ``num_nodes``, ``strategy``, ``precision`` and ``plugins`` once.
+"""Pure resolvers: ``accelerator``, ``devices``, ``num_nodes``, ``strategy``, ``precision`` and ``plugins``
+-> a configured strategy, once per Trainer.
 
 The result is a configured :class:`~torchbolt.strategies.Strategy` that owns the accelerator,
 precision plug-in, checkpoint I/O and cluster environment. Nothing here runs per batch.
@@ -17,9 +18,9 @@ from torchbolt.plugins.io import CheckpointIO
 from torchbolt.plugins.precision import Precision
 from torchbolt.plugins.precision.resolve import precision_plugin_for
 from torchbolt.strategies import SingleDeviceStrategy, Strategy
-from torchbolt.strategies.registry import StrategyRegistry
+from torchbolt.strategies.registry import StrategyRegistry, import_strategy_modules
+from torchbolt.trainer.legacy import apply_legacy_device_args
 from torchbolt.utilities.exceptions import MisconfigurationException
-from torchbolt.utilities.rank_zero import rank_zero_deprecation
 
 _ACCELERATORS: dict[str, type[Accelerator]] = {"cpu": CPUAccelerator, "cuda": CUDAAccelerator, "mps": MPSAccelerator}
 _ACCELERATOR_NAMES = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
@@ -36,25 +37,6 @@ class ResolvedPlugins:
     device_ids: list[int]
     num_nodes: int
     cluster_environment: ClusterEnvironment
-
-
-def _apply_legacy_device_args(accelerator: Any, devices: Any, strategy: Any, legacy: dict[str, Any]
-                              ) -> tuple[Any, Any, Any]:
-    # in Lightning 1.x, `gpus=0`/`gpus=None` meant "train on the CPU"
-    if legacy.get("gpus") not in (None, 0, "0", [], False):
-        accelerator, devices = "gpu", legacy["gpus"]
-    if legacy.get("tpu_cores") not in (None, 0, [], False):
-        accelerator, devices = "tpu", legacy["tpu_cores"]
-    if legacy.get("distributed_backend") is not None:
-        strategy = legacy["distributed_backend"]
-    # Lightning 1.x accepted the strategy in `accelerator`, e.g. Trainer(accelerator="ddp")
-    if isinstance(accelerator, str) and accelerator not in _ACCELERATOR_NAMES and accelerator in StrategyRegistry:
-        rank_zero_deprecation(
-            f"`Trainer(accelerator={accelerator!r})` is a Lightning 1.x spelling; use `strategy={accelerator!r}`"
-            " and `accelerator='gpu'` or `'cpu'`."
-        )
-        strategy, accelerator = accelerator, "auto"
-    return accelerator, devices, strategy
 
 
 def _select_accelerator(accelerator: Any) -> Accelerator:
@@ -143,7 +125,8 @@ def resolve_plugins(
     Raises:
         MisconfigurationException: for unknown names, unavailable hardware or contradictory arguments.
     """
-    accelerator, devices, strategy = _apply_legacy_device_args(accelerator, devices, strategy, legacy)
+    accelerator, devices, strategy = apply_legacy_device_args(accelerator, devices, strategy, legacy,
+                                                              _ACCELERATOR_NAMES)
     if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
         raise MisconfigurationException(f"`Trainer(num_nodes={num_nodes!r})` is invalid: expected an int >= 1.")
     if not isinstance(devices, (int, str, list, tuple)):
@@ -236,7 +219,7 @@ def _select_strategy(
             )
         return SingleDeviceStrategy(device=_root_device(accel, device_ids), accelerator=accel)
     if name not in StrategyRegistry:
-        _import_strategy_modules()
+        import_strategy_modules()
     if name not in StrategyRegistry:
         from torchbolt.strategies.registry import available_strategies
 
@@ -247,19 +230,6 @@ def _select_strategy(
     entry = StrategyRegistry[name]
     built = entry["factory"](**entry["init_params"])
     return _configure_parallel(built, accel, device_ids, num_nodes, environment)
-
-
-def _import_strategy_modules() -> None:
-    # parallel strategies register their names when their module is imported
-    import importlib
-
-    for module in ("torchbolt.strategies.ddp", "torchbolt.strategies.fsdp", "torchbolt.strategies.deepspeed",
-                   "torchbolt.strategies.dp"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
 
 
 def _configure_parallel(
