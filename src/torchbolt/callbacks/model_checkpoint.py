@@ -25,7 +25,8 @@ from torchbolt.callbacks import _arguments
 from torchbolt.callbacks.checkpoint import Checkpoint
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities._owned_paths import resolve_owned_path
-from torchbolt.utilities.cloud_io import TEMP_FILE_PATTERN, _atomic_symlink, _is_local_path, get_filesystem
+from torchbolt.utilities._temp_files import remove_stale_temp_files
+from torchbolt.utilities.cloud_io import _atomic_symlink, _is_local_path, get_filesystem
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_info, rank_zero_warn
 
@@ -312,9 +313,9 @@ class ModelCheckpoint(Checkpoint):
             self._kept_paths.update(refused)
             listing = "; ".join(f"{path!r} ({reason})" for path, reason in refused.items())
             rank_zero_warn(
-                f"ModelCheckpoint will not delete {listing}: the checkpoint resumed from names them, but this"
-                f" callback only deletes checkpoint files it wrote inside its `dirpath` {self.dirpath!r}. The"
-                " paths stay available as information; the files are left untouched."
+                f"ModelCheckpoint will not delete {listing}: the checkpoint resumed from names these paths, but"
+                f" this callback only deletes checkpoint files it wrote inside its `dirpath` {self.dirpath!r}."
+                " They stay available as information; the files are left untouched."
             )
 
     # ------------------------------------------------------------------ when to save
@@ -509,7 +510,8 @@ class ModelCheckpoint(Checkpoint):
     def _remove_rotated_out(self, trainer: Trainer, previous: Any, current: str) -> None:
         """Delete ``previous``, which left the top ``k`` (or is the previous ``last``), if it is ours to delete."""
         target = self._deletable_path(trainer, previous, current)
-        if target is None:
+        # a subclass may keep more files through `_should_remove_checkpoint`, never delete more
+        if target is None or not self._should_remove_checkpoint(trainer, previous, current):
             return
         try:
             self._remove_checkpoint(trainer, target)
@@ -520,13 +522,9 @@ class ModelCheckpoint(Checkpoint):
         trainer.strategy.remove_checkpoint(filepath)
 
     def _remove_stale_temp_files(self) -> None:
-        """Temporary files of writes interrupted by a crash (never complete checkpoints)."""
-        if self.dirpath is None or not _is_local_path(self.dirpath) or not os.path.isdir(self.dirpath):
-            return
-        for name in os.listdir(self.dirpath):
-            if TEMP_FILE_PATTERN.match(name) and name.endswith(".tmp") and self.FILE_EXTENSION in name:
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(self.dirpath, name))
+        """Temporary files of writes interrupted by a crash; those of writers still alive are kept."""
+        if self.dirpath is not None and _is_local_path(self.dirpath):
+            remove_stale_temp_files(self.dirpath)
 
     # ------------------------------------------------------------------ names and paths
     def _format_checkpoint_name(self, filename: str | None, metrics: dict[str, Any], prefix: str = "",
