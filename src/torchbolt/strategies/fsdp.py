@@ -339,7 +339,7 @@ class FSDPStrategy(ParallelStrategy):
             set_optimizer_state_dict(module, optimizer, optim_state_dict=loaded)
 
     def remove_checkpoint(self, filepath: _PATH) -> None:
-        """Delete a full checkpoint file, or a sharded checkpoint directory file by file (see ``_remove_sharded_dir``).
+        """Delete a full checkpoint file, or a sharded checkpoint directory file by file (never recursively).
 
         Raises:
             IsADirectoryError: ``filepath`` is a directory that holds anything but a sharded checkpoint's

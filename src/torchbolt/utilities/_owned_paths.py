@@ -41,7 +41,10 @@ def resolve_owned_path(path: Any, directory: str, extension: str) -> tuple[str |
     if not isinstance(spelled, str):
         return None, "it is not a text path"
     directory_fs = get_filesystem(directory)
-    path_fs = get_filesystem(spelled)
+    try:
+        path_fs = get_filesystem(spelled)
+    except Exception:  # an unknown protocol, or one whose fsspec package is not installed
+        return None, "it is on another filesystem than `dirpath`"
     if _is_local(directory_fs) != _is_local(path_fs) or type(directory_fs) is not type(path_fs):
         return None, "it is on another filesystem than `dirpath`"
     if _is_local(path_fs):

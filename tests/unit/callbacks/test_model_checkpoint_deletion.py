@@ -189,3 +189,46 @@ def test_checkpoint_io_never_deletes_a_directory(tmp_path: Path) -> None:
     with pytest.raises(IsADirectoryError, match="is a directory"):
         TorchCheckpointIO().remove_checkpoint(url)
     assert fs.cat(f"{url}/data.txt") == b"precious"
+
+
+def test_a_sharded_checkpoint_directory_is_removed_file_by_file_and_a_foreign_folder_never(tmp_path: Path) -> None:
+    from torchbolt.strategies.fsdp import _remove_sharded_dir, _replace_dir
+
+    sharded = tmp_path / "epoch=0.ckpt"
+    sharded.mkdir()
+    for name in ("meta.pt", ".metadata", "__0_0.distcp", "__1_0.distcp"):
+        (sharded / name).write_bytes(b"shard")
+    _remove_sharded_dir(str(sharded))
+    assert not sharded.exists()
+
+    foreign = tmp_path / "foreign.ckpt"
+    (foreign / "nested").mkdir(parents=True)
+    (foreign / "meta.pt").write_bytes(b"looks like one")
+    (foreign / "nested" / "data.txt").write_text("precious")
+    with pytest.raises(IsADirectoryError, match=r"foreign\.ckpt is a directory that is not only a sharded"):
+        _remove_sharded_dir(str(foreign))
+    # replacing it with a new sharded checkpoint refuses before anything moves
+    new = tmp_path / "new.partial"
+    new.mkdir()
+    (new / "meta.pt").write_bytes(b"new")
+    with pytest.raises(IsADirectoryError, match="nested"):
+        _replace_dir(str(new), str(foreign))
+    assert (foreign / "nested" / "data.txt").read_text() == "precious" and (new / "meta.pt").exists()
+
+
+@pytest.mark.parametrize(("path", "allowed"), [
+    ("memory://run/ck/epoch=1.ckpt", True),
+    ("memory://run/ck/sub/epoch=1.ckpt", True),
+    ("memory://run/ck/../elsewhere.ckpt", False),  # object stores do not resolve "..": refused outright
+    ("memory://run/ck-other/epoch=1.ckpt", False),  # a sibling whose name starts the same
+    ("memory://run/ck/notes.txt", False),  # not a checkpoint file
+    ("/tmp/epoch=1.ckpt", False),  # a local path while dirpath is a URL
+    ("nosuchprotocol://run/ck/epoch=1.ckpt", False),  # unknown protocol: refused, not an error
+    ("s3://run/ck/epoch=1.ckpt", False),  # another protocol (whether or not s3fs is installed)
+    (7, False),
+])
+def test_which_paths_count_as_inside_a_remote_dirpath(path: Any, allowed: bool) -> None:
+    from torchbolt.utilities._owned_paths import resolve_owned_path
+
+    resolved, reason = resolve_owned_path(path, "memory://run/ck", ".ckpt")
+    assert (resolved == path) if allowed else (resolved is None and reason), reason
