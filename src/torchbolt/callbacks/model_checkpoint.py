@@ -24,7 +24,9 @@ from torch import Tensor
 from torchbolt.callbacks import _arguments
 from torchbolt.callbacks.checkpoint import Checkpoint
 from torchbolt.trainer.states import TrainerFn
-from torchbolt.utilities.cloud_io import TEMP_FILE_PATTERN, _atomic_symlink, _is_local_path, get_filesystem
+from torchbolt.utilities._owned_paths import resolve_owned_path
+from torchbolt.utilities._temp_files import remove_stale_temp_files
+from torchbolt.utilities.cloud_io import _atomic_symlink, _is_local_path, get_filesystem
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_info, rank_zero_warn
 
@@ -117,6 +119,8 @@ class ModelCheckpoint(Checkpoint):
         self.best_model_path = ""
         self.last_model_path = ""
         self._last_checkpoint_saved = ""
+        # paths this callback was asked to delete but must not (outside dirpath...): warned about once
+        self._kept_paths: set[Any] = set()
         if dirpath and _is_local_path(dirpath):
             dirpath = os.path.realpath(os.path.expanduser(str(dirpath)))
         self.dirpath: str | None = str(dirpath) if dirpath else None
@@ -286,6 +290,33 @@ class ModelCheckpoint(Checkpoint):
                 " won't be reloaded. Only `best_model_path` will be reloaded."
             )
         self.best_model_path = state_dict["best_model_path"]
+        self._keep_foreign_restored_paths()
+
+    def _keep_foreign_restored_paths(self) -> None:
+        """Warn once, right at the resume, about restored paths this callback will never delete.
+
+        A checkpoint is data from outside: its ``best_model_path``, ``last_model_path`` and
+        ``best_k_models`` stay available as information, but a file they name outside ``dirpath``
+        (or on another filesystem) is never deleted when it rotates out.
+        """
+        if self.dirpath is None:  # loaded before setup: every deletion is checked anyway
+            return
+        restored = [self.best_model_path, self.last_model_path, self.kth_best_model_path, *self.best_k_models]
+        refused: dict[Any, str] = {}
+        for path in restored:
+            if not path or path in refused or path in self._kept_paths:
+                continue
+            resolved, reason = resolve_owned_path(path, self.dirpath, self.FILE_EXTENSION)
+            if resolved is None:
+                refused[path] = reason
+        if refused:
+            self._kept_paths.update(refused)
+            listing = "; ".join(f"{path!r} ({reason})" for path, reason in refused.items())
+            rank_zero_warn(
+                f"ModelCheckpoint will not delete {listing}: the checkpoint resumed from names these paths, but"
+                f" this callback only deletes checkpoint files it wrote inside its `dirpath` {self.dirpath!r}."
+                " They stay available as information; the files are left untouched."
+            )
 
     # ------------------------------------------------------------------ when to save
     def _should_skip_saving_checkpoint(self, trainer: Trainer) -> bool:
@@ -357,8 +388,8 @@ class ModelCheckpoint(Checkpoint):
         with self._rollback_on_failure():
             self.best_model_path = filepath  # set first: it is part of the state being saved
             self._save_checkpoint(trainer, filepath)
-        if self.save_top_k == 1 and previous and self._should_remove_checkpoint(trainer, previous, filepath):
-            self._remove_checkpoint(trainer, previous)
+        if self.save_top_k == 1 and previous:
+            self._remove_rotated_out(trainer, previous, filepath)
 
     def _update_best_and_save(self, current: Tensor, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
         k = len(self.best_k_models) + 1 if self.save_top_k == -1 else self.save_top_k
@@ -387,8 +418,8 @@ class ModelCheckpoint(Checkpoint):
                 )
             self._save_checkpoint(trainer, filepath)
         # the checkpoint that left the top k goes only once the new one is complete
-        if del_filepath and self._should_remove_checkpoint(trainer, del_filepath, filepath):
-            self._remove_checkpoint(trainer, del_filepath)
+        if del_filepath:
+            self._remove_rotated_out(trainer, del_filepath, filepath)
 
     def _save_last_checkpoint(self, trainer: Trainer, candidates: dict[str, Tensor]) -> None:
         if not self.save_last:
@@ -406,8 +437,8 @@ class ModelCheckpoint(Checkpoint):
                 self._link_checkpoint(trainer, self._last_checkpoint_saved, filepath)
             else:
                 self._save_checkpoint(trainer, filepath)
-        if previous and self._should_remove_checkpoint(trainer, previous, filepath):
-            self._remove_checkpoint(trainer, previous)
+        if previous:
+            self._remove_rotated_out(trainer, previous, filepath)
 
     def _save_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         # recorded before writing: the checkpoint holds this callback's state, and a resumed run must
@@ -441,29 +472,59 @@ class ModelCheckpoint(Checkpoint):
         trainer.strategy.barrier()
 
     def _should_remove_checkpoint(self, trainer: Trainer, previous: str, current: str) -> bool:
-        """Whether ``previous`` may be deleted: not the new file, not the file this fit resumed from,
-        and (on local disks) inside ``dirpath``."""
-        if previous == current:
-            return False
-        if not _is_local_path(previous):
-            return True
-        previous_path = Path(previous).absolute()
-        if trainer.ckpt_path is not None and previous_path == Path(trainer.ckpt_path).absolute():
-            return False
+        """Whether ``previous`` may be deleted (see :meth:`_deletable_path`)."""
+        return self._deletable_path(trainer, previous, current, warn=False) is not None
+
+    def _deletable_path(self, trainer: Trainer, previous: Any, current: str, warn: bool = True) -> str | None:
+        """The spelling of ``previous`` to delete, or ``None`` when it must stay.
+
+        It must stay when it is the new file or the file this fit resumed from, and whenever it is
+        not a checkpoint file inside ``dirpath`` on the same filesystem (``..`` and symlinked folders
+        resolved): such paths can only come from a restored (possibly crafted) checkpoint state, so
+        they are kept as information and, with ``warn``, named in one warning.
+        """
+        if not previous or previous == current or previous in self._kept_paths:
+            return None
         assert self.dirpath is not None
-        return Path(self.dirpath).absolute() in previous_path.parents
+        resolved, reason = resolve_owned_path(previous, self.dirpath, self.FILE_EXTENSION)
+        if resolved is None:
+            if warn:
+                self._keep(previous, reason)
+            return None
+        if resolved == resolve_owned_path(current, self.dirpath, self.FILE_EXTENSION)[0]:
+            return None
+        if trainer.ckpt_path is not None and resolved == resolve_owned_path(
+                str(trainer.ckpt_path), self.dirpath, self.FILE_EXTENSION)[0]:
+            return None
+        return resolved
+
+    def _keep(self, path: Any, reason: str) -> None:
+        if path in self._kept_paths:
+            return
+        self._kept_paths.add(path)
+        rank_zero_warn(
+            f"ModelCheckpoint will not delete {path!r} ({reason}): this callback only deletes checkpoint files"
+            f" it wrote inside its `dirpath` {self.dirpath!r}. It is left untouched."
+        )
+
+    def _remove_rotated_out(self, trainer: Trainer, previous: Any, current: str) -> None:
+        """Delete ``previous``, which left the top ``k`` (or is the previous ``last``), if it is ours to delete."""
+        target = self._deletable_path(trainer, previous, current)
+        # a subclass may keep more files through `_should_remove_checkpoint`, never delete more
+        if target is None or not self._should_remove_checkpoint(trainer, previous, current):
+            return
+        try:
+            self._remove_checkpoint(trainer, target)
+        except IsADirectoryError:  # a folder (that looks like a checkpoint): not a file this callback wrote
+            self._keep(previous, "it is a directory, and directories are never deleted")
 
     def _remove_checkpoint(self, trainer: Trainer, filepath: str) -> None:
         trainer.strategy.remove_checkpoint(filepath)
 
     def _remove_stale_temp_files(self) -> None:
-        """Temporary files of writes interrupted by a crash (never complete checkpoints)."""
-        if self.dirpath is None or not _is_local_path(self.dirpath) or not os.path.isdir(self.dirpath):
-            return
-        for name in os.listdir(self.dirpath):
-            if TEMP_FILE_PATTERN.match(name) and name.endswith(".tmp") and self.FILE_EXTENSION in name:
-                with contextlib.suppress(OSError):
-                    os.remove(os.path.join(self.dirpath, name))
+        """Temporary files of writes interrupted by a crash; those of writers still alive are kept."""
+        if self.dirpath is not None and _is_local_path(self.dirpath):
+            remove_stale_temp_files(self.dirpath)
 
     # ------------------------------------------------------------------ names and paths
     def _format_checkpoint_name(self, filename: str | None, metrics: dict[str, Any], prefix: str = "",

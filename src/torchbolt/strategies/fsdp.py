@@ -7,9 +7,10 @@ through ``torch.distributed.checkpoint`` (``"sharded"``); both load on any numbe
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
-import shutil
+import re
 from collections.abc import Callable, Generator, Iterable
 from contextlib import contextmanager
 from datetime import timedelta
@@ -24,6 +25,7 @@ from torchbolt.plugins.io.checkpoint_io import _PATH, CheckpointIO
 from torchbolt.plugins.precision.precision import Precision
 from torchbolt.strategies.parallel import ParallelStrategy, _ForwardRedirection, _StartMethod
 from torchbolt.strategies.registry import register_strategy
+from torchbolt.utilities.cloud_io import TEMP_FILE_PATTERN
 from torchbolt.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
@@ -270,8 +272,8 @@ class FSDPStrategy(ParallelStrategy):
 
         path = os.fspath(filepath)
         partial = path + ".partial"
-        if self.is_global_zero and os.path.exists(partial):
-            shutil.rmtree(partial)
+        if self.is_global_zero and os.path.lexists(partial):
+            _remove_sharded_dir(partial)
         self.barrier("fsdp.save.prepare")
         tensors = {"state_dict": checkpoint.pop("state_dict"),
                    "optimizer_states": checkpoint.pop("optimizer_states", [])}
@@ -337,25 +339,82 @@ class FSDPStrategy(ParallelStrategy):
             set_optimizer_state_dict(module, optimizer, optim_state_dict=loaded)
 
     def remove_checkpoint(self, filepath: _PATH) -> None:
+        """Delete a full checkpoint file, or a sharded checkpoint directory file by file (never recursively).
+
+        Raises:
+            IsADirectoryError: ``filepath`` is a directory that holds anything but a sharded checkpoint's
+                files; it is left untouched.
+        """
         if self.is_global_zero:
             path = os.fspath(filepath)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
+            if os.path.isdir(path) and not os.path.islink(path):
+                _remove_sharded_dir(path)
             else:
                 self.checkpoint_io.remove_checkpoint(path)
 
 
+# what a sharded checkpoint directory holds: our metadata file, torch.distributed.checkpoint's
+# ".metadata" (per rank without coordination) and shard files, and temporary files of interrupted writes
+_SHARDED_ENTRY = re.compile(r"^(meta\.pt|(__\d+)?\.metadata(\.tmp)?|__\d+_\d+\.distcp)$")
+
+
+def _check_sharded_dir(path: str) -> None:
+    """Raise unless ``path`` is not a real directory or holds only a sharded checkpoint's files.
+
+    Raises:
+        IsADirectoryError: the directory holds a sub-folder or a file a sharded checkpoint never has, so
+            it may be someone else's folder (named in the message; nothing is deleted).
+    """
+    if os.path.islink(path) or not os.path.isdir(path):
+        return
+    foreign = sorted(name for name in os.listdir(path) if not (
+        (_SHARDED_ENTRY.match(name) or TEMP_FILE_PATTERN.match(name))
+        and (os.path.islink(os.path.join(path, name)) or not os.path.isdir(os.path.join(path, name)))))
+    if foreign:
+        raise IsADirectoryError(
+            f"{path} is a directory that is not only a sharded checkpoint (it also holds {foreign[:5]}), so it"
+            " was left untouched: checkpoint directories are never deleted recursively. Remove it yourself if"
+            " it is no longer needed."
+        )
+
+
+def _remove_sharded_dir(path: str) -> None:
+    """Delete a sharded checkpoint directory without recursing: its known files one by one, then the empty folder.
+
+    A symlink or a plain file at ``path`` is removed as such.
+
+    Raises:
+        IsADirectoryError: see ``_check_sharded_dir``; nothing is deleted then.
+    """
+    if os.path.islink(path) or not os.path.isdir(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
+        return
+    _check_sharded_dir(path)
+    for name in os.listdir(path):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(os.path.join(path, name))
+    os.rmdir(path)
+
+
 def _replace_dir(source: str, target: str) -> None:
-    """Move the complete directory ``source`` to ``target``; an old ``target`` is removed only afterwards."""
-    old = None
-    if os.path.exists(target):
-        old = target + ".old"
-        if os.path.exists(old):
-            shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
+    """Move the complete directory ``source`` to ``target``; an old ``target`` is removed only afterwards.
+
+    Raises:
+        IsADirectoryError: ``target`` (or its ``.old`` leftover) is a folder that is not a sharded
+            checkpoint; checked before anything moves, so every file stays where it was.
+    """
+    old = target + ".old"
+    _check_sharded_dir(target)
+    _check_sharded_dir(old)
+    if os.path.lexists(target):
+        if os.path.lexists(old):
+            _remove_sharded_dir(old)
         os.replace(target, old)
-    os.replace(source, target)
-    if old is not None:
-        shutil.rmtree(old) if os.path.isdir(old) else os.remove(old)
+        os.replace(source, target)
+        _remove_sharded_dir(old)
+    else:
+        os.replace(source, target)
 
 
 register_strategy("fsdp", FSDPStrategy, "Fully sharded data parallel (FSDP2)")

@@ -13,7 +13,6 @@ import io
 import os
 import pickle
 import re
-import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
@@ -22,11 +21,11 @@ import torch
 if TYPE_CHECKING:
     from fsspec import AbstractFileSystem
 
+# TEMP_FILE_PATTERN (any temporary file of an atomic write) is re-exported for existing imports
+from torchbolt.utilities._temp_files import TEMP_FILE_PATTERN, remove_stale_temp_files, temp_name  # noqa: F401
 from torchbolt.utilities.exceptions import CorruptCheckpointError
 
 _PATH = Union[str, Path, "os.PathLike[str]"]
-# temporary files of an atomic write: ".<name>.<32 hex>.tmp" next to the target
-TEMP_FILE_PATTERN = re.compile(r"^\..+\.[0-9a-f]{32}\.tmp$")
 
 
 def get_filesystem(path: _PATH, **kwargs: Any) -> AbstractFileSystem:
@@ -87,6 +86,9 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
     Local: a temporary file in the same directory (so the rename stays on one filesystem), written,
     flushed and fsynced, then ``os.replace`` over the target and an fsync of the directory (so the
     rename itself survives a power loss). Remote (fsspec): write a temporary object, then move it.
+    The temporary name is unique to this process and this write (see ``_temp_files``), so writers
+    sharing a folder never touch each other's files; after a local write, the temporary files that
+    processes killed mid-write left in the folder are removed (never those of live writers).
 
     Raises:
         OSError: (its errno-specific subclass) when the write fails, e.g. ``ENOSPC`` or ``EACCES``;
@@ -97,7 +99,7 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
     if _is_local(fs):
         path_str = os.path.abspath(fs._strip_protocol(path_str))
         directory = os.path.dirname(path_str)
-        tmp = os.path.join(directory, f".{os.path.basename(path_str)}.{uuid.uuid4().hex}.tmp")
+        tmp = os.path.join(directory, temp_name(os.path.basename(path_str)))
         try:
             os.makedirs(directory, exist_ok=True)
             with open(tmp, "wb") as f:
@@ -112,9 +114,10 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
                 raise _write_error(e, path_str) from e
             raise
         _fsync_dir(directory)
+        remove_stale_temp_files(directory)
         return
     parent, _, name = path_str.rpartition("/")
-    tmp = f"{parent}/.{name}.{uuid.uuid4().hex}.tmp"
+    tmp = f"{parent}/{temp_name(name)}"
     try:
         if parent and not fs.exists(parent):
             fs.makedirs(parent, exist_ok=True)
@@ -133,7 +136,7 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
 def _atomic_symlink(target: str, link: str) -> None:
     """Point ``link`` at ``target`` (relative), replacing what ``link`` was in one rename."""
     directory = os.path.dirname(os.path.abspath(link))
-    tmp = os.path.join(directory, f".{os.path.basename(link)}.{uuid.uuid4().hex}.tmp")
+    tmp = os.path.join(directory, temp_name(os.path.basename(link)))
     relative = os.path.relpath(os.path.abspath(target), directory)
     try:
         os.symlink(relative, tmp)

@@ -24,7 +24,7 @@ class CheckpointIO(ABC):
 
     @abstractmethod
     def remove_checkpoint(self, path: _PATH) -> None:
-        """Delete the checkpoint at ``path``."""
+        """Delete the checkpoint at ``path``: that file (a symlink as a link), and no directory recursively."""
 
     def teardown(self) -> None:
         """Wait for pending writes and release resources."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-import shutil
 from typing import Any
 
 import torch
@@ -58,14 +58,31 @@ class TorchCheckpointIO(CheckpointIO):
                      weights_only=weights_only)
 
     def remove_checkpoint(self, path: _PATH) -> None:
-        """Delete the file (or symlink, or directory) at ``path``; nothing happens when there is none."""
+        """Delete the checkpoint file (or symlink: the link itself, never its target) at ``path``.
+
+        Nothing happens when there is none (another process may have removed it first).
+
+        Raises:
+            IsADirectoryError: ``path`` is a directory. Checkpoints written by this plug-in are files,
+                and a directory is never deleted (let alone recursively): it is left untouched.
+        """
         fs = get_filesystem(path)
         if _is_local(fs):
             local = fs._strip_protocol(str(path))
-            if os.path.islink(local) or os.path.isfile(local):
+            if not os.path.islink(local) and os.path.isdir(local):
+                raise IsADirectoryError(_directory_refusal(local))
+            with contextlib.suppress(FileNotFoundError):
                 os.remove(local)
-            elif os.path.isdir(local):
-                shutil.rmtree(local)
             return
-        if fs.exists(str(path)):
-            fs.rm(str(path), recursive=True)
+        name = str(path)
+        if fs.isdir(name):
+            raise IsADirectoryError(_directory_refusal(name))
+        with contextlib.suppress(FileNotFoundError):
+            fs.rm(name)
+
+
+def _directory_refusal(path: str) -> str:
+    return (
+        f"{path} is a directory, not a checkpoint file. `remove_checkpoint` never deletes a directory, so it"
+        " was left untouched; remove it yourself if it is no longer needed."
+    )
