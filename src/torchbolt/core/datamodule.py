@@ -52,10 +52,10 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
     @classmethod
     def from_datasets(
         cls,
-        train_dataset: Dataset | Iterable[Dataset] | None = None,
-        val_dataset: Dataset | Iterable[Dataset] | None = None,
-        test_dataset: Dataset | Iterable[Dataset] | None = None,
-        predict_dataset: Dataset | Iterable[Dataset] | None = None,
+        train_dataset: Dataset[Any] | Iterable[Dataset[Any]] | None = None,
+        val_dataset: Dataset[Any] | Iterable[Dataset[Any]] | None = None,
+        test_dataset: Dataset[Any] | Iterable[Dataset[Any]] | None = None,
+        predict_dataset: Dataset[Any] | Iterable[Dataset[Any]] | None = None,
         batch_size: int = 1,
         num_workers: int = 0,
         **datamodule_kwargs: Any,
@@ -65,7 +65,7 @@ class LightningDataModule(DataHooks, HyperparametersMixin):
         Each argument may be a dataset, a list of datasets or a dict of datasets.
         """
 
-        def dataloader(ds: Dataset, shuffle: bool = False) -> DataLoader:
+        def dataloader(ds: Dataset[Any], shuffle: bool = False) -> DataLoader[Any]:
             shuffle &= not isinstance(ds, IterableDataset)
             return DataLoader(ds, batch_size=batch_size, shuffle=shuffle, num_workers=num_workers,
                               pin_memory=False)

@@ -177,7 +177,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         self._dtype = dtype
 
     # track device and dtype on moves, so `self.device` costs nothing to read
-    def to(self, *args: Any, **kwargs: Any) -> LightningModule:  # type: ignore[override]
+    def to(self, *args: Any, **kwargs: Any) -> LightningModule:
         device, dtype = torch._C._nn._parse_to(*args, **kwargs)[:2]
         self._update_properties(device=device, dtype=dtype)
         return super().to(*args, **kwargs)
@@ -285,7 +285,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         logger: bool | None = None,
         on_step: bool | None = None,
         on_epoch: bool | None = None,
-        reduce_fx: str | Callable = "mean",
+        reduce_fx: str | Callable[..., Any] = "mean",
         enable_graph: bool = False,
         sync_dist: bool = False,
         sync_dist_group: Any | None = None,
@@ -345,7 +345,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         logger: bool | None = None,
         on_step: bool | None = None,
         on_epoch: bool | None = None,
-        reduce_fx: str | Callable = "mean",
+        reduce_fx: str | Callable[..., Any] = "mean",
         enable_graph: bool = False,
         sync_dist: bool = False,
         sync_dist_group: Any | None = None,
@@ -428,7 +428,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
         """Compute gradients of ``loss``. Override to customize (e.g. ``retain_graph=True``)."""
-        loss.backward(*args, **kwargs)
+        loss.backward(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def toggle_optimizer(self, optimizer: Optimizer | LightningOptimizer) -> None:
         """Make only ``optimizer``'s parameters require gradients; :meth:`untoggle_optimizer` restores
@@ -507,7 +507,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         if gradient_clip_val == 0:
             return
         self.trainer.strategy.precision_plugin.clip_gradients(
-            optimizer, float(gradient_clip_val), gradient_clip_algorithm  # type: ignore[arg-type]
+            optimizer, float(gradient_clip_val), gradient_clip_algorithm
         )
 
     def configure_gradient_clipping(
@@ -625,13 +625,13 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
 
             example_inputs = move_data_to_device(example_inputs, self.device)
             with _jit_is_scripting():
-                module = torch.jit.trace(func=self.eval(), example_inputs=example_inputs, **kwargs)
+                module = torch.jit.trace(func=self.eval(), example_inputs=example_inputs, **kwargs)  # type: ignore[no-untyped-call]
         else:
             raise ValueError(f"The 'method' parameter only supports 'script' or 'trace', but value given was: {method}")
         self.train(mode)
         if file_path is not None:
             torch.jit.save(module, str(file_path))
-        return module
+        return module  # type: ignore[no-any-return]
 
     @classmethod
     def load_from_checkpoint(

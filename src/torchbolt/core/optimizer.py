@@ -245,7 +245,7 @@ def _parse_optim_conf(optim_conf: Any) -> tuple[list[Optimizer], list[Any], str 
     )
 
 
-def _check_optim_dict(d: Mapping) -> None:
+def _check_optim_dict(d: Mapping[str, Any]) -> None:
     if "optimizer" not in d:
         raise MisconfigurationException(
             'A dict returned by `configure_optimizers` must have the key "optimizer", got keys'

@@ -233,6 +233,3 @@ def _convert_json_serializable(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: convert(v) for k, v in params.items()}
 
 
-def _to_scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Single-element tensors as Python numbers (loggers may be called with tensors directly)."""
-    return {k: (v.item() if isinstance(v, Tensor) else v) for k, v in metrics.items()}

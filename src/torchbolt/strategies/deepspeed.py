@@ -142,7 +142,10 @@ class DeepSpeedStrategy(ParallelStrategy):
 
     def _engine_config(self, module: LightningModule, fitting: bool) -> dict[str, Any]:
         config = json.loads(json.dumps(self.config))  # a deep copy that DeepSpeed may modify
-        trainer = module._trainer
+        try:
+            trainer: Any = module.trainer
+        except RuntimeError:  # not attached to a Trainer (the strategy used on its own)
+            trainer = None
         accumulate = int(getattr(trainer, "accumulate_grad_batches", 1)) if trainer is not None else 1
         if config.get("gradient_accumulation_steps", accumulate) != accumulate:
             raise MisconfigurationException(

@@ -268,14 +268,6 @@ class ParallelStrategy(Strategy):
             return loader
         return _dist._EvenIterable(loader, self._cpu_group)
 
-    # ------------------------------------------------------------------ helpers for subclasses
-    def _redirect(self, wrapper: nn.Module, name: str, args: tuple, kwargs: dict[str, Any]) -> Any:
-        """Call ``lightning_module.<name>`` through ``wrapper``'s ``forward``, so the wrapper's forward
-        logic (gradient-sync bookkeeping, parameter gathering) runs around the step."""
-        module = self._lightning_module
-        assert module is not None
-        return _ForwardRedirection()(wrapper, module, name, args, kwargs)
-
 
 
 class _ForwardRedirection:

@@ -61,7 +61,7 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
         return _best(trainer, name)
     if ckpt_path == "last":
         return _last(trainer, name, on_exception)
-    return ckpt_path
+    return str(ckpt_path)
 
 
 def _best(trainer: Trainer, name: str) -> str:

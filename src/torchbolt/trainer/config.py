@@ -243,7 +243,7 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
 
     config = TrainerConfig(
         fast_dev_run=fast_dev_run,
-        max_epochs=max_epochs,  # type: ignore[arg-type]
+        max_epochs=max_epochs,
         min_epochs=min_epochs,
         max_steps=max_steps,
         min_steps=min_steps,
@@ -271,7 +271,7 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
         precision=normalize_precision(args["precision"]),
         auto_lr_find=legacy.get("auto_lr_find", False),
         auto_scale_batch_size=legacy.get("auto_scale_batch_size", False),
-        **limits,  # type: ignore[arg-type]
+        **limits,
     )
     _apply_overfit_and_fast_dev_run(config)
     return config

@@ -43,7 +43,7 @@ _STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step"
 _INLINABLE_MODULE_HOOKS = ("optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping", "backward")
 
 
-def _profiled(fn: Callable, action: str, profiler: Profiler) -> Callable:
+def _profiled(fn: Callable[..., Any], action: str, profiler: Profiler) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         with profiler.profile(action):
             return fn(*args, **kwargs)
@@ -69,10 +69,10 @@ class HookDispatcher:
         self._callbacks = list(callbacks)
         self._datamodule = datamodule
         self._profiler = profiler
-        self._cb_table: dict[str, tuple[Callable, ...]] = {}
-        self._module_table: dict[str, Callable | None] = {}
+        self._cb_table: dict[str, tuple[Callable[..., Any], ...]] = {}
+        self._module_table: dict[str, Callable[..., Any] | None] = {}
         self._overrides: dict[str, bool] = {}
-        self._data_hooks: dict[str, Callable | None] = {name: self._resolve_data_hook(name) for name in _DATA_HOOKS}
+        self._data_hooks: dict[str, Callable[..., Any] | None] = {name: self._resolve_data_hook(name) for name in _DATA_HOOKS}
         self._before_transfer, self._transfer, self._after_transfer = (self._data_hooks[n] for n in _DATA_HOOKS)
         strategy = trainer.strategy
         precision = strategy.precision_plugin
@@ -111,7 +111,7 @@ class HookDispatcher:
         )
 
     # ------------------------------------------------------------------ table building
-    def _callback_fns(self, name: str, monitoring: bool | None = None) -> tuple[Callable, ...]:
+    def _callback_fns(self, name: str, monitoring: bool | None = None) -> tuple[Callable[..., Any], ...]:
         fns = []
         for cb in self._callbacks:
             if monitoring is not None and cb._monitors_epoch_end_metrics != monitoring:
@@ -124,16 +124,16 @@ class HookDispatcher:
             fns.append(fn)
         return tuple(fns)
 
-    def _module_fn(self, name: str) -> Callable | None:
+    def _module_fn(self, name: str) -> Callable[..., Any] | None:
         module = self._module
         if name in _SKIPPABLE_MODULE_HOOKS and not is_overridden(name, module, LightningModule):
             return None
         fn = getattr(module, name)
         if self._profiler is not None:
             fn = _profiled(fn, f"[LightningModule]{type(module).__name__}.{name}", self._profiler)
-        return fn
+        return fn  # type: ignore[no-any-return]
 
-    def _resolve_data_hook(self, name: str) -> Callable | None:
+    def _resolve_data_hook(self, name: str) -> Callable[..., Any] | None:
         """The datamodule's batch hook when it overrides it, else the module's; ``None`` for the default."""
         dm = self._datamodule
         dm_overrides = dm is not None and is_overridden(name, dm, LightningDataModule)
@@ -144,9 +144,9 @@ class HookDispatcher:
                 " It will use the implementation from `LightningDataModule` instance."
             )
         if dm_overrides:
-            return getattr(dm, name)
+            return getattr(dm, name)  # type: ignore[no-any-return]
         if module_overrides:
-            return getattr(self._module, name)
+            return getattr(self._module, name)  # type: ignore[no-any-return]
         return None
 
     # ------------------------------------------------------------------ calls

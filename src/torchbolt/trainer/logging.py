@@ -31,7 +31,7 @@ _warning_cache = WarningCache()
 _STEP_HOOK = ((False, True), (False, True), True, False)
 _EVAL_STEP_HOOK = ((False, True), (False, True), False, True)
 _EPOCH_HOOK = ((False,), (True,), False, True)
-_HOOK_LOG_OPTIONS: dict[str, tuple | None] = {
+_HOOK_LOG_OPTIONS: dict[str, tuple[Any, ...] | None] = {
     **dict.fromkeys(
         ("training_step", "on_train_batch_start", "on_train_batch_end", "on_before_backward", "backward",
          "on_after_backward", "on_before_optimizer_step", "optimizer_step", "configure_gradient_clipping",
@@ -141,7 +141,7 @@ class _Entry:
     __slots__ = ("args", "buffer_bs", "buffer_values", "computed", "count", "dtype", "key", "key_epoch", "key_step",
                  "last", "meta", "metric", "total", "updated")
 
-    def __init__(self, meta: _Meta, args: tuple, metric: Any) -> None:
+    def __init__(self, meta: _Meta, args: tuple[Any, ...], metric: Any) -> None:
         self.meta = meta
         self.args = args
         self.metric = metric
@@ -266,7 +266,7 @@ class ResultCollection:
         logger: bool | None,
         on_step: bool | None,
         on_epoch: bool | None,
-        reduce_fx: str | Callable,
+        reduce_fx: str | Callable[..., Any],
         enable_graph: bool,
         sync_dist: bool,
         sync_dist_group: Any,
@@ -314,7 +314,7 @@ class ResultCollection:
             entry.updated = True
             self._updated.append(entry)
 
-    def _new_entry(self, fx: str | None, name: str, value: Any, args: tuple, group: Any, dl_idx: int | None,
+    def _new_entry(self, fx: str | None, name: str, value: Any, args: tuple[Any, ...], group: Any, dl_idx: int | None,
                    previous: _Entry | None) -> _Entry:
         prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, rz = args
         if previous is not None and previous.updated:
@@ -381,7 +381,7 @@ class ResultCollection:
             entry.dtype = value.dtype
         elif value.dtype != dtype:
             value = value.to(dtype)
-        return value
+        return value  # type: ignore[no-any-return]
 
     # ------------------------------------------------------------------ outputs
     def step_outputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:

@@ -149,15 +149,15 @@ class TrainerProperties:
 
     @property
     def num_nodes(self) -> int:
-        return self._resolved.num_nodes
+        return int(self._resolved.num_nodes)
 
     @property
     def num_devices(self) -> int:
-        return self._resolved.num_devices
+        return int(self._resolved.num_devices)
 
     @property
     def device_ids(self) -> list[int]:
-        return self._resolved.device_ids
+        return list(self._resolved.device_ids)
 
     @property
     def loggers(self) -> list[Logger]:

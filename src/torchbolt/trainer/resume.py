@@ -235,4 +235,4 @@ class ResumePoint:
                     ) from None
         if self.rng is not None:
             set_rng(self.rng)
-        return iterator
+        return iterator  # type: ignore[no-any-return]

@@ -51,7 +51,7 @@ class RunningStage(str, Enum):
     def dataloader_prefix(self) -> str | None:
         if self in (RunningStage.VALIDATING, RunningStage.SANITY_CHECKING):
             return "val"
-        return self.value
+        return str(self.value)
 
 
 @dataclass

@@ -151,7 +151,7 @@ class Trainer(TrainerProperties):
         plugins: Any = None,
         sync_batchnorm: bool = False,
         reload_dataloaders_every_n_epochs: int = 0,
-        default_root_dir: str | os.PathLike | None = None,
+        default_root_dir: str | os.PathLike[str] | None = None,
         enable_autolog_hparams: bool = True,
         **legacy_kwargs: Any,
     ) -> None:
@@ -190,7 +190,7 @@ class Trainer(TrainerProperties):
         train_dataloaders: Any = None,
         val_dataloaders: Any = None,
         datamodule: LightningDataModule | None = None,
-        ckpt_path: str | os.PathLike | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
         weights_only: bool | None = None,
     ) -> None:
         """Train ``model``, validating as configured.
@@ -225,7 +225,7 @@ class Trainer(TrainerProperties):
         self,
         model: LightningModule | None = None,
         dataloaders: Any = None,
-        ckpt_path: str | os.PathLike | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
         weights_only: bool | None = None,
@@ -242,7 +242,7 @@ class Trainer(TrainerProperties):
         self,
         model: LightningModule | None = None,
         dataloaders: Any = None,
-        ckpt_path: str | os.PathLike | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
         verbose: bool = True,
         datamodule: LightningDataModule | None = None,
         weights_only: bool | None = None,
@@ -261,7 +261,7 @@ class Trainer(TrainerProperties):
         dataloaders: Any = None,
         datamodule: LightningDataModule | None = None,
         return_predictions: bool | None = None,
-        ckpt_path: str | os.PathLike | None = None,
+        ckpt_path: str | os.PathLike[str] | None = None,
         weights_only: bool | None = None,
     ) -> list[Any] | None:
         """Run ``predict_step`` over the predict dataloader(s).
@@ -282,7 +282,8 @@ class Trainer(TrainerProperties):
         datamodule = self._check_datamodule(datamodule) if datamodule is not None else (
             self.datamodule if dataloaders is None else None)
         source = DataSource(model, datamodule, {"predict": dataloaders})
-        return self._run_entry(TrainerFn.PREDICTING, model, source, options)
+        predictions: list[Any] | None = self._run_entry(TrainerFn.PREDICTING, model, source, options)
+        return predictions
 
     def tune(
         self,
@@ -350,7 +351,8 @@ class Trainer(TrainerProperties):
         if isinstance(orig, LightningModule):
             from torchbolt.utilities.compile import _unwrap_compiled
 
-            return _unwrap_compiled(model)
+            unwrapped: LightningModule = _unwrap_compiled(model)
+            return unwrapped
         if not isinstance(model, LightningModule):
             raise TypeError(
                 f"`model` must be a `LightningModule` (or a `torch.compile`d one), got `{type(model).__qualname__}`."
@@ -623,7 +625,7 @@ class Trainer(TrainerProperties):
             yield
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, filepath: str | os.PathLike, weights_only: bool | None = False,
+    def save_checkpoint(self, filepath: str | os.PathLike[str], weights_only: bool | None = False,
                         storage_options: Any | None = None) -> None:
         """Write a checkpoint of the current state to ``filepath``.
 

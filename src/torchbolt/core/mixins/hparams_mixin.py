@@ -120,7 +120,7 @@ class HyperparametersMixin:
                     f" It is recommended to ignore them using `self.save_hyperparameters(ignore=[{name!r}])`."
                 )
 
-    def _set_hparams(self, hp: MutableMapping | Namespace | Any) -> None:
+    def _set_hparams(self, hp: MutableMapping[str, Any] | Namespace | Any) -> None:
         if isinstance(hp, Namespace):
             hp = vars(hp)
         elif is_dataclass(hp) and not isinstance(hp, type):
@@ -136,11 +136,13 @@ class HyperparametersMixin:
         """The saved hyperparameters; assign to ``self.hparams.x`` to update one."""
         if not hasattr(self, "_hparams"):
             self._hparams = AttributeDict()
-        return self._hparams
+        hparams: AttributeDict = self._hparams
+        return hparams
 
     @property
     def hparams_initial(self) -> AttributeDict:
         """A copy of the hyperparameters as they were when ``save_hyperparameters`` ran."""
         if not hasattr(self, "_hparams_initial"):
             return AttributeDict()
-        return copy.deepcopy(self._hparams_initial)  # type: ignore[return-value]
+        initial: AttributeDict = copy.deepcopy(self._hparams_initial)
+        return initial
