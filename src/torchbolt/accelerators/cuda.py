@@ -12,41 +12,65 @@ from torchbolt.utilities.exceptions import MisconfigurationException
 
 
 def _parse_gpu_ids(devices: Any, available: int) -> list[int] | None:
-    """``devices`` as a list of CUDA indices: int n -> first n, -1/"-1" -> all, "0,1" / [0, 1] -> those."""
+    """``devices`` as a list of CUDA indices: int n -> first n, -1/"-1" -> all, "0,1" / [0, 1] -> those.
+
+    Returns ``None`` when nothing is selected (``None``, a count of 0, an empty list, or ``"auto"``
+    with no visible device).
+
+    Raises:
+        MisconfigurationException: for an unsupported type or value, or an index that is not visible.
+    """
     if devices is None:
         return None
     if isinstance(devices, str):
-        text = devices.strip()
-        if text == "auto":
+        if devices.strip() == "auto":
             return list(range(available)) if available else None
-        if text == "-1":
-            devices = -1
-        elif "," in text:
-            devices = [int(x) for x in text.split(",") if x.strip()]
-        else:
-            try:
-                devices = int(text)
-            except ValueError:
-                raise MisconfigurationException(
-                    f"`Trainer(devices={devices!r})`: pass an int, a list of indices, '0,1' or 'auto'."
-                ) from None
+        devices = _gpu_devices_from_string(devices)
+    ids = _requested_gpu_ids(devices, available)
+    if not ids:
+        return None
+    _check_gpu_ids_visible(ids, available)
+    return ids
+
+
+def _gpu_devices_from_string(devices: str) -> int | list[int]:
+    """A ``devices`` string other than ``"auto"`` as the int or index list it spells ("-1", "2", "0,1")."""
+    text = devices.strip()
+    if text == "-1":
+        return -1
+    if "," in text:
+        return [int(x) for x in text.split(",") if x.strip()]
+    try:
+        return int(text)
+    except ValueError:
+        raise MisconfigurationException(
+            f"`Trainer(devices={devices!r})`: pass an int, a list of indices, '0,1' or 'auto'."
+        ) from None
+
+
+def _requested_gpu_ids(devices: Any, available: int) -> list[int]:
+    """The indices an int count (``-1`` for all ``available``) or a list/tuple of indices asks for.
+
+    Raises:
+        MisconfigurationException: for a bool, a count below -1, or any other type.
+    """
     if isinstance(devices, bool):
         raise MisconfigurationException(f"`Trainer(devices={devices!r})`: a bool is not a device count.")
     if isinstance(devices, int):
         if devices == -1:
-            ids = list(range(available))
-        elif devices < -1:
+            return list(range(available))
+        if devices < -1:
             raise MisconfigurationException(f"`Trainer(devices={devices})`: the count must be -1 or >= 0.")
-        else:
-            ids = list(range(devices))
-    elif isinstance(devices, (list, tuple)):
-        ids = [int(i) for i in devices]
-    else:
-        raise MisconfigurationException(
-            f"`Trainer(devices={devices!r})` has unsupported type {type(devices).__name__}."
-        )
-    if not ids:
-        return None
+        return list(range(devices))
+    if isinstance(devices, (list, tuple)):
+        return [int(i) for i in devices]
+    raise MisconfigurationException(
+        f"`Trainer(devices={devices!r})` has unsupported type {type(devices).__name__}."
+    )
+
+
+def _check_gpu_ids_visible(ids: list[int], available: int) -> None:
+    """Raise ``MisconfigurationException`` when any of ``ids`` is not one of the ``available`` visible devices."""
     missing = [i for i in ids if i >= available or i < 0]
     if missing:
         raise MisconfigurationException(
@@ -54,7 +78,6 @@ def _parse_gpu_ids(devices: Any, available: int) -> list[int] | None:
             f" (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}). Use fewer devices,"
             " or `accelerator='cpu'`."
         )
-    return ids
 
 
 def num_cuda_devices() -> int:

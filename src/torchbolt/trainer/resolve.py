@@ -127,17 +127,7 @@ def resolve_plugins(
     """
     accelerator, devices, strategy = apply_legacy_device_args(accelerator, devices, strategy, legacy,
                                                               _ACCELERATOR_NAMES)
-    if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
-        raise MisconfigurationException(f"`Trainer(num_nodes={num_nodes!r})` is invalid: expected an int >= 1.")
-    if not isinstance(devices, (int, str, list, tuple)):
-        raise MisconfigurationException(
-            f"`Trainer(devices={devices!r})` is invalid: expected an int (a count), a list of device indices,"
-            " a string such as '0,1' or 'auto'."
-        )
-    if devices == 0 or devices == "0" or devices == []:
-        raise MisconfigurationException(
-            f"`Trainer(devices={devices!r})` selects no device. Pass a positive count, a list of indices or 'auto'."
-        )
+    _check_device_args(num_nodes, devices)
     precision_plugin, checkpoint_io, environment = _split_plugins(plugins)
     if isinstance(strategy, Strategy) and strategy.accelerator is not None and accelerator == "auto":
         accel = strategy.accelerator
@@ -159,14 +149,7 @@ def resolve_plugins(
     if checkpoint_io is not None:
         strategy_obj.checkpoint_io = checkpoint_io
     device_type = strategy_obj.root_device.type if not isinstance(accel, CPUAccelerator) else "cpu"
-    if precision_plugin is not None:
-        if precision is not None:
-            raise MisconfigurationException(
-                f"Received both `precision={precision!r}` and a precision plug-in in `plugins`. Choose one."
-            )
-        strategy_obj.precision_plugin = precision_plugin
-    elif strategy_obj._precision_plugin is None:
-        strategy_obj.precision_plugin = precision_plugin_for(precision or "32-true", device_type, strategy_obj)
+    _attach_precision_plugin(strategy_obj, precision, precision_plugin, device_type)
     if sync_batchnorm:
         strategy_obj.sync_batchnorm = True
     return ResolvedPlugins(
@@ -178,6 +161,43 @@ def resolve_plugins(
         num_nodes=num_nodes,
         cluster_environment=environment,
     )
+
+
+def _check_device_args(num_nodes: Any, devices: Any) -> None:
+    """Reject a ``num_nodes`` that is not an int >= 1, and a ``devices`` of the wrong type or selecting nothing.
+
+    Raises:
+        MisconfigurationException: naming the argument and what it accepts.
+    """
+    if not isinstance(num_nodes, int) or isinstance(num_nodes, bool) or num_nodes < 1:
+        raise MisconfigurationException(f"`Trainer(num_nodes={num_nodes!r})` is invalid: expected an int >= 1.")
+    if not isinstance(devices, (int, str, list, tuple)):
+        raise MisconfigurationException(
+            f"`Trainer(devices={devices!r})` is invalid: expected an int (a count), a list of device indices,"
+            " a string such as '0,1' or 'auto'."
+        )
+    if devices == 0 or devices == "0" or devices == []:
+        raise MisconfigurationException(
+            f"`Trainer(devices={devices!r})` selects no device. Pass a positive count, a list of indices or 'auto'."
+        )
+
+
+def _attach_precision_plugin(
+    strategy: Strategy, precision: str | None, precision_plugin: Precision | None, device_type: str
+) -> None:
+    """Give ``strategy`` the plug-in from ``plugins``, else (when it has none yet) the one ``precision`` names.
+
+    Raises:
+        MisconfigurationException: when both ``precision`` and a precision plug-in were passed.
+    """
+    if precision_plugin is not None:
+        if precision is not None:
+            raise MisconfigurationException(
+                f"Received both `precision={precision!r}` and a precision plug-in in `plugins`. Choose one."
+            )
+        strategy.precision_plugin = precision_plugin
+    elif strategy._precision_plugin is None:
+        strategy.precision_plugin = precision_plugin_for(precision or "32-true", device_type, strategy)
 
 
 def _root_device(accel: Accelerator, device_ids: list[int]) -> torch.device:

@@ -74,6 +74,22 @@ def is_active_profiler(profiler: Any) -> bool:
 def build_callbacks(config: TrainerConfig, callbacks: list[Callback] | Callback | None) -> list[Callback]:
     """The user's callbacks, checked, plus the defaults the flags ask for (progress bar, model summary,
     ``ModelCheckpoint``, ``Timer`` for ``max_time``), in the order they run."""
+    items = _user_callbacks(callbacks)
+    _add_progress_bar(config, items)
+    if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
+        items.append(ModelSummary())
+    _add_checkpoint(config, items)
+    if config.max_time is not None and not any(isinstance(cb, Timer) for cb in items):
+        items.append(Timer(duration=config.max_time, interval="step"))
+    return reorder_callbacks(items)
+
+
+def _user_callbacks(callbacks: list[Callback] | Callback | None) -> list[Callback]:
+    """``Trainer(callbacks=...)`` as a new list, every item checked to be a ``Callback``.
+
+    Raises:
+        MisconfigurationException: for a value that is neither a callback nor an iterable, or a non-callback item.
+    """
     if callbacks is None:
         items: list[Callback] = []
     elif isinstance(callbacks, Callback):
@@ -90,30 +106,44 @@ def build_callbacks(config: TrainerConfig, callbacks: list[Callback] | Callback 
                 f"`Trainer(callbacks=...)` got {type(cb).__name__}, which is not a `torchbolt.Callback`."
                 " Subclass `torchbolt.Callback` (or `torchbolt.callbacks.Callback`)."
             )
-    if config.enable_progress_bar and not any(isinstance(cb, ProgressBar) for cb in items):
-        items.append(TQDMProgressBar())
-    elif not config.enable_progress_bar:
-        bars = [cb for cb in items if isinstance(cb, ProgressBar)]
-        if bars:
-            raise MisconfigurationException(
-                f"`Trainer(enable_progress_bar=False)` but a progress bar callback ({type(bars[0]).__name__})"
-                " was passed in `callbacks`. Remove it or set `enable_progress_bar=True`."
-            )
-    if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
-        items.append(ModelSummary())
+    return items
+
+
+def _add_progress_bar(config: TrainerConfig, items: list[Callback]) -> None:
+    """Append the default progress bar to ``items`` when enabled and none was given.
+
+    Raises:
+        MisconfigurationException: when the bar is disabled but ``items`` holds one.
+    """
+    if config.enable_progress_bar:
+        if not any(isinstance(cb, ProgressBar) for cb in items):
+            items.append(TQDMProgressBar())
+        return
+    bars = [cb for cb in items if isinstance(cb, ProgressBar)]
+    if bars:
+        raise MisconfigurationException(
+            f"`Trainer(enable_progress_bar=False)` but a progress bar callback ({type(bars[0]).__name__})"
+            " was passed in `callbacks`. Remove it or set `enable_progress_bar=True`."
+        )
+
+
+def _add_checkpoint(config: TrainerConfig, items: list[Callback]) -> None:
+    """Append the default ``ModelCheckpoint`` to ``items`` when checkpointing is enabled and none was given.
+
+    Raises:
+        MisconfigurationException: when checkpointing is disabled but ``items`` holds a checkpoint callback.
+    """
+    has_checkpoint = any(isinstance(cb, Checkpoint) for cb in items)
     if config.enable_checkpointing:
-        if not any(isinstance(cb, Checkpoint) for cb in items):
+        if not has_checkpoint:
             checkpoint_cls = _model_checkpoint_cls()
             if checkpoint_cls is not None:
                 items.append(checkpoint_cls())
-    elif any(isinstance(cb, Checkpoint) for cb in items):
+    elif has_checkpoint:
         raise MisconfigurationException(
             "Trainer was configured with `enable_checkpointing=False` but found `ModelCheckpoint` in callbacks"
             " list. Remove the callback or set `enable_checkpointing=True`."
         )
-    if config.max_time is not None and not any(isinstance(cb, Timer) for cb in items):
-        items.append(Timer(duration=config.max_time, interval="step"))
-    return reorder_callbacks(items)
 
 
 def build_loggers(config: TrainerConfig, logger: Logger | Iterable[Logger] | bool | None) -> list[Logger]:

@@ -75,32 +75,71 @@ def apply_to_collection(
         if isinstance(data, defaultdict):
             return type(data)(data.default_factory, OrderedDict(items))
         return type(data)(items)  # type: ignore[call-arg]
+    # rarer containers, kept out of line so the common cases above stay a single call deep
     if _is_namedtuple(data) or (isinstance(data, Sequence) and not isinstance(data, (str, bytes))):
-        out = []
-        for d in data:
-            v = apply_to_collection(d, dtype, function, *args, wrong_dtype=wrong_dtype, include_none=include_none,
-                                    allow_frozen=allow_frozen, **kwargs)
-            if include_none or v is not None:
-                out.append(v)
-        return type(data)(*out) if _is_namedtuple(data) else type(data)(out)
+        return _apply_to_sequence(data, dtype, function, args, wrong_dtype, include_none, allow_frozen, kwargs)
     if _is_dataclass_instance(data):
-        fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.init}
-        result = copy(data)
-        for name, value in fields.items():
-            v = apply_to_collection(value, dtype, function, *args, wrong_dtype=wrong_dtype,
-                                    include_none=include_none, allow_frozen=allow_frozen, **kwargs)
-            if not include_none and v is None:
-                v = value
-            try:
-                setattr(result, name, v)
-            except dataclasses.FrozenInstanceError as e:
-                if not allow_frozen:
-                    raise ValueError(
-                        "A frozen dataclass was passed to `apply_to_collection` but this is not allowed."
-                    ) from e
-                object.__setattr__(result, name, v)
-        return result
+        return _apply_to_dataclass(data, dtype, function, args, wrong_dtype, include_none, allow_frozen, kwargs)
     return data
+
+
+def _apply_to_sequence(
+    data: Sequence,
+    dtype: type | Any | tuple[type | Any, ...],
+    function: Callable,
+    args: tuple[Any, ...],
+    wrong_dtype: type | tuple[type, ...] | None,
+    include_none: bool,
+    allow_frozen: bool,
+    kwargs: dict[str, Any],
+) -> Any:
+    """``apply_to_collection`` for a namedtuple or a sequence other than a plain list/tuple/str/bytes.
+
+    The result has ``data``'s type: a namedtuple is rebuilt from positional fields, any other
+    sequence from a list of the results.
+    """
+    out = []
+    for d in data:
+        v = apply_to_collection(d, dtype, function, *args, wrong_dtype=wrong_dtype, include_none=include_none,
+                                allow_frozen=allow_frozen, **kwargs)
+        if include_none or v is not None:
+            out.append(v)
+    return type(data)(*out) if _is_namedtuple(data) else type(data)(out)  # type: ignore[call-arg]
+
+
+def _apply_to_dataclass(
+    data: Any,
+    dtype: type | Any | tuple[type | Any, ...],
+    function: Callable,
+    args: tuple[Any, ...],
+    wrong_dtype: type | tuple[type, ...] | None,
+    include_none: bool,
+    allow_frozen: bool,
+    kwargs: dict[str, Any],
+) -> Any:
+    """``apply_to_collection`` for a dataclass instance: a shallow copy with its ``init`` fields replaced.
+
+    A field whose result is ``None`` keeps its old value when ``include_none`` is False.
+
+    Raises:
+        ValueError: for a frozen dataclass unless ``allow_frozen`` is True.
+    """
+    fields = {f.name: getattr(data, f.name) for f in dataclasses.fields(data) if f.init}
+    result = copy(data)
+    for name, value in fields.items():
+        v = apply_to_collection(value, dtype, function, *args, wrong_dtype=wrong_dtype,
+                                include_none=include_none, allow_frozen=allow_frozen, **kwargs)
+        if not include_none and v is None:
+            v = value
+        try:
+            setattr(result, name, v)
+        except dataclasses.FrozenInstanceError as e:
+            if not allow_frozen:
+                raise ValueError(
+                    "A frozen dataclass was passed to `apply_to_collection` but this is not allowed."
+                ) from e
+            object.__setattr__(result, name, v)
+    return result
 
 
 def _has_to(obj: Any) -> bool:
