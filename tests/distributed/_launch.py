@@ -59,8 +59,11 @@ def free_port() -> int:
 
 
 def start(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen:
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kwargs)
+    """Start a job in its own session; the signals tests send it act by default even if this run ignores them."""
+    from tests.helpers.signals import with_default_signals
+
+    return subprocess.Popen(with_default_signals(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kwargs)
 
 
 def stop_group(proc: subprocess.Popen) -> None:
