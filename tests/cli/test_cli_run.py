@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import yaml
 
 from tests.helpers.cli_models import CLIDataModule, CLIModel, DeepCLIModel, StageRecorder
 from torchbolt.cli import LightningCLI, SaveConfigCallback
+from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.imports import module_available
 
 QUIET = ["--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
@@ -256,3 +259,69 @@ def test_logger_chosen_by_name_receives_config_yaml(tmp_path):
     saved = Path(cli.trainer.logger.log_dir) / "config.yaml"
     assert saved.is_file() and saved.parent.parent == tmp_path / "tb" / "cli_run"
     assert any(path.name.startswith("events.out.tfevents") for path in saved.parent.iterdir())
+
+
+def _with_class_path(ckpt: Path, class_path: object, **extra: object) -> None:
+    """Write into ``ckpt`` the ``_class_path`` entry that Lightning's CLI records in subclass mode."""
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"] = {**checkpoint["hyper_parameters"], "_class_path": class_path, **extra}
+    torch.save(checkpoint, ckpt)
+
+
+def test_ckpt_class_path_of_an_imported_model_subclass_builds_that_class(tmp_path):
+    trained = run("fit", *TINY, "--model=DeepCLIModel", "--model.hidden=5", subclass_mode_model=True,
+                  save_config_callback=None)
+    ckpt = tmp_path / "model.ckpt"
+    trained.trainer.save_checkpoint(ckpt)
+    _with_class_path(ckpt, "tests.helpers.cli_models.DeepCLIModel", depth=3)
+    # the command line asks for the base class; the checkpoint's own (already imported) class wins
+    cli = run("validate", *TINY, "--model=CLIModel", f"--ckpt_path={ckpt}", subclass_mode_model=True,
+              save_config_callback=None)
+    assert type(cli.model) is DeepCLIModel
+    assert cli.model.depth == 3 and cli.model.hparams.hidden == 5
+    assert torch.equal(cli.model.net[0].weight, trained.model.net[0].weight)
+
+
+@pytest.mark.parametrize(("class_path", "message"), [
+    ("tests.helpers.cli_models.CLIDataModule", "not a subclass of `tests.helpers.cli_models.CLIModel`"),
+    ("tests.helpers.cli_models.NoSuchModel", "has no class `NoSuchModel`"),
+    ("CLIModel", "not an import path"),
+])
+def test_ckpt_class_path_that_is_not_an_imported_model_subclass_is_refused(tmp_path, class_path, message):
+    trained = run("fit", *TINY, save_config_callback=None)
+    ckpt = tmp_path / "model.ckpt"
+    trained.trainer.save_checkpoint(ckpt)
+    _with_class_path(ckpt, class_path)
+    with pytest.raises(MisconfigurationException, match=re.escape(message)) as exc:
+        run("validate", *TINY, "--model=CLIModel", f"--ckpt_path={ckpt}", subclass_mode_model=True,
+            save_config_callback=None)
+    assert repr(class_path) in str(exc.value) and "adapt_checkpoint_hparams" in str(exc.value)
+
+
+def test_ckpt_nested_class_path_of_a_module_not_imported_is_refused(tmp_path):
+    trained = run("fit", *TINY, save_config_callback=None)
+    ckpt = tmp_path / "model.ckpt"
+    trained.trainer.save_checkpoint(ckpt)
+    _with_class_path(ckpt, "tests.helpers.cli_models.CLIModel",
+                     extra_layer={"class_path": "module_nobody_imported_yet.Layer", "init_args": {}})
+    with pytest.raises(MisconfigurationException, match=r"hyper_parameters\['extra_layer'\]\['class_path'\]"
+                       r".*module `module_nobody_imported_yet` is not imported"):
+        run("validate", *TINY, "--model=CLIModel", f"--ckpt_path={ckpt}", subclass_mode_model=True,
+            save_config_callback=None)
+    assert "module_nobody_imported_yet" not in sys.modules
+
+
+def test_adapt_checkpoint_hparams_can_drop_a_refused_class_path(tmp_path):
+    trained = run("fit", *TINY, save_config_callback=None)
+    ckpt = tmp_path / "model.ckpt"
+    trained.trainer.save_checkpoint(ckpt)
+    _with_class_path(ckpt, "module_nobody_imported_yet.Model")
+
+    class DropClassPathCLI(LightningCLI):
+        def adapt_checkpoint_hparams(self, subcommand, checkpoint_hparams):
+            checkpoint_hparams.pop("_class_path")
+            return checkpoint_hparams
+
+    cli = run("validate", *TINY, "--model=CLIModel", f"--ckpt_path={ckpt}", subclass_mode_model=True,
+              cli_class=DropClassPathCLI, save_config_callback=None)
+    assert type(cli.model) is CLIModel

@@ -70,3 +70,55 @@ def test_bad_value_type_exits_with_code_2(tmp_path, script_env):
     proc = main_py(script_env, "fit", "--config", "bad.yaml")
     assert proc.returncode == 2
     assert "trainer.max_epochs" in proc.stderr and "many" in proc.stderr
+
+
+PLANTED_MODULE = '''
+from pathlib import Path
+Path(__file__).with_name("IMPORTED").write_text("this module's code ran")
+import torchbolt as pl
+class PlantedModel(pl.LightningModule):
+    def __init__(self, hidden: int = 8) -> None:
+        super().__init__()
+'''
+
+
+def _checkpoint_naming(tmp_path: Path, class_path: str) -> Path:
+    """A real checkpoint of the script's model whose hyperparameters name ``class_path`` as its class."""
+    import torch
+
+    from tests.helpers.cli_models import CLIDataModule, CLIModel
+    from torchbolt.cli import LightningCLI
+
+    cli = LightningCLI(CLIModel, CLIDataModule, save_config_callback=None, args=[
+        "fit", "--trainer.max_epochs=1", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=0",
+        "--trainer.logger=false", "--trainer.enable_progress_bar=false", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_model_summary=false", "--model.hidden=5"])
+    ckpt = tmp_path / "model.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    checkpoint = torch.load(ckpt, weights_only=True)
+    checkpoint["hyper_parameters"]["_class_path"] = class_path
+    torch.save(checkpoint, ckpt)
+    return ckpt
+
+
+def test_ckpt_path_never_imports_a_module_the_checkpoint_names(tmp_path, script_env):
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    (planted / "planted_model.py").write_text(PLANTED_MODULE)
+    env = dict(script_env, PYTHONPATH=os.pathsep.join([script_env["PYTHONPATH"], str(planted)]))
+    validate = ["validate", "--model=CLIModel", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+                "--trainer.limit_val_batches=1"]
+
+    proc = main_py(env, *validate, f"--ckpt_path={_checkpoint_naming(tmp_path, 'planted_model.PlantedModel')}")
+    assert proc.returncode != 0
+    assert not (planted / "IMPORTED").exists(), "the module named by the checkpoint was imported"
+    assert "'planted_model.PlantedModel'" in proc.stderr and "module `planted_model` is not imported" in proc.stderr
+    assert "adapt_checkpoint_hparams" in proc.stderr  # the fix is named
+
+    # the same script and checkpoint, naming the script's own model class, validates; the weights (hidden=5)
+    # only load into a model built with the checkpoint's hidden=5, not the default 8
+    ckpt = _checkpoint_naming(tmp_path, "tests.helpers.cli_models.CLIModel")
+    proc = main_py(env, *validate, f"--ckpt_path={ckpt}")
+    assert proc.returncode == 0, proc.stderr
+    assert "val_loss" in proc.stdout
+    assert not (planted / "IMPORTED").exists()

@@ -24,7 +24,7 @@ def script_env(base: dict[str, str] | None = None, **extra: Any) -> dict[str, st
     env = dict(base)
     # a fresh job: no rank variables inherited from a surrounding launcher
     for key in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                "MASTER_PORT", "TORCHBOLT_LAUNCHER_PID"):
+                "MASTER_PORT", "TORCHBOLT_LAUNCHER_PID", "TORCHBOLT_FAILURE_DIR"):
         env.pop(key, None)
     for key in [k for k in env if k.startswith(("SLURM_", "OMPI_", "PMI_", "JSM_", "LSB_"))]:
         del env[key]
@@ -59,8 +59,11 @@ def free_port() -> int:
 
 
 def start(args: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen:
-    return subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kwargs)
+    """Start a job in its own session; the signals tests send it act by default even if this run ignores them."""
+    from tests.helpers.signals import with_default_signals
+
+    return subprocess.Popen(with_default_signals(args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, **kwargs)
 
 
 def stop_group(proc: subprocess.Popen) -> None:

@@ -21,11 +21,20 @@ def _wait_for(paths: list[Path], proc, timeout: float = 120) -> None:  # type: i
         time.sleep(0.2)
 
 
-def test_a_rank_raising_ends_the_job_with_its_error(tmp_path: Path) -> None:
+def _last_line(output: str) -> str:
+    return [line for line in output.splitlines() if line.strip()][-1]
+
+
+@pytest.mark.parametrize("mode", ["raise", "raise_spawn"])
+def test_a_rank_raising_ends_the_job_with_its_error(tmp_path: Path, mode: str) -> None:
+    # rank 1 raises ValueError at its third training step; rank 0 then fails in the gradient all-reduce
+    # ("Connection closed by peer"), but the output must end naming rank 1 and its error
     started = time.monotonic()
-    proc = run(python("failures.py", tmp_path, "raise"), env=script_env(), check=False, timeout=_DEADLINE_S + 60)
+    proc = run(python("failures.py", tmp_path, mode), env=script_env(), check=False, timeout=_DEADLINE_S + 60)
     assert proc.returncode != 0
-    assert "boom from rank 1" in proc.stderr
+    assert 'raise ValueError("boom from rank 1")' in proc.stderr  # rank 1's own traceback is there too
+    last = _last_line(proc.stderr)
+    assert "rank 1 failed first" in last and "ValueError: boom from rank 1" in last, proc.stderr[-3000:]
     assert time.monotonic() - started < _DEADLINE_S + 30
 
 

@@ -46,8 +46,12 @@ class _FailsOnRankOne(Regressor):
 def test_a_failing_spawned_rank_raises_its_error_in_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     trainer = pl.Trainer(**trainer_kwargs(devices=2, strategy="ddp_fork"))
-    with pytest.raises(ProcessRaisedException, match="rank one cannot go on"):
+    with pytest.raises(ProcessRaisedException, match="rank one cannot go on") as exc:
         trainer.fit(_FailsOnRankOne())
+    # printed as the last line of the traceback, whichever process torch reported
+    assert exc.value.__notes__[-1] == (
+        "[torchbolt] rank 1 failed first, with ValueError: rank one cannot go on; its traceback is printed above."
+    )
 
 
 def test_ddp_from_python_c_says_which_strategy_to_use(tmp_path: Path) -> None:

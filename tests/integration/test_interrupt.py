@@ -13,24 +13,32 @@ import pytest
 
 from tests.helpers.loggers import RecordingLogger
 from tests.helpers.models import ClassifierModule, quiet_trainer
+from tests.helpers.signals import with_default_signals
 from torchbolt.callbacks import Callback
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def test_sigint_during_fit_ends_gracefully(subprocess_env: dict[str, str], tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, str(SCRIPTS / "interruptible.py")], env=subprocess_env, cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # the child must react to SIGINT even when this run is a background job, which ignores SIGINT
+    command = with_default_signals([sys.executable, str(SCRIPTS / "interruptible.py")])
+    proc = subprocess.Popen(command, env=subprocess_env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    lines: list[str] = []
-    for line in proc.stdout:
-        lines.append(line)
-        if "TRAINING" in line:
-            break
-        assert time.monotonic() < deadline
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60)
+    try:
+        deadline = time.monotonic() + 120
+        lines: list[str] = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "TRAINING" in line:
+                break
+            assert time.monotonic() < deadline
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:  # it trains forever: never leave it behind when the test fails
+            proc.kill()
+            proc.communicate()
     out = "".join(lines) + rest
     assert proc.returncode == 0, out
     assert "Detected KeyboardInterrupt" in out

@@ -13,6 +13,7 @@ from typing import Any, Union
 from torch.optim import Optimizer
 
 from torchbolt.callbacks.callback import Callback
+from torchbolt.cli._checkpoint_classes import check_checkpoint_hparams
 from torchbolt.cli._jsonargparse import (
     ActionConfigFile,
     Namespace,
@@ -281,7 +282,13 @@ class LightningCLI:
         return checkpoint_hparams
 
     def _parse_ckpt_path(self) -> None:
-        """With ``--ckpt_path``, configure the model with the checkpoint's saved hyperparameters."""
+        """With ``--ckpt_path``, configure the model with the checkpoint's saved hyperparameters.
+
+        Raises:
+            MisconfigurationException: when the hyperparameters name a class (``_class_path``, or a nested
+                ``class_path``) whose module the program has not imported, or a ``_class_path`` that is not a
+                subclass of the CLI's model class. Nothing named by the checkpoint is ever imported.
+        """
         subcommand = self.config.get("subcommand")
         if not subcommand:
             return
@@ -296,6 +303,9 @@ class LightningCLI:
         hparams = self.adapt_checkpoint_hparams(subcommand, hparams) if hparams else hparams
         if not hparams:
             return
+        # the parser imports the modules of the class paths it is given: only already-imported classes pass
+        base = self._model_class if isinstance(self._model_class, type) else LightningModule
+        check_checkpoint_hparams(hparams, base, str(ckpt_path))
         if "_class_path" in hparams:
             hparams = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
         try:

@@ -18,8 +18,8 @@ OUT, MODE = sys.argv[1], sys.argv[2]
 
 class Failing(Regressor):
     def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
-        if MODE == "raise" and self.global_rank == 1 and batch_idx == 2:
-            raise RuntimeError("boom from rank 1")
+        if MODE in ("raise", "raise_spawn") and self.global_rank == 1 and batch_idx == 2:
+            raise ValueError("boom from rank 1")
         if MODE == "wait_for_kill":
             if batch_idx == 2:
                 with open(os.path.join(OUT, f"pid.rank{self.global_rank}"), "w") as f:
@@ -41,7 +41,7 @@ class _Stream(IterableDataset):
 def main() -> None:
     rank = int(os.environ.get("LOCAL_RANK", 0))
     model = Failing(batch_size=2, n=400)
-    kwargs = trainer_kwargs(devices=2, strategy="ddp")
+    kwargs = trainer_kwargs(devices=2, strategy="ddp_spawn" if MODE == "raise_spawn" else "ddp")
     if MODE == "uneven":
         # data without a length, a different amount on each rank: every rank stops with the shortest
         loader = DataLoader(_Stream(8 if rank == 0 else 6), batch_size=2)
@@ -55,6 +55,9 @@ def main() -> None:
         except MisconfigurationException as e:
             result["error"] = str(e)
         write_result(OUT, "uneven", trainer.global_rank, result)
+    elif MODE == "raise_spawn":
+        pl.Trainer(**kwargs).fit(model)  # the ranks run in spawned processes: this process has no group
+        return
     else:
         pl.Trainer(**kwargs).fit(model)
     torch.distributed.barrier()

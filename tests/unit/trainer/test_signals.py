@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,15 @@ import torch
 import torchbolt as pl
 from torchbolt.demos.boring_classes import BoringModel
 from torchbolt.utilities.exceptions import SIGTERMException
+
+
+@pytest.fixture(autouse=True)
+def _default_signal_actions() -> Iterator[None]:
+    # an ignored SIGUSR1 inherited from whatever started the test run would count as the user's own choice
+    previous = {signum: signal.signal(signum, signal.SIG_DFL) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    yield
+    for signum, handler in previous.items():
+        signal.signal(signum, handler)
 
 
 class _SignalAt(BoringModel):

@@ -2,6 +2,9 @@
 
 The run executes in the new processes; rank 0 sends the trained weights, the trainer state and
 the results back, so the caller's model and Trainer look as if the run happened in this process.
+When processes fail, each records a summary of its error (see ``_failures``) and the error raised
+here ends with a line naming the rank that failed first, whichever process ``torch.multiprocessing``
+happened to report.
 """
 
 from __future__ import annotations
@@ -16,6 +19,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.multiprocessing as mp
 
+from torchbolt.strategies.launchers._failures import (
+    first_failure,
+    make_failure_dir,
+    read_failures,
+    record_failure,
+    remove_failure_dir,
+)
 from torchbolt.strategies.launchers.launcher import Launcher, _set_num_threads_if_needed
 from torchbolt.utilities.apply_func import move_data_to_device
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -113,15 +123,23 @@ class MultiProcessingLauncher(Launcher):
         context = mp.get_context(self._start_method)
         return_queue = context.SimpleQueue()
         global_state = _GlobalState.capture() if self._start_method != "fork" else None
-        process_context = mp.start_processes(
-            self._wrapping_function,
-            args=(trainer, function, args, kwargs, return_queue, global_state),
-            nprocs=strategy.num_processes,
-            start_method=self._start_method,
-            join=False,
-        )
-        while not process_context.join(grace_period=_GRACE_PERIOD_S):
-            pass
+        failure_dir = make_failure_dir()
+        try:
+            process_context = mp.start_processes(
+                self._wrapping_function,
+                args=(trainer, function, args, kwargs, return_queue, global_state, failure_dir),
+                nprocs=strategy.num_processes,
+                start_method=self._start_method,
+                join=False,
+            )
+            try:
+                while not process_context.join(grace_period=_GRACE_PERIOD_S):
+                    pass
+            except Exception as exception:
+                _name_first_failure(exception, failure_dir, strategy.node_rank * strategy.num_processes)
+                raise
+        finally:
+            remove_failure_dir(failure_dir)
         # plain pickle bytes: tensors shared through file descriptors would die with the worker
         output = pickle.loads(return_queue.get())
         if trainer is None:
@@ -129,17 +147,41 @@ class MultiProcessingLauncher(Launcher):
         return _recover_results(output, trainer)
 
     def _wrapping_function(self, process_idx: int, trainer: Any, function: Callable, args: Any, kwargs: Any,
-                           return_queue: Any, global_state: _GlobalState | None) -> None:
+                           return_queue: Any, global_state: _GlobalState | None, failure_dir: str | None = None
+                           ) -> None:
         if global_state is not None:
             global_state.restore()
             _unshare_module_memory(args, kwargs, trainer)
         strategy = self._strategy
         strategy._set_local_rank(process_idx)
-        results = function(*args, **kwargs)
+        try:
+            results = function(*args, **kwargs)
+        except BaseException as exception:
+            if failure_dir is not None:
+                rank = strategy.node_rank * strategy.num_processes + process_idx
+                record_failure(failure_dir, rank, exception, launch=0)
+            raise
         if strategy.local_rank == 0 and strategy.node_rank == 0:
             output = _collect_results(trainer, results) if trainer is not None else results
             return_queue.put(pickle.dumps(move_data_to_device(output, "cpu")))
         _leave_process_group(strategy)
+
+
+def _name_first_failure(exception: BaseException, failure_dir: str, rank_offset: int) -> None:
+    """End ``exception``'s printout with a line naming the rank that failed first (a note, printed last).
+
+    ``torch.multiprocessing`` reports the first process it saw exit, which may be one that only failed
+    because a peer had (gloo's "Connection closed by peer"); then the first failure's traceback, which no
+    process printed, goes into the note too.
+    """
+    first = first_failure(read_failures(failure_dir))
+    if first is None or not hasattr(exception, "add_note"):
+        return
+    reported = getattr(exception, "error_index", None)
+    reported_rank = None if reported is None else rank_offset + reported  # the process index torch reported
+    if reported_rank != first.rank and first.traceback:
+        exception.add_note(f"Rank {first.rank} failed first:\n{first.traceback.rstrip()}")
+    exception.add_note(first.last_line())
 
 
 def _leave_process_group(strategy: ParallelStrategy) -> None:

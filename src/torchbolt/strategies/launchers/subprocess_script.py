@@ -3,7 +3,9 @@
 The process the user started becomes local rank 0; each child runs the same command line with
 ``LOCAL_RANK`` set. A watcher thread ends the whole job when a child dies, children end when
 the main process disappears, and the main process waits for its children before it exits, so a
-failure on any rank never leaves the others waiting.
+failure on any rank never leaves the others waiting. Every rank that fails records a summary of its
+error (see ``_failures``), so the main process ends its output with one line naming the rank that
+failed first and why, instead of its own "Connection closed by peer".
 """
 
 from __future__ import annotations
@@ -20,6 +22,16 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torchbolt.plugins.environments.cluster_environment import ClusterEnvironment
+from torchbolt.strategies.launchers._failures import (
+    FAILURE_DIR_ENV,
+    RankFailure,
+    latest_first_failure,
+    make_failure_dir,
+    next_launch,
+    record_failure,
+    remove_failure_dir,
+    wait_for_first_failure,
+)
 from torchbolt.strategies.launchers.launcher import Launcher, _set_num_threads_if_needed
 from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
 
@@ -71,6 +83,7 @@ class SubprocessScriptLauncher(Launcher):
         self.procs: list[subprocess.Popen] = []
         self._observer: _ChildObserver | None = None
         self._killed = False
+        self._failure_dir: str | None = None
 
     @property
     def is_interactive_compatible(self) -> bool:
@@ -78,13 +91,16 @@ class SubprocessScriptLauncher(Launcher):
 
     def launch(self, function: Callable, *args: Any, trainer: Any = None, **kwargs: Any) -> Any:
         self.cluster_environment.validate_settings(num_devices=self.num_processes, num_nodes=self.num_nodes)
+        launch = next_launch()
         if not self.cluster_environment.creates_processes_externally:
             _set_num_threads_if_needed(self.num_processes)
             self._start_children()
         try:
             return function(*args, **kwargs)
         except BaseException as exception:
-            self._on_failure(exception)
+            # recorded first, before the teardown closes the connections and so makes the peers fail
+            own = self._record_failure(exception, launch)
+            self._on_failure(exception, launch, own)
             raise
 
     def _start_children(self) -> None:
@@ -100,34 +116,81 @@ class SubprocessScriptLauncher(Launcher):
         os.environ["NODE_RANK"] = str(env.node_rank())
         os.environ["WORLD_SIZE"] = str(self.num_processes * self.num_nodes)
         os.environ["LOCAL_RANK"] = "0"
+        self._failure_dir = make_failure_dir()
+        os.environ[FAILURE_DIR_ENV] = self._failure_dir
         for local_rank in range(1, self.num_processes):
             child_env = os.environ.copy()
             child_env["LOCAL_RANK"] = str(local_rank)
             child_env[LAUNCHER_PID_ENV] = str(os.getpid())
             self.procs.append(subprocess.Popen(command, env=child_env))
         if self.procs:
-            self._observer = _ChildObserver(self.procs, first_rank=env.node_rank() * self.num_processes + 1)
+            self._observer = _ChildObserver(self.procs, first_rank=env.node_rank() * self.num_processes + 1,
+                                            failure_dir=self._failure_dir)
             self._observer.start()
             atexit.register(self._wait_for_children)
 
-    def _on_failure(self, exception: BaseException) -> None:
+    def _global_rank(self) -> int:
+        env = self.cluster_environment
+        return env.node_rank() * self.num_processes + env.local_rank()
+
+    def _record_failure(self, exception: BaseException, launch: int) -> RankFailure | None:
+        """Write this rank's error summary where the main process reads it (only in a job this launcher started)."""
+        directory = os.environ.get(FAILURE_DIR_ENV)
+        if not directory:
+            return None  # started by torchrun or a cluster: nothing here collects the summaries
+        if LAUNCHER_PID_ENV in os.environ:
+            # when the main process died (e.g. SIGKILL), nobody else will remove the directory; checked at exit,
+            # as this error may be the reaction to that death, seen before the death is complete
+            atexit.register(_remove_failure_dir_if_orphaned, directory)
+        return record_failure(directory, self._global_rank(), exception, launch)
+
+    def _started_the_job(self) -> bool:
+        # the process that started the other ranks (possibly through an earlier Trainer's launcher) holds the
+        # failure directory and is not itself a child
+        return bool(os.environ.get(FAILURE_DIR_ENV)) and LAUNCHER_PID_ENV not in os.environ
+
+    def _on_failure(self, exception: BaseException, launch: int = 0, own: RankFailure | None = None) -> None:
         """This rank failed: say which rank failed first, then stop the children that are still running."""
-        if not self.procs or isinstance(exception, _TunerExitException):
+        if isinstance(exception, _TunerExitException):
             return  # a tuner ending its search run on every rank is not a failure
-        failed = [(i + 1, p) for i, p in enumerate(self.procs) if p.poll() not in (None, 0)]
-        if failed and hasattr(exception, "add_note"):
+        if self._started_the_job():
+            self._name_first_failure(exception, launch, own)
+        if not self.procs:
+            return
+        graceful = isinstance(exception, (SystemExit, KeyboardInterrupt))
+        # a graceful stop (signal, Ctrl-C) ends every rank at the same step: let them finish their teardown
+        self._stop_children(timeout=30.0 if graceful else 0.0)
+
+    def _name_first_failure(self, exception: BaseException, launch: int, own: RankFailure | None) -> None:
+        """End ``exception``'s printout with a line naming the rank that failed first (a note, printed last).
+
+        Errors that only react to a peer's failure (gloo's "Connection closed by peer") rank after the
+        peer's own error; a peer that died without a summary (SIGKILL) is named by its exit status.
+        """
+        if not hasattr(exception, "add_note"):
+            return
+        directory = os.environ.get(FAILURE_DIR_ENV, "")
+        procs = self.procs
+        first = wait_for_first_failure(
+            directory, launch, own, peers_gone=(lambda: all(p.poll() is not None for p in procs)) if procs else None
+        )
+        failed = [(i + 1, p) for i, p in enumerate(procs) if p.poll() not in (None, 0)]
+        if first is not None and not first.reaction:
+            exception.add_note(first.last_line())
+        elif failed:
             rank, proc = failed[0]
             exception.add_note(
                 f"Local rank {rank} (pid {proc.pid}) {_describe_exit(proc.returncode)} before this error; its own"
                 " traceback is printed above."
             )
-        graceful = isinstance(exception, (SystemExit, KeyboardInterrupt))
-        # a graceful stop (signal, Ctrl-C) ends every rank at the same step: let them finish their teardown
-        self._stop_children(timeout=30.0 if graceful else 0.0)
+        elif first is not None and first.rank != self._global_rank():
+            exception.add_note(first.last_line())
 
     def _stop_children(self, timeout: float) -> None:
         if self._observer is not None:
             self._observer.stop()
+            # it may be writing its "rank N exited" line: let it finish, so that nothing follows this error's
+            self._observer.join(timeout=1.0)
         deadline = time.monotonic() + timeout
         for proc in self.procs:
             remaining = deadline - time.monotonic()
@@ -142,12 +205,16 @@ class SubprocessScriptLauncher(Launcher):
             proc.wait()
         if self._observer is not None:
             self._observer.stop()
+        first = latest_first_failure(self._failure_dir)
+        remove_failure_dir(self._failure_dir)
         if self._killed:
             return  # this process failed first and stopped them; its own error was reported
         failed = [(i + 1, p) for i, p in enumerate(self.procs) if p.returncode != 0]
         if failed:
             rank, proc = failed[0]
             sys.stderr.write(f"[torchbolt] local rank {rank} (pid {proc.pid}) {_describe_exit(proc.returncode)}.\n")
+            if first is not None:
+                sys.stderr.write(first.last_line() + "\n")
             sys.stderr.flush()
             sys.stdout.flush()
             os._exit(1)
@@ -169,10 +236,12 @@ class SubprocessScriptLauncher(Launcher):
 class _ChildObserver(threading.Thread):
     """Watches the children; when one fails, gives this process a moment to fail too, then ends the job."""
 
-    def __init__(self, procs: Sequence[subprocess.Popen], first_rank: int, interval: float = 0.5) -> None:
+    def __init__(self, procs: Sequence[subprocess.Popen], first_rank: int, interval: float = 0.5,
+                 failure_dir: str | None = None) -> None:
         super().__init__(daemon=True, name="torchbolt-child-observer")
         self._procs = procs
         self._first_rank = first_rank
+        self._failure_dir = failure_dir
         self._interval = interval
         self._stopped = threading.Event()
 
@@ -199,8 +268,20 @@ class _ChildObserver(threading.Thread):
             if other.poll() is None:
                 other.kill()
         sys.stderr.write(f"[torchbolt] rank {rank} failed and this process did not stop by itself; exiting.\n")
+        first = latest_first_failure(self._failure_dir)
+        remove_failure_dir(self._failure_dir)  # os._exit skips the exit handler that would remove it
+        if first is not None:
+            sys.stderr.write(first.last_line() + "\n")
         sys.stderr.flush()
         os._exit(1)
+
+
+def _remove_failure_dir_if_orphaned(directory: str) -> None:
+    """In a child started by :class:`SubprocessScriptLauncher`: remove the job's failure directory when the
+    process that started it (and would have removed it) has exited."""
+    parent = os.environ.get(LAUNCHER_PID_ENV, "")
+    if parent.isdigit() and os.getppid() != int(parent):
+        remove_failure_dir(directory)
 
 
 def _watch_launcher() -> None:
@@ -218,6 +299,7 @@ def _watch_launcher() -> None:
             if os.getppid() != parent_pid:
                 sys.stderr.write(f"[torchbolt] the main process (pid {parent_pid}) is gone; exiting.\n")
                 sys.stderr.flush()
+                remove_failure_dir(os.environ.get(FAILURE_DIR_ENV))  # it would have removed it
                 os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="torchbolt-launcher-watch").start()
