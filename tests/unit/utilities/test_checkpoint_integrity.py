@@ -122,6 +122,9 @@ def test_the_check_can_be_turned_off_by_environment_variable_and_by_plugin_argum
     assert not torch.equal(loaded["state_dict"]["net.0.weight"], model.net[0].weight)
     with pytest.raises(ChecksumMismatchError):
         TorchCheckpointIO(verify_checksums=True).load_checkpoint(path)
+    trainer = quiet_trainer(limit_train_batches=2, max_epochs=2, plugins=[TorchCheckpointIO(verify_checksums=False)])
+    trainer.fit(ClassifierModule(), ckpt_path=path)
+    assert trainer.global_step == 4
     monkeypatch.setenv("TORCHBOLT_VERIFY_CHECKPOINTS", "0")
     assert ClassifierModule.load_from_checkpoint(path) is not None
     with pytest.raises(TypeError, match=r"verify_checksums='no'\)` is invalid"):
@@ -204,3 +207,21 @@ def test_a_file_object_is_verified_like_a_path(trained: tuple[ClassifierModule, 
     _, data = trained
     with pytest.raises(ChecksumMismatchError, match=r"the BytesIO passed in is corrupt"):
         _load(io.BytesIO(_first_layer_weight_damaged(data)))
+
+
+def test_every_crc32_implementation_catches_the_damage(trained: tuple[ClassifierModule, bytes],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # the SIMD packages (zlib-ng, isal) are used when installed; the standard library's zlib otherwise
+    import zlib
+
+    from torchbolt.utilities import checkpoint_integrity
+
+    _, data = trained
+    fast, name = checkpoint_integrity.crc32_implementation()
+    assert name in ("zlib-ng", "isal", "zlib")
+    assert fast(data) == zlib.crc32(data)
+    damaged = _first_layer_weight_damaged(data)
+    monkeypatch.setattr(checkpoint_integrity, "_crc32_choice", (zlib.crc32, "zlib"))
+    with pytest.raises(ChecksumMismatchError, match=r"`state_dict\.net\.0\.weight`"):
+        verify_archive(damaged, "rotten.ckpt")
+    verify_archive(data, "good.ckpt")
