@@ -6,6 +6,7 @@ tests/unit/plugins/test_checkpoint_io.py (damaged files at the IO level, full di
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -193,3 +194,70 @@ def test_init_arguments_missing_from_the_checkpoint_are_named_with_the_fix(tmp_p
         NoHyperparameters.load_from_checkpoint(path)
     assert NoHyperparameters.load_from_checkpoint(path, width=4, depth=2).layer.in_features == 4
 
+
+
+def _edited(tmp_path: Path, checkpoint_bytes: bytes, **entries: Any) -> Path:
+    """The checkpoint with ``entries`` replaced (``None`` removes one), written to ``edited.ckpt``."""
+    source = tmp_path / "source.ckpt"
+    source.write_bytes(checkpoint_bytes)
+    checkpoint = torch.load(source, weights_only=True)
+    for key, value in entries.items():
+        key = key.replace("__", "-")
+        if value is None:
+            checkpoint.pop(key, None)
+        else:
+            checkpoint[key] = value
+    path = tmp_path / "edited.ckpt"
+    torch.save(checkpoint, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("entries", "match"),
+    [
+        ({"optimizer_states": {"0": {}}}, r"holds a dict under 'optimizer_states', but it must be a list"),
+        ({"optimizer_states": "adam"}, r"holds a str under 'optimizer_states', but it must be a list"),
+        ({"optimizer_states": ["adam"]}, r"holds a str at optimizer_states\[0\], but each entry must be the"
+                                         r" `state_dict\(\)` of an optimizer"),
+        ({"lr_schedulers": {"step": 1}}, r"holds a dict under 'lr_schedulers', but it must be a list"),
+    ],
+)
+def test_training_state_of_the_wrong_type_names_the_key_and_the_file_before_anything_is_restored(
+        tmp_path: Path, checkpoint_bytes: bytes, entries: dict[str, Any], match: str) -> None:
+    path = _edited(tmp_path, checkpoint_bytes, **entries)
+    model = ClassifierModule()
+    with pytest.raises(CorruptCheckpointError, match=r"The checkpoint '.*edited\.ckpt' " + match):
+        quiet_trainer(limit_train_batches=2, max_epochs=2).fit(model, ckpt_path=path)
+    # the file is left as it was, and its weights still load
+    assert ClassifierModule.load_from_checkpoint(path) is not None
+
+
+def test_a_checkpoint_from_a_newer_lightning_release_warns_once_naming_both_versions(tmp_path: Path,
+                                                                                     checkpoint_bytes: bytes) -> None:
+    # as Lightning writes it: no torchbolt entries
+    path = _edited(tmp_path, checkpoint_bytes, pytorch__lightning_version="2.7.1", torchbolt_version=None,
+                   torchbolt_format_version=None)
+    with pytest.warns(UserWarning, match=r"edited\.ckpt' was written by PyTorch Lightning 2\.7\.1, newer than the"
+                                         r" Lightning 2\.6\.x checkpoint layout this torchbolt \(0\.1\.0\) reads"):
+        ClassifierModule.load_from_checkpoint(path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*newer than")  # once is enough: the same file does not warn again
+        quiet_trainer(limit_train_batches=2, max_epochs=2).fit(ClassifierModule(), ckpt_path=path)
+
+
+def test_a_checkpoint_from_a_newer_torchbolt_warns_naming_both_versions(tmp_path: Path,
+                                                                        checkpoint_bytes: bytes) -> None:
+    path = _edited(tmp_path, checkpoint_bytes, torchbolt_version="0.3.0")
+    with pytest.warns(UserWarning, match=r"edited\.ckpt' was written by torchbolt 0\.3\.0, newer than this torchbolt"
+                                         r" \(0\.1\.0\)"):
+        quiet_trainer(limit_train_batches=2, max_epochs=2).fit(ClassifierModule(), ckpt_path=path)
+
+
+@pytest.mark.parametrize("version", ["2.6.6", "2.1.0", "1.9.5"])
+def test_a_checkpoint_from_the_same_or_an_older_lightning_release_loads_without_a_version_warning(
+        tmp_path: Path, checkpoint_bytes: bytes, version: str) -> None:
+    path = _edited(tmp_path, checkpoint_bytes, pytorch__lightning_version=version, torchbolt_version=None,
+                   torchbolt_format_version=None)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*newer than")
+        ClassifierModule.load_from_checkpoint(path)

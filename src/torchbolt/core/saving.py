@@ -118,7 +118,8 @@ def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: s
     inside ``__init__(self, config)``), they are passed back as that argument. Keys the
     constructor does not accept are dropped unless it takes ``**kwargs``.
     """
-    saved = dict(checkpoint.get(hp_key) or {})
+    saved = checkpoint.get(hp_key) or {}
+    saved = dict(vars(saved) if isinstance(saved, Namespace) else saved)  # old Lightning files stored a Namespace
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())

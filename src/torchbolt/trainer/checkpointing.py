@@ -21,6 +21,7 @@ from torchbolt.core.saving import _to_checkpoint_hparams
 from torchbolt.trainer.optimization import AutomaticOptimization
 from torchbolt.trainer.resume import ResumePoint, capture_rng, rng_to_checkpoint
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn
+from torchbolt.utilities.checkpoint_checks import check_training_state, warn_if_written_by_newer_version
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -197,6 +198,7 @@ def restore_training_state(ctx: RunContext, loaded: LoadedCheckpoint) -> None:
             " `save_weights_only=True`/`weights_only=True`). Load it with `Model.load_from_checkpoint`"
             " and start a new fit instead."
         )
+    check_training_state(checkpoint, path)
     fit_loop_state = _mapping(checkpoint.get("loops") or {}, "loops", path).get("fit_loop") or {}
     fit_loop_state = _mapping(fit_loop_state, "loops.fit_loop", path)
     resume_state = fit_loop_state.get("torchbolt")
@@ -250,6 +252,8 @@ def _mapping(value: Any, key: str, path: str) -> dict[str, Any]:
 def check_checkpoint_format(checkpoint: Any, name: Any) -> None:
     """Refuse what is not a checkpoint dict, or one written in a newer torchbolt checkpoint format.
 
+    A readable checkpoint written by a newer torchbolt or Lightning release loads with a warning.
+
     Raises:
         TypeError: ``checkpoint`` is not a dict.
         MisconfigurationException: its ``torchbolt_format_version`` is unknown to this torchbolt.
@@ -259,6 +263,7 @@ def check_checkpoint_format(checkpoint: Any, name: Any) -> None:
     version = checkpoint.get("torchbolt_format_version")
     if version is None or (isinstance(version, int) and not isinstance(version, bool)
                            and version <= CHECKPOINT_FORMAT_VERSION):
+        warn_if_written_by_newer_version(checkpoint, name, LIGHTNING_LAYOUT_VERSION)
         return  # a Lightning checkpoint (no torchbolt format entry), or one this version can read
     raise MisconfigurationException(
         f"{str(name)!r} uses torchbolt checkpoint format {version!r}, but this torchbolt"

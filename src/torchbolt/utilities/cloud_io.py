@@ -148,15 +148,15 @@ def _atomic_symlink(target: str, link: str) -> None:
     _fsync_dir(directory)
 
 
-def _unsafe_error(error: Exception, name: str) -> pickle.UnpicklingError:
-    match = re.search(r"GLOBAL ([\w.]+)", str(error))
-    what = f"the Python object `{match.group(1)}`" if match else "objects other than tensors and plain data"
+def _unsafe_error(name: str, what: str | None) -> pickle.UnpicklingError:
+    reference = f"a reference to `{what}`" if what else "a reference to a Python object other than plain data"
     return pickle.UnpicklingError(
-        f"Refused to load {name}: it contains {what}, and unpickling it could run arbitrary code, so the"
-        " weights-only loading used by default does not allow it. If you trust this file, load it with"
-        " `weights_only=False` (`Model.load_from_checkpoint(path, weights_only=False)`,"
-        " `trainer.fit(model, ckpt_path=path, weights_only=False)`), or allow only the types it needs with"
-        " `torch.serialization.add_safe_globals([...])`."
+        f"Refused to load {name}: it holds {reference}, which could run code when unpickled, so the weights-only"
+        " loading used by default does not allow it (only tensors and the plain data types listed under"
+        " 'Types that load' in docs/checkpointing.md load; an Enum loads once the module defining it is"
+        " imported). If you trust this file, load it with `weights_only=False`"
+        " (`Model.load_from_checkpoint(path, weights_only=False)`, `trainer.fit(model, ckpt_path=path,"
+        " weights_only=False)`), or allow only the types it needs with `torch.serialization.add_safe_globals([...])`."
     )
 
 
@@ -188,17 +188,8 @@ def _is_format_error(error: BaseException) -> bool:
     )
 
 
-def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool | None = None) -> Any:
-    """``torch.load`` from a path, URL or file object; ``weights_only=True`` unless told otherwise.
-
-    Raises:
-        FileNotFoundError: no file at the path.
-        IsADirectoryError: the path is a directory (the message lists the checkpoints in it).
-        pickle.UnpicklingError: the file needs arbitrary unpickling and ``weights_only`` is not ``False``.
-        CorruptCheckpointError: the file is truncated, corrupt or not a torch checkpoint.
-    """
-    if weights_only is None:
-        weights_only = True
+def _read(path_or_url: IO | _PATH) -> tuple[bytes, str]:
+    """The checkpoint's bytes and its name (the path, or the file object's ``name``)."""
     if isinstance(path_or_url, (str, Path, os.PathLike)):
         name = str(path_or_url)
         fs = get_filesystem(name)
@@ -207,16 +198,87 @@ def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool 
         if fs.isdir(name):
             raise _directory_error(fs, name)
         with fs.open(name, "rb") as f:
-            source: IO[bytes] = io.BytesIO(f.read())
-    else:
-        name = str(getattr(path_or_url, "name", None) or f"the {type(path_or_url).__name__} passed in")
-        source = path_or_url
+            return f.read(), name
+    name = str(getattr(path_or_url, "name", None) or f"the {type(path_or_url).__name__} passed in")
+    data = path_or_url.read()
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not isinstance(data, bytes):
+        raise TypeError(f"{name} was opened in text mode: open checkpoint files in binary mode (`open(path, 'rb')`).")
+    return data, name
+
+
+def _load(path_or_url: IO | _PATH, map_location: Any = None, weights_only: bool | None = None,
+          verify: bool | None = None) -> Any:
+    """``torch.load`` from a path, URL or file object; ``weights_only=True`` unless told otherwise.
+
+    With ``weights_only`` the plain data types of :mod:`torchbolt.utilities.safe_loading` load too
+    (paths, ``Namespace``, ``AttributeDict``, datetimes, NumPy values, enums of imported modules).
+    ``verify`` (default: on unless ``TORCHBOLT_VERIFY_CHECKPOINTS=0``) checks every zip record's
+    CRC-32 (:mod:`torchbolt.utilities.checkpoint_integrity`), so damaged bytes never load silently.
+
+    Raises:
+        FileNotFoundError: no file at the path.
+        IsADirectoryError: the path is a directory (the message lists the checkpoints in it).
+        pickle.UnpicklingError: the file needs arbitrary unpickling and ``weights_only`` is not ``False``
+            (the message names what the file refers to).
+        ChecksumMismatchError: (a ``CorruptCheckpointError``) the bytes changed after the file was written.
+        CorruptCheckpointError: the file is truncated, corrupt or not a torch checkpoint.
+    """
+    from torchbolt.utilities.checkpoint_integrity import start_verification, verification_enabled
+
+    if weights_only is None:
+        weights_only = True
+    data, name = _read(path_or_url)
+    pending = start_verification(data, name) if verification_enabled(verify) else None
     try:
-        return torch.load(source, map_location=map_location, weights_only=weights_only)
+        loaded = _torch_load(io.BytesIO(data), data, name, map_location, weights_only)
+    except BaseException:
+        if pending is not None:
+            pending.result()  # damaged bytes explain a failed load better than the unpickler's complaint
+        raise
+    if pending is not None:
+        pending.result()
+    return loaded
+
+
+def _torch_load(source: IO[bytes], data: bytes, name: str, map_location: Any, weights_only: bool) -> Any:
+    from torchbolt.utilities import safe_loading
+
+    if not weights_only:
+        return _mapped_errors(lambda: torch.load(source, map_location=map_location, weights_only=False),
+                              name, data, map_location)
+    entries = safe_loading.plain_data_entries()
+
+    def weights_only_load(allow: list[Any]) -> Any:
+        source.seek(0)
+        with safe_loading.allowed(allow):
+            return torch.load(source, map_location=map_location, weights_only=True)
+
+    with safe_loading.collecting_attribute_dicts():
+        try:
+            loaded = _mapped_errors(lambda: weights_only_load(entries), name, data, map_location)
+        except pickle.UnpicklingError as refusal:
+            # enums of imported modules load as their members: allow them and try once more
+            enums, refused = safe_loading.enum_entries(safe_loading.unsafe_references(data))
+            if not enums or refused:
+                raise refusal from None
+            loaded = _mapped_errors(lambda: weights_only_load(entries + enums), name, data, map_location)
+        return safe_loading.restore_attribute_dicts(loaded)
+
+
+def _mapped_errors(load: Any, name: str, data: bytes, map_location: Any) -> Any:
+    """``load()``, with the errors of a refused or damaged file turned into clear ones naming ``name``."""
+    from torchbolt.utilities.safe_loading import refused_reference
+
+    try:
+        return load()
     except pickle.UnpicklingError as e:
-        if weights_only and "Weights only load failed" in str(e) and "GLOBAL" in str(e):
-            # a well-formed pickle that names a Python object the weights-only loader does not allow
-            raise _unsafe_error(e, name) from None
+        if "Weights only load failed" in str(e):
+            what = refused_reference(str(e), data)
+            if what is not None:
+                # a well-formed pickle that names a Python object the weights-only loader does not allow
+                raise _unsafe_error(name, what) from None
         raise _corrupt_error(e, name) from e
     except Exception as e:
         # a damaged pickle can also name a wrong attribute; a callable map_location could raise one itself

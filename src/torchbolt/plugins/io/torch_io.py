@@ -19,8 +19,14 @@ class TorchCheckpointIO(CheckpointIO):
     Saving serializes in memory, writes a temporary file next to the target, fsyncs it and renames
     it over the target (then fsyncs the directory), so a crash at any moment leaves the previous
     file or the new complete one. Loading uses ``torch.load(weights_only=True)``: tensors, numbers,
-    strings and containers only, so a checkpoint can never run code. Pass ``weights_only=False``
-    only for files you trust.
+    strings, containers and a few plain data types only (see :mod:`torchbolt.utilities.safe_loading`),
+    so a checkpoint can never run code. Pass ``weights_only=False`` only for files you trust. Every
+    zip record's CRC-32 is checked against the bytes read, so a file damaged after it was written
+    raises instead of loading changed weights.
+
+    Args:
+        verify_checksums: check the CRC-32s on load. ``None`` (default): yes, unless the environment
+            variable ``TORCHBOLT_VERIFY_CHECKPOINTS`` is ``0``.
 
     Example::
 
@@ -28,6 +34,12 @@ class TorchCheckpointIO(CheckpointIO):
         io.save_checkpoint({"state_dict": model.state_dict()}, "memory://ckpts/model.ckpt")
         state = io.load_checkpoint("memory://ckpts/model.ckpt")
     """
+
+    def __init__(self, verify_checksums: bool | None = None) -> None:
+        if verify_checksums is not None and not isinstance(verify_checksums, bool):
+            raise TypeError(f"`TorchCheckpointIO(verify_checksums={verify_checksums!r})` is invalid: expected True,"
+                            " False or None.")
+        self.verify_checksums = verify_checksums
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         """Write ``checkpoint`` to ``path`` atomically.
@@ -52,10 +64,11 @@ class TorchCheckpointIO(CheckpointIO):
         Raises:
             FileNotFoundError: no file at ``path``.
             pickle.UnpicklingError: the file holds objects a weights-only load refuses.
+            ChecksumMismatchError: (a ``CorruptCheckpointError``) the file's bytes changed after it was written.
             CorruptCheckpointError: the file is truncated or not a checkpoint.
         """
         return _load(path, map_location=map_location if map_location is not None else "cpu",
-                     weights_only=weights_only)
+                     weights_only=weights_only, verify=getattr(self, "verify_checksums", None))
 
     def remove_checkpoint(self, path: _PATH) -> None:
         """Delete the checkpoint file (or symlink: the link itself, never its target) at ``path``.
