@@ -90,9 +90,7 @@ def _cpu_sections(args: argparse.Namespace, out: list[str]) -> None:
 
 
 def _gpu_sections(args: argparse.Namespace, out: list[str]) -> None:
-    import memory
     import overhead
-    from models import VARIANTS, WORKLOADS, lightning_available, prepare, raw_fit, torchbolt_fit
 
     device = torch.device("cuda")
     if args.only in (None, "overhead"):
@@ -100,44 +98,65 @@ def _gpu_sections(args: argparse.Namespace, out: list[str]) -> None:
                 for w in args.workloads]
         out += ["## Per-step time on CUDA, fp32 (batches pre-made on the GPU)", "", overhead.format_rows(rows), ""]
     if args.only in (None, "sync"):
-        lines = ["| workload | precision | raw loop | torchbolt |", "|---|---|---|---|"]
-        for workload in args.workloads:
-            p = prepare(WORKLOADS[workload], VARIANTS["plain"], device, 20)
-            for precision in ("32-true", "bf16-mixed", "bf16-true", "16-mixed"):
-                cells = []
-                for fit in (raw_fit, torchbolt_fit):
-                    try:
-                        fit(p, precision=precision, sync_debug=True)
-                        cells.append("no host sync")
-                    except RuntimeError as e:
-                        cells.append(f"SYNC: {str(e).splitlines()[0][:80]}")
-                lines.append(f"| {workload} | {precision} | {cells[0]} | {cells[1]} |")
-        out += ['## Host synchronizations inside a step (`torch.cuda.set_sync_debug_mode("error")`)', "",
-                "\n".join(lines), "",
-                "`16-mixed` synchronizes in both: `GradScaler.step` reads the inf check on the host.", ""]
+        _gpu_sync_section(args, out)
     if args.only in (None, "throughput"):
-        rows = []
-        for workload in ("small_cnn", "transformer_lm"):
-            for precision in ("32-true", "bf16-mixed", "16-mixed", "bf16-true"):
-                row = overhead.measure(workload, "plain", args.rounds, device, args.steps, with_lightning=False,
-                                       precision=precision)
-                row.variant = precision
-                rows.append(row)
-        out += ["## Throughput by precision on CUDA (the raw loop uses the same precision)", "",
-                overhead.format_rows(rows).replace("| variant |", "| precision |"), ""]
+        _gpu_throughput_section(args, out)
     if args.only in (None, "memory"):
-        impls = {"raw": lambda p, precision: raw_fit(p, precision=precision),
-                 "torchbolt": lambda p, precision: torchbolt_fit(p, precision)}
-        if lightning_available() and not args.no_lightning:
-            from models import lightning_fit
+        _gpu_memory_section(args, out)
 
-            impls["lightning"] = lambda p, precision: lightning_fit(p, precision)
-        lines = ["| workload | " + " | ".join(f"{k} max allocated MiB" for k in impls) + " |",
-                 "|---|" + "---|" * len(impls)]
-        for workload in args.workloads:
-            peaks = memory.gpu_peak_memory(workload, 50, "32-true", impls)
-            lines.append(f"| {workload} | " + " | ".join(f"{v / 2**20:.2f}" for v in peaks.values()) + " |")
-        out += ["## Peak GPU memory (`torch.cuda.max_memory_allocated`)", "", "\n".join(lines), ""]
+
+def _gpu_sync_section(args: argparse.Namespace, out: list[str]) -> None:
+    from models import VARIANTS, WORKLOADS, prepare, raw_fit, torchbolt_fit
+
+    device = torch.device("cuda")
+    lines = ["| workload | precision | raw loop | torchbolt |", "|---|---|---|---|"]
+    for workload in args.workloads:
+        p = prepare(WORKLOADS[workload], VARIANTS["plain"], device, 20)
+        for precision in ("32-true", "bf16-mixed", "bf16-true", "16-mixed"):
+            cells = []
+            for fit in (raw_fit, torchbolt_fit):
+                try:
+                    fit(p, precision=precision, sync_debug=True)
+                    cells.append("no host sync")
+                except RuntimeError as e:
+                    cells.append(f"SYNC: {str(e).splitlines()[0][:80]}")
+            lines.append(f"| {workload} | {precision} | {cells[0]} | {cells[1]} |")
+    out += ['## Host synchronizations inside a step (`torch.cuda.set_sync_debug_mode("error")`)', "",
+            "\n".join(lines), "",
+            "`16-mixed` synchronizes in both: `GradScaler.step` reads the inf check on the host.", ""]
+
+
+def _gpu_throughput_section(args: argparse.Namespace, out: list[str]) -> None:
+    import overhead
+
+    device = torch.device("cuda")
+    rows = []
+    for workload in ("small_cnn", "transformer_lm"):
+        for precision in ("32-true", "bf16-mixed", "16-mixed", "bf16-true"):
+            row = overhead.measure(workload, "plain", args.rounds, device, args.steps, with_lightning=False,
+                                   precision=precision)
+            row.variant = precision
+            rows.append(row)
+    out += ["## Throughput by precision on CUDA (the raw loop uses the same precision)", "",
+            overhead.format_rows(rows).replace("| variant |", "| precision |"), ""]
+
+
+def _gpu_memory_section(args: argparse.Namespace, out: list[str]) -> None:
+    import memory
+    from models import lightning_available, raw_fit, torchbolt_fit
+
+    impls = {"raw": lambda p, precision: raw_fit(p, precision=precision),
+             "torchbolt": lambda p, precision: torchbolt_fit(p, precision)}
+    if lightning_available() and not args.no_lightning:
+        from models import lightning_fit
+
+        impls["lightning"] = lambda p, precision: lightning_fit(p, precision)
+    lines = ["| workload | " + " | ".join(f"{k} max allocated MiB" for k in impls) + " |",
+             "|---|" + "---|" * len(impls)]
+    for workload in args.workloads:
+        peaks = memory.gpu_peak_memory(workload, 50, "32-true", impls)
+        lines.append(f"| {workload} | " + " | ".join(f"{v / 2**20:.2f}" for v in peaks.values()) + " |")
+    out += ["## Peak GPU memory (`torch.cuda.max_memory_allocated`)", "", "\n".join(lines), ""]
 
 
 def main() -> None:

@@ -162,30 +162,75 @@ KNOWN_ARGS = [
 ]
 
 
+def _check_fast_dev_run(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if not _is_int(value) or value < 0:
+        raise _fail("fast_dev_run", value, "expected a bool or an int >= 0 (number of batches)")
+    return int(value)
+
+
+def _resolve_max_epochs(value: Any, max_steps: int, max_time: Any, fast_dev_run: int) -> int:
+    """``max_epochs``: 1000 (with a warning) when no limit at all is set, -1 when another limit is."""
+    if value is not None:
+        checked = _check_int("max_epochs", value, -1)
+        assert checked is not None
+        return checked
+    if max_steps != -1 or max_time is not None:
+        return -1
+    if not fast_dev_run:
+        rank_zero_warn(
+            "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
+            " set `max_epochs=-1`."
+        )
+    return 1000
+
+
+def _check_num_sanity_val_steps(value: Any) -> int | float:
+    if value is None:
+        return 2
+    if not _is_int(value) or value < -1:
+        raise _fail("num_sanity_val_steps", value, "expected an int >= 0, or -1 to check all batches")
+    return float("inf") if value == -1 else int(value)
+
+
+def _check_clipping(clip_val: Any, clip_algo: Any) -> tuple[float | None, str | None]:
+    if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float)) or clip_val < 0):
+        raise _fail("gradient_clip_val", clip_val, "expected a non-negative number or None")
+    if clip_algo is not None:
+        if not isinstance(clip_algo, str) or clip_algo.lower() not in ("norm", "value"):
+            raise _fail("gradient_clip_algorithm", clip_algo, "expected 'norm' or 'value'")
+        clip_algo = clip_algo.lower()
+    return (None if clip_val is None else float(clip_val)), clip_algo
+
+
+def _check_determinism(deterministic: Any, benchmark: Any) -> None:
+    if deterministic not in (None, True, False, "warn"):
+        raise _fail("deterministic", deterministic, "expected None, True, False or 'warn'")
+    if benchmark is not None and not isinstance(benchmark, bool):
+        raise _fail("benchmark", benchmark, "expected None, True or False")
+    if benchmark and deterministic:
+        rank_zero_warn(
+            "You passed `deterministic=True` and `benchmark=True`. Note that PyTorch ignores"
+            " torch.backends.cudnn.deterministic=True when torch.backends.cudnn.benchmark=True.",
+        )
+
+
+def _check_default_root_dir(value: Any) -> str:
+    if value is None:
+        return os.getcwd()
+    if not isinstance(value, (str, os.PathLike)):
+        raise _fail("default_root_dir", value, "expected a path (str or os.PathLike)")
+    return os.fspath(value)
+
+
 def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfig:
     """Validate and normalize the Trainer's arguments (see ``Trainer.__init__`` for their meaning)."""
-    fast_dev_run = args["fast_dev_run"]
-    if isinstance(fast_dev_run, bool):
-        fast_dev_run = int(fast_dev_run)
-    elif not _is_int(fast_dev_run) or fast_dev_run < 0:
-        raise _fail("fast_dev_run", fast_dev_run, "expected a bool or an int >= 0 (number of batches)")
-
+    fast_dev_run = _check_fast_dev_run(args["fast_dev_run"])
     max_steps = _check_int("max_steps", args["max_steps"], -1)
     assert max_steps is not None
     max_time = _parse_duration(args["max_time"])
-    max_epochs_arg = args["max_epochs"]
-    if max_epochs_arg is None:
-        if max_steps == -1 and max_time is None:
-            if not fast_dev_run:
-                rank_zero_warn(
-                    "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
-                    " set `max_epochs=-1`."
-                )
-            max_epochs = 1000
-        else:
-            max_epochs = -1
-    else:
-        max_epochs = _check_int("max_epochs", max_epochs_arg, -1)  # type: ignore[assignment]
+    max_epochs = _resolve_max_epochs(args["max_epochs"], max_steps, max_time, fast_dev_run)
     min_epochs = _check_int("min_epochs", args["min_epochs"], 0, allow_none=True)
     min_steps = _check_int("min_steps", args["min_steps"], 0, allow_none=True)
     if min_epochs is not None and max_epochs not in (-1,) and min_epochs > max_epochs:
@@ -199,40 +244,15 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     val_check_interval = _check_val_check_interval(args["val_check_interval"])
     check_val_every_n_epoch = _check_int("check_val_every_n_epoch", args["check_val_every_n_epoch"], 1,
                                          allow_none=True)
-    num_sanity = args["num_sanity_val_steps"]
-    if num_sanity is None:
-        num_sanity = 2
-    elif not _is_int(num_sanity) or num_sanity < -1:
-        raise _fail("num_sanity_val_steps", num_sanity, "expected an int >= 0, or -1 to check all batches")
+    num_sanity = _check_num_sanity_val_steps(args["num_sanity_val_steps"])
     log_every_n_steps = _check_int("log_every_n_steps", 50 if args["log_every_n_steps"] is None
                                    else args["log_every_n_steps"], 0)
     accumulate = _check_int("accumulate_grad_batches", args["accumulate_grad_batches"], 1)
-    clip_val = args["gradient_clip_val"]
-    if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float)) or clip_val < 0):
-        raise _fail("gradient_clip_val", clip_val, "expected a non-negative number or None")
-    clip_algo = args["gradient_clip_algorithm"]
-    if clip_algo is not None:
-        if not isinstance(clip_algo, str) or clip_algo.lower() not in ("norm", "value"):
-            raise _fail("gradient_clip_algorithm", clip_algo, "expected 'norm' or 'value'")
-        clip_algo = clip_algo.lower()
-    deterministic = args["deterministic"]
-    if deterministic not in (None, True, False, "warn"):
-        raise _fail("deterministic", deterministic, "expected None, True, False or 'warn'")
-    benchmark = args["benchmark"]
-    if benchmark is not None and not isinstance(benchmark, bool):
-        raise _fail("benchmark", benchmark, "expected None, True or False")
-    if benchmark and deterministic:
-        rank_zero_warn(
-            "You passed `deterministic=True` and `benchmark=True`. Note that PyTorch ignores"
-            " torch.backends.cudnn.deterministic=True when torch.backends.cudnn.benchmark=True.",
-        )
+    clip_val, clip_algo = _check_clipping(args["gradient_clip_val"], args["gradient_clip_algorithm"])
+    deterministic, benchmark = args["deterministic"], args["benchmark"]
+    _check_determinism(deterministic, benchmark)
     reload_every = _check_int("reload_dataloaders_every_n_epochs", args["reload_dataloaders_every_n_epochs"], 0)
-    default_root_dir = args["default_root_dir"]
-    if default_root_dir is None:
-        default_root_dir = os.getcwd()
-    elif not isinstance(default_root_dir, (str, os.PathLike)):
-        raise _fail("default_root_dir", default_root_dir, "expected a path (str or os.PathLike)")
-    default_root_dir = os.fspath(default_root_dir)
+    default_root_dir = _check_default_root_dir(args["default_root_dir"])
 
     barebones = _check_bool("barebones", args["barebones"], False)
     enable_checkpointing = _check_bool("enable_checkpointing", args["enable_checkpointing"], not barebones)
@@ -251,13 +271,13 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
         overfit_batches=overfit_batches,
         val_check_interval=val_check_interval,
         check_val_every_n_epoch=check_val_every_n_epoch,
-        num_sanity_val_steps=float("inf") if num_sanity == -1 else num_sanity,
+        num_sanity_val_steps=num_sanity,
         log_every_n_steps=log_every_n_steps,  # type: ignore[arg-type]
         enable_checkpointing=enable_checkpointing,
         enable_progress_bar=enable_progress_bar,
         enable_model_summary=enable_model_summary,
         accumulate_grad_batches=accumulate,  # type: ignore[arg-type]
-        gradient_clip_val=None if clip_val is None else float(clip_val),
+        gradient_clip_val=clip_val,
         gradient_clip_algorithm=clip_algo,
         deterministic=deterministic,
         benchmark=benchmark,

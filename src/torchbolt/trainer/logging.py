@@ -283,18 +283,7 @@ class ResultCollection:
             entry = self._new_entry(fx, name, value, args, sync_dist_group, dl_idx, entry)
         meta = entry.meta
         if entry.metric is not None:
-            if value is not entry.metric:
-                raise MisconfigurationException(
-                    f"`self.log({name!r}, ...)` was first called with a Metric object and now with another value."
-                )
-            if meta.on_step:
-                # the value of this batch is what the metric's forward() returned (None after update() only)
-                cache = value._forward_cache
-                entry.last = cache.detach() if isinstance(cache, Tensor) else None
-            entry.count += 1
-            if not entry.updated:
-                entry.updated = True
-                self._updated.append(entry)
+            self._log_metric(entry, name, value)
             return
         if isinstance(value, Tensor) and value.ndim == 0 and value.dtype == entry.dtype:
             # the steady state of `self.log(name, loss)`: a scalar of the dtype this key was first logged with
@@ -310,6 +299,21 @@ class ResultCollection:
                 entry.buffer_bs.append(self._current_batch_size() if batch_size is None else int(batch_size))
             if len(entry.buffer_values) >= _FOLD_EVERY:
                 entry.fold()
+        if not entry.updated:
+            entry.updated = True
+            self._updated.append(entry)
+
+    def _log_metric(self, entry: _Entry, name: str, value: Any) -> None:
+        """A torchmetrics ``Metric`` logged again: it keeps its own state; remember this batch's value."""
+        if value is not entry.metric:
+            raise MisconfigurationException(
+                f"`self.log({name!r}, ...)` was first called with a Metric object and now with another value."
+            )
+        if entry.meta.on_step:
+            # the value of this batch is what the metric's forward() returned (None after update() only)
+            cache = value._forward_cache
+            entry.last = cache.detach() if isinstance(cache, Tensor) else None
+        entry.count += 1
         if not entry.updated:
             entry.updated = True
             self._updated.append(entry)

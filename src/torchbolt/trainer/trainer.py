@@ -461,15 +461,7 @@ class Trainer(TrainerProperties):
             restore_module_and_callbacks(ctx, loaded)
         if fn == TrainerFn.FITTING:
             ctx.fit_loop = self._fit_loop = FitLoop(ctx, source)
-        if self._config.benchmark is not None:  # again: another Trainer in this process may have changed it
-            torch.backends.cudnn.benchmark = self._config.benchmark
-        self.strategy.accelerator.setup(self)  # type: ignore[union-attr]
-        self.strategy.setup(model, (lambda: self._setup_optimizers(ctx)) if fn == TrainerFn.FITTING else None)
-        if ctx.fit_loop is not None:
-            bind_optimizers(ctx, model.automatic_optimization, ctx.fit_loop.optimization.on_gradients_ready)
-            if ctx.profiler is not None:
-                instrument_optimizers(self.strategy, ctx.profiler)
-            ctx.hooks.both("on_fit_start")
+        self._setup_strategy(ctx)
         log_hyperparams(ctx, self._enable_autolog_hparams)
         if loaded is not None:
             if self.strategy.restore_checkpoint_after_setup:
@@ -492,6 +484,20 @@ class Trainer(TrainerProperties):
         self.state.status = TrainerStatus.FINISHED
         self.state.stage = None
         return results
+
+    def _setup_strategy(self, ctx: RunContext) -> None:
+        """Devices, model wrapping and (when fitting) optimizers, bound to this run; then ``on_fit_start``."""
+        if self._config.benchmark is not None:  # again: another Trainer in this process may have changed it
+            torch.backends.cudnn.benchmark = self._config.benchmark
+        self.strategy.accelerator.setup(self)  # type: ignore[union-attr]
+        loop = ctx.fit_loop
+        self.strategy.setup(ctx.module, (lambda: self._setup_optimizers(ctx)) if loop is not None else None)
+        if loop is None:
+            return
+        bind_optimizers(ctx, ctx.module.automatic_optimization, loop.optimization.on_gradients_ready)
+        if ctx.profiler is not None:
+            instrument_optimizers(self.strategy, ctx.profiler)
+        ctx.hooks.both("on_fit_start")
 
     def _run_evaluation(self, ctx: RunContext, source: DataSource, options: _RunOptions) -> Any:
         """``validate``/``test``/``predict``: the loop over the stage's loaders."""

@@ -12,7 +12,6 @@ import errno
 import io
 import os
 import pickle
-import re
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Union
 
