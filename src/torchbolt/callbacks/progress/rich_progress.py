@@ -75,6 +75,7 @@ class RichProgressBar(ProgressBar):
 
     @property
     def refresh_interval(self) -> float:
+        """Seconds between two updates when no ``refresh_rate`` was given."""
         return self._refresh_interval
 
     @property

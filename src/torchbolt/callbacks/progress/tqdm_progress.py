@@ -133,10 +133,12 @@ class TQDMProgressBar(ProgressBar):
 
     @property
     def refresh_interval(self) -> float:
+        """Seconds between two redraws of a bar when no ``refresh_rate`` was given."""
         return self._refresh_interval
 
     @property
     def plain_interval(self) -> float:
+        """Seconds between two plain lines within an epoch."""
         return self._plain_interval
 
     @property
