@@ -10,7 +10,8 @@ run alternately (one of each per round), so a busy moment of the machine hits al
 time is measured from ``on_train_start`` to ``on_train_end`` (the per-step work only). "extra" is the
 median over rounds of the difference to the same round's run without a bar. "bar hook" is the time
 inside the bar's ``on_train_batch_end``: its mean per step (redraws included) and its median call (a
-step without a redraw); a busy machine disturbs these far less than the totals.
+step without a redraw); a busy machine disturbs these far less than the totals. "Python calls/step" is
+counted with cProfile over one more fit per configuration, and does not depend on the machine's load.
 
 Configurations:
 
@@ -24,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import os
+import pstats
 import statistics
 import sys
 import tempfile
@@ -160,16 +163,31 @@ def main() -> None:
             cpu[name].append(c)
             hook[name].append(h)
             hook_median[name].append(hm)
+    calls = {name: _calls_per_step(data, *config) for name, config in CONFIGS.items()}
     print(f"torch threads 1, {STEPS} steps x {args.rounds} rounds; medians; extra = median of paired differences")
     print("| configuration | wall us/step | extra (wall) | CPU us/step | extra (CPU) | bar hook us/step: mean |"
-          " median |")
-    print("|---|---|---|---|---|---|---|")
+          " median | Python calls/step |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in CONFIGS:
         extra_wall = statistics.median(a - b for a, b in zip(wall[name], wall["no bar"]))
         extra_cpu = statistics.median(a - b for a, b in zip(cpu[name], cpu["no bar"]))
         print(f"| {name} | {statistics.median(wall[name]):.0f} | {extra_wall:+.0f} |"
               f" {statistics.median(cpu[name]):.0f} | {extra_cpu:+.0f} | {statistics.median(hook[name]):.2f} |"
-              f" {statistics.median(hook_median[name]):.2f} |")
+              f" {statistics.median(hook_median[name]):.2f} | {calls[name]:.1f} |")
+
+
+def _calls_per_step(data: Batches, callbacks: Callable[[], list[Callback]], bar: bool, env: dict[str, str]) -> float:
+    """Python function calls per step over a whole fit (cProfile): a count the machine's load does not move."""
+    torch.manual_seed(0)
+    model = TinyMLP()
+    with _to_file(env):
+        trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=bar,
+                             callbacks=callbacks())
+        profile = cProfile.Profile()
+        profile.enable()
+        trainer.fit(model, data)
+        profile.disable()
+    return pstats.Stats(profile).total_calls / STEPS  # type: ignore[attr-defined]
 
 
 if __name__ == "__main__":
