@@ -26,7 +26,9 @@ class ShowsAcc(ClassifierModule):
         return loss
 
 
-def test_tqdm_bar_shows_epoch_loss_prog_bar_metrics_and_version(capsys: pytest.CaptureFixture[str]) -> None:
+def test_tqdm_bar_shows_epoch_loss_prog_bar_metrics_and_version(capsys: pytest.CaptureFixture[str],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TORCHBOLT_PROGRESS", "bar")  # captured output is not a terminal: force the bar
     _trainer().fit(ShowsAcc())
     out = capsys.readouterr().out
     assert "Epoch 0" in out and "loss=" in out and "acc=0.750" in out and "v_num=0" in out
@@ -44,7 +46,7 @@ class CountingBar(TQDMProgressBar):
 
 
 def test_refresh_rate_limits_metric_conversion() -> None:
-    every, fourth = CountingBar(refresh_rate=1), CountingBar(refresh_rate=4)
+    every, fourth = CountingBar(refresh_rate=1, mode="bar"), CountingBar(refresh_rate=4, mode="bar")
     _trainer(callbacks=[every], limit_val_batches=0).fit(ClassifierModule())
     _trainer(callbacks=[fourth], limit_val_batches=0).fit(ClassifierModule())
     # 8 batches: every batch vs batches 4 and 8, plus one read at the epoch's end
@@ -55,7 +57,8 @@ def test_refresh_rate_zero_disables_the_bar(capsys: pytest.CaptureFixture[str]) 
     bar = TQDMProgressBar(refresh_rate=0)
     _trainer(callbacks=[bar]).fit(ClassifierModule())
     assert not bar.is_enabled
-    assert "Epoch 0" not in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Epoch 0" not in out and "epoch 1" not in out  # neither a bar nor plain lines
 
 
 def test_invalid_refresh_rate() -> None:

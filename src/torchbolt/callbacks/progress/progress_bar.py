@@ -14,8 +14,8 @@ if TYPE_CHECKING:
 class ProgressBar(Callback):
     """Base of ``TQDMProgressBar`` and ``RichProgressBar``; subclass it for a custom bar.
 
-    Metrics are converted to Python numbers only when the bar refreshes (every ``refresh_rate``
-    batches), which is the only host synchronization the bar causes.
+    ``get_metrics`` converts the logged tensors to Python numbers (on an accelerator, a host
+    synchronization); a bar should call it only when it draws, never on every step.
     """
 
     def __init__(self) -> None:

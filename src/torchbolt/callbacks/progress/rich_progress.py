@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from torchbolt.callbacks.progress import _display
 from torchbolt.callbacks.progress.progress_bar import ProgressBar
 from torchbolt.utilities.imports import _require
 
@@ -30,35 +32,55 @@ class RichProgressBarTheme:
 class RichProgressBar(ProgressBar):
     """Training/validation/test/predict progress with ``rich``.
 
+    The bars are updated at most every ``refresh_interval`` seconds, and always at the last batch and
+    at the training epoch's end; given a ``refresh_rate``, every ``refresh_rate`` batches instead, as in
+    Lightning. The metrics are read (on an accelerator a host synchronization) only at those updates.
+    Off a terminal ``rich`` itself draws nothing live: each finished bar is written once.
+
     Args:
-        refresh_rate: refresh every this many batches (0 disables the bar).
+        refresh_rate: update every this many batches; ``0`` disables the bar. Unset (``None``): update
+            on the time budget ``refresh_interval``.
         leave: keep finished bars on screen.
         theme: colours of the bar.
+        refresh_interval: seconds between two updates when ``refresh_rate`` is unset (default 0.2).
 
     Raises:
         ModuleNotFoundError: when ``rich`` is not installed (``pip install torchbolt[rich]``).
+        MisconfigurationException: on a negative or non-int ``refresh_rate`` or an interval that is not
+            a number of seconds > 0.
     """
 
-    def __init__(self, refresh_rate: int = 1, leave: bool = False,
-                 theme: RichProgressBarTheme | None = None) -> None:
+    def __init__(self, refresh_rate: int | None = None, leave: bool = False,
+                 theme: RichProgressBarTheme | None = None, *,
+                 refresh_interval: float = _display.DEFAULT_REFRESH_INTERVAL) -> None:
         _require("rich", "rich", "RichProgressBar")
         super().__init__()
-        self._refresh_rate = refresh_rate
+        owner = type(self).__name__
+        self._refresh_rate = _display.check_refresh_rate(refresh_rate, owner)
+        self._refresh_interval = _display.check_interval(refresh_interval, "refresh_interval", owner)
         self._leave = leave
         self.theme = theme or RichProgressBarTheme()
         self._enabled = True
         self.progress: Any = None
         self._tasks: dict[str, Any] = {}
         self._totals: dict[str, float] = {}
-        self._last_loss: Any = None
+        self._last_outputs: Any = None
+        self._train_seen = 0
+        self._next_update = 0.0  # time.monotonic() from which the next time-budgeted update may happen
 
     @property
     def refresh_rate(self) -> int:
-        return self._refresh_rate
+        """The ``refresh_rate`` given to the constructor; ``1`` when none was (updates are then time-budgeted)."""
+        return self._refresh_rate if self._refresh_rate is not None else 1
+
+    @property
+    def refresh_interval(self) -> float:
+        """Seconds between two updates when no ``refresh_rate`` was given."""
+        return self._refresh_interval
 
     @property
     def is_enabled(self) -> bool:
-        return self._enabled and self._refresh_rate > 0
+        return self._enabled and self.refresh_rate > 0
 
     def disable(self) -> None:
         self._enabled = False
@@ -106,11 +128,23 @@ class RichProgressBar(ProgressBar):
             description, total=finite, metrics="", total_text=str(int(total)) if finite is not None else "?"
         )
 
-    def _advance(self, name: str, n: int, metrics: dict[str, Any] | None = None) -> None:
+    def _due(self, name: str, n: int) -> bool:
+        """Whether task ``name`` is updated after batch ``n`` (always at its last batch)."""
         if self.progress is None or name not in self._tasks:
-            return
-        total = self._totals.get(name, math.inf)
-        if n % self._refresh_rate != 0 and n != total:
+            return False
+        if n == self._totals.get(name, math.inf):
+            return True
+        if self._refresh_rate is not None:
+            return n % self._refresh_rate == 0
+        now = time.monotonic()
+        if now < self._next_update:
+            return False
+        self._next_update = now + self._refresh_interval
+        return True
+
+    def _advance(self, name: str, n: int, metrics: dict[str, Any] | None = None) -> None:
+        """Show ``n`` batches done (and ``metrics``) on task ``name``; the caller decided it is due."""
+        if self.progress is None or name not in self._tasks:
             return
         fields: dict[str, Any] = {}
         if metrics is not None:
@@ -119,9 +153,12 @@ class RichProgressBar(ProgressBar):
         self.progress.update(self._tasks[name], completed=n, **fields)
 
     def _metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """What an update shows; reading it converts the metrics (a host sync), so call it only to update."""
         metrics = self.get_metrics(trainer, pl_module)
-        if self._last_loss is not None and "loss" not in metrics:
-            metrics = {"loss": float(self._last_loss), **metrics}
+        outputs = self._last_outputs
+        if "loss" not in metrics and isinstance(outputs, dict) and outputs.get("loss") is not None:
+            # the step's loss was divided by the accumulation factor for backward; show the undivided one
+            metrics = {"loss": float(outputs["loss"] * trainer.accumulate_grad_batches), **metrics}
         return metrics
 
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -129,16 +166,24 @@ class RichProgressBar(ProgressBar):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._add("train", f"Epoch {trainer.current_epoch}", self.total_train_batches)
-        self._last_loss = None
+        self._last_outputs = None
+        self._train_seen = 0
+        self._next_update = 0.0  # the first batch updates: the loss shows at once
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if isinstance(outputs, dict) and "loss" in outputs:
-            self._last_loss = outputs["loss"] * trainer.accumulate_grad_batches
+        # the per-step path: two attribute writes and a clock read unless an update is due
+        self._last_outputs = outputs
         n = batch_idx + 1
-        if self.progress is not None and (n % self._refresh_rate == 0 or n == self._totals.get("train")):
+        self._train_seen = n
+        if self._due("train", n):
             self._advance("train", n, self._metrics(trainer, pl_module))
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # the final count and metrics (validation's included), also when the total was unknown
+        if self.progress is not None and "train" in self._tasks and self._train_seen:
+            self._advance("train", self._train_seen, self._metrics(trainer, pl_module))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop()
@@ -155,7 +200,8 @@ class RichProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._advance("val", batch_idx + 1)
+        if self._due("val", batch_idx + 1):
+            self._advance("val", batch_idx + 1)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.progress is not None and "val" in self._tasks:
@@ -174,7 +220,8 @@ class RichProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._advance("test", batch_idx + 1)
+        if self._due("test", batch_idx + 1):
+            self._advance("test", batch_idx + 1)
 
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop()
@@ -190,7 +237,8 @@ class RichProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        self._advance("predict", batch_idx + 1)
+        if self._due("predict", batch_idx + 1):
+            self._advance("predict", batch_idx + 1)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop()

@@ -1,15 +1,17 @@
-"""The default progress bar, built on tqdm."""
+"""The default progress bar, built on tqdm: a bar on a terminal, plain lines in a log file."""
 
 from __future__ import annotations
 
 import math
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from tqdm import tqdm as _tqdm
 
+from torchbolt.callbacks.progress import _display
+from torchbolt.callbacks.progress._display import DisplayMode
 from torchbolt.callbacks.progress.progress_bar import ProgressBar
-from torchbolt.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule
@@ -46,32 +48,79 @@ def convert_inf(x: int | float | None) -> int | float | None:
 
 
 class TQDMProgressBar(ProgressBar):
-    """Training, validation, test and predict bars with the ``prog_bar`` metrics and the loss.
+    """Training, validation, test and predict progress with the ``prog_bar`` metrics and the loss.
+
+    Where the output goes decides how it looks (``mode="auto"``): on a terminal (or in Jupyter) the bars
+    redraw in place; anywhere else (a file, a pipe, a SLURM or CI log) training writes one plain line
+    every ``plain_interval`` seconds and at each epoch's end, such as
+    ``epoch 3/20 | step 1200/5000 | 12.3 it/s | 0:01:40 | train_loss=0.12 val_acc=0.97``, and a
+    stand-alone ``validate``/``test``/``predict`` writes one summary line when it ends (validation during
+    ``fit`` writes nothing of its own: its metrics are on the epoch's line). ``mode="bar"`` or
+    ``mode="plain"`` forces one display; so does the environment variable ``TORCHBOLT_PROGRESS=bar|plain``
+    when ``mode`` is ``"auto"``. Only global rank 0 writes.
+
+    The bar redraws at most every ``refresh_interval`` seconds, and always on the first and last batch
+    of an epoch and at the epoch's end (the final numbers). Given a ``refresh_rate``, it redraws every
+    ``refresh_rate`` batches instead, as in Lightning. Metrics are read (``get_metrics``, the conversion of
+    logged tensors to numbers: on an accelerator a host synchronization) only when the bar redraws or a
+    line is written, never on the other steps.
 
     Args:
-        refresh_rate: refresh every this many batches (0 disables the bar). Each refresh converts
-            the shown metrics to numbers, the bar's only host synchronization.
+        refresh_rate: redraw every this many batches; ``0`` disables the bar. Unset (``None``): redraw
+            on the time budget ``refresh_interval``. Plain lines ignore it (except ``0``).
         process_position: the line of the bar, for several concurrent trainings.
         leave: keep the finished epoch bars on screen.
+        mode: ``"auto"`` (a bar on a terminal, plain lines elsewhere; ``TORCHBOLT_PROGRESS`` may force
+            either), ``"bar"`` or ``"plain"``.
+        refresh_interval: seconds between two redraws of a bar when ``refresh_rate`` is unset (default 0.2).
+        plain_interval: seconds between two plain lines within an epoch (default 30).
+
+    Raises:
+        MisconfigurationException: on a negative or non-int ``refresh_rate``, an unknown ``mode``, an
+            interval that is not a number of seconds > 0, or (when the bar is set up) an unknown value
+            of ``TORCHBOLT_PROGRESS``.
     """
 
     BAR_FORMAT = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_noinv_fmt}{postfix}]"
 
-    def __init__(self, refresh_rate: int = 1, process_position: int = 0, leave: bool = False) -> None:
+    def __init__(
+        self,
+        refresh_rate: int | None = None,
+        process_position: int = 0,
+        leave: bool = False,
+        *,
+        mode: str = "auto",
+        refresh_interval: float = _display.DEFAULT_REFRESH_INTERVAL,
+        plain_interval: float = _display.DEFAULT_PLAIN_INTERVAL,
+    ) -> None:
         super().__init__()
-        if not isinstance(refresh_rate, int) or isinstance(refresh_rate, bool) or refresh_rate < 0:
-            raise MisconfigurationException(
-                f"`TQDMProgressBar(refresh_rate={refresh_rate!r})`: pass a non-negative int (0 disables the bar)."
-            )
-        self._refresh_rate = refresh_rate
+        owner = type(self).__name__
+        self._refresh_rate = _display.check_refresh_rate(refresh_rate, owner)
+        self._mode = _display.check_mode(mode, owner)
+        self._refresh_interval = _display.check_interval(refresh_interval, "refresh_interval", owner)
+        self._plain_interval = _display.check_interval(plain_interval, "plain_interval", owner)
         self._process_position = process_position
         self._enabled = True
         self._leave = leave
+        self._display: DisplayMode | None = None  # decided at `setup`, from `mode` and the output stream
         self._train_progress_bar: Tqdm | None = None
         self._val_progress_bar: Tqdm | None = None
         self._test_progress_bar: Tqdm | None = None
         self._predict_progress_bar: Tqdm | None = None
-        self._last_loss: Any = None
+        # the last training outputs: the shown loss is computed from them only when shown
+        self._last_outputs: Any = None
+        self._train_seen = 0  # batches done in the current training epoch
+        self._train_total: int | float = math.inf  # batches in the current training epoch
+        self._next_draw = 0.0  # time.monotonic() from which the next time-budgeted redraw may happen
+        # plain lines
+        self._next_line = 0.0
+        self._fit_start = 0.0
+        self._epoch_start = 0.0
+        self._epoch_train_seconds: float | None = None
+        self._epoch_reported = False
+        self._total_steps: int | float = math.inf
+        self._eval_start = 0.0
+        self._eval_seen = 0
 
     def __getstate__(self) -> dict:
         # the tqdm objects cannot be pickled (ddp_spawn)
@@ -79,7 +128,30 @@ class TQDMProgressBar(ProgressBar):
 
     @property
     def refresh_rate(self) -> int:
-        return self._refresh_rate
+        """The ``refresh_rate`` given to the constructor; ``1`` when none was (redraws are then time-budgeted)."""
+        return self._refresh_rate if self._refresh_rate is not None else 1
+
+    @property
+    def refresh_interval(self) -> float:
+        """Seconds between two redraws of a bar when no ``refresh_rate`` was given."""
+        return self._refresh_interval
+
+    @property
+    def plain_interval(self) -> float:
+        """Seconds between two plain lines within an epoch."""
+        return self._plain_interval
+
+    @property
+    def mode(self) -> str:
+        """The ``mode`` given to the constructor: ``"auto"``, ``"bar"`` or ``"plain"``."""
+        return self._mode
+
+    @property
+    def display_mode(self) -> DisplayMode:
+        """What is drawn: ``"bar"`` or ``"plain"`` (decided when the Trainer sets the bar up)."""
+        if self._display is None:
+            self._display = _display.resolve_mode(self._mode, sys.stdout)
+        return self._display
 
     @property
     def process_position(self) -> int:
@@ -95,6 +167,11 @@ class TQDMProgressBar(ProgressBar):
     def enable(self) -> None:
         self._enabled = True
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # decided per run: the same bar may be used from a terminal and then from a redirected stream
+        self._display = _display.resolve_mode(self._mode, sys.stdout)
+
     @property
     def train_progress_bar(self) -> Tqdm:
         if self._train_progress_bar is None:
@@ -102,7 +179,9 @@ class TQDMProgressBar(ProgressBar):
         return self._train_progress_bar
 
     def _bar(self, desc: str, position: int, leave: bool) -> Tqdm:
-        return Tqdm(desc=desc, position=2 * self.process_position + position, disable=self.is_disabled,
+        # plain lines keep (disabled) tqdm objects, so code reading `train_progress_bar` still works
+        disable = self.is_disabled or self.display_mode == "plain"
+        return Tqdm(desc=desc, position=2 * self.process_position + position, disable=disable,
                     leave=leave, dynamic_ncols=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT)
 
     def init_sanity_tqdm(self) -> Tqdm:
@@ -123,14 +202,69 @@ class TQDMProgressBar(ProgressBar):
         return self._bar(self.predict_description, 0, True)
 
     def _should_update(self, current: int, total: int | float) -> bool:
-        return self.is_enabled and (current % self.refresh_rate == 0 or current == total)
+        """Whether the bar redraws after batch ``current``: always at the last batch; else every
+        ``refresh_rate`` batches when one was given, or once ``refresh_interval`` seconds have passed."""
+        # ordered for the common step, which returns after one clock read
+        if current != total:
+            rate = self._refresh_rate
+            if rate is None:
+                now = time.monotonic()
+                if now < self._next_draw:
+                    return False
+                self._next_draw = now + self._refresh_interval
+            elif rate == 0 or current % rate:
+                return False
+        return self.is_enabled
 
     def _postfix(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
+        """What a redraw shows; reading it converts the metrics (a host sync), so call it only to draw."""
         metrics = self.get_metrics(trainer, pl_module)
-        if self._last_loss is not None and "loss" not in metrics:
-            # a host sync, but only at a refresh
-            metrics = {"loss": float(self._last_loss), **metrics}
+        outputs = self._last_outputs
+        if "loss" not in metrics and isinstance(outputs, dict) and outputs.get("loss") is not None:
+            # the step's loss was divided by the accumulation factor for backward; show the undivided one
+            metrics = {"loss": float(outputs["loss"] * trainer.accumulate_grad_batches), **metrics}
         return metrics
+
+    # -- plain lines
+    def _write_line(self, line: str) -> None:
+        print(line, file=sys.stdout, flush=True)
+
+    def _write_train_line(self, trainer: Trainer, pl_module: LightningModule, now: float,
+                          epoch_seconds: float | None = None) -> None:
+        """``epoch e/E | step s/S | r it/s | elapsed | metrics`` (1-based epoch, optimizer steps)."""
+        epoch = trainer.current_epoch + 1
+        max_epochs = trainer.max_epochs
+        # with `max_steps` the step count is the limit that matters; `max_epochs` is then a default
+        show_max_epochs = max_epochs is not None and max_epochs > 0 and trainer.max_steps == -1
+        parts = [
+            f"epoch {epoch}/{max_epochs}" if show_max_epochs else f"epoch {epoch}",
+            f"step {_display.count_text(trainer.global_step, self._total_steps)}",
+            _display.rate_text(self._train_seen, epoch_seconds if epoch_seconds is not None
+                               else now - self._epoch_start),
+            _display.format_duration(now - self._fit_start),
+        ]
+        metrics = _display.format_metrics(self._postfix(trainer, pl_module))
+        if metrics:
+            parts.append(metrics)
+        self._write_line(" | ".join(parts))
+        self._next_line = now + self._plain_interval
+
+    def _eval_begin(self) -> None:
+        self._eval_start = time.monotonic()
+        self._eval_seen = 0
+
+    def _write_eval_line(self, description: str, totals: list[int | float]) -> None:
+        """``Testing | 12/12 batches | 30.1 it/s | 0:00:00``, once at the end of a stand-alone run."""
+        if not self.is_enabled:
+            return
+        seconds = time.monotonic() - self._eval_start
+        total = sum(totals) if totals else math.inf
+        self._write_line(" | ".join([
+            description,
+            f"{_display.count_text(self._eval_seen, total)} batches",
+            _display.rate_text(self._eval_seen, seconds),
+            _display.format_duration(seconds),
+        ]))
 
     # -- sanity check
     def on_sanity_check_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -148,31 +282,62 @@ class TQDMProgressBar(ProgressBar):
     # -- training
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._train_progress_bar = self.init_train_tqdm()
+        self._fit_start = time.monotonic()
+        self._next_line = self._fit_start + self._plain_interval
+        try:
+            self._total_steps = trainer.estimated_stepping_batches
+        except Exception:  # the count is a nicety of the plain line; never fail a fit over it
+            self._total_steps = math.inf
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         bar = self.train_progress_bar
-        bar.reset(convert_inf(self.total_train_batches))
+        self._train_total = self.total_train_batches
+        bar.reset(convert_inf(self._train_total))
         bar.initial = 0
         bar.set_description(f"Epoch {trainer.current_epoch}")
-        self._last_loss = None
+        self._last_outputs = None
+        self._train_seen = 0
+        self._next_draw = 0.0  # the first batch redraws: the loss shows at once
+        self._epoch_start = time.monotonic()
+        self._epoch_train_seconds = None
+        self._epoch_reported = False
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if isinstance(outputs, dict) and "loss" in outputs:
-            self._last_loss = outputs["loss"] * trainer.accumulate_grad_batches
+        # the per-step path: two attribute writes and a clock read unless a redraw is due
+        self._last_outputs = outputs
         n = batch_idx + 1
-        if self._should_update(n, self.train_progress_bar.total or math.inf):
+        self._train_seen = n
+        if self._display == "plain":
+            now = time.monotonic()
+            if n == self._train_total:
+                self._epoch_train_seconds = now - self._epoch_start  # the rate excludes the validation after it
+            elif now >= self._next_line and self.is_enabled:
+                self._write_train_line(trainer, pl_module, now)
+            return
+        if self._should_update(n, self._train_total):
             bar = self.train_progress_bar
             bar.n = n
             bar.set_postfix(self._postfix(trainer, pl_module), refresh=False)
             bar.refresh()
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._display == "plain":
+            if self.is_enabled and self._train_seen:
+                self._write_train_line(trainer, pl_module, time.monotonic(), self._epoch_train_seconds)
+            self._epoch_reported = True
+            return
         if self._train_progress_bar is not None and not self.train_progress_bar.disable:
-            self.train_progress_bar.set_postfix(self._postfix(trainer, pl_module))
+            bar = self.train_progress_bar
+            bar.n = self._train_seen  # the final count, also when the total was unknown
+            bar.set_postfix(self._postfix(trainer, pl_module))
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._display == "plain" and not self._epoch_reported and self._train_seen and self.is_enabled:
+            # the fit stopped inside an epoch (max_steps, max_time, should_stop): report where it stopped
+            self._write_train_line(trainer, pl_module, time.monotonic())
+            self._epoch_reported = True
         if self._train_progress_bar is not None:
             self._train_progress_bar.close()
 
@@ -180,6 +345,7 @@ class TQDMProgressBar(ProgressBar):
     def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
             self._val_progress_bar = self.init_validation_tqdm()
+        self._eval_begin()
 
     def on_validation_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -200,6 +366,9 @@ class TQDMProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if self._display == "plain":
+            self._eval_seen += 1
+            return
         bar = self._val_progress_bar
         n = batch_idx + 1
         if bar is not None and self._should_update(n, bar.total or math.inf):
@@ -211,12 +380,19 @@ class TQDMProgressBar(ProgressBar):
             self._val_progress_bar.close()
             self._val_progress_bar = None
         self._current_eval_dataloader_idx = None
-        if self._train_progress_bar is not None and trainer.state.fn == "fit" and not trainer.sanity_checking:
+        fitting = trainer.state.fn == "fit"
+        if self._display == "plain":
+            # inside fit the epoch's line carries the validation metrics; a stand-alone run gets one line
+            if not fitting and not trainer.sanity_checking:
+                self._write_eval_line(self.validation_description, trainer.num_val_batches)
+            return
+        if self._train_progress_bar is not None and fitting and not trainer.sanity_checking:
             self._train_progress_bar.set_postfix(self._postfix(trainer, pl_module))
 
     # -- test
     def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._test_progress_bar = self.init_test_tqdm()
+        self._eval_begin()
 
     def on_test_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -232,6 +408,9 @@ class TQDMProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if self._display == "plain":
+            self._eval_seen += 1
+            return
         bar = self._test_progress_bar
         n = batch_idx + 1
         if bar is not None and self._should_update(n, bar.total or math.inf):
@@ -242,10 +421,13 @@ class TQDMProgressBar(ProgressBar):
         if self._test_progress_bar is not None:
             self._test_progress_bar.close()
         self._current_eval_dataloader_idx = None
+        if self._display == "plain":
+            self._write_eval_line(self.test_description, trainer.num_test_batches)
 
     # -- predict
     def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._predict_progress_bar = self.init_predict_tqdm()
+        self._eval_begin()
 
     def on_predict_batch_start(
         self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
@@ -259,6 +441,9 @@ class TQDMProgressBar(ProgressBar):
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
+        if self._display == "plain":
+            self._eval_seen += 1
+            return
         bar = self._predict_progress_bar
         n = batch_idx + 1
         if bar is not None and self._should_update(n, bar.total or math.inf):
@@ -269,6 +454,8 @@ class TQDMProgressBar(ProgressBar):
         if self._predict_progress_bar is not None:
             self._predict_progress_bar.close()
         self._current_eval_dataloader_idx = None
+        if self._display == "plain":
+            self._write_eval_line(self.predict_description, trainer.num_predict_batches)
 
     def print(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
         active = (self._train_progress_bar or self._val_progress_bar or self._test_progress_bar
