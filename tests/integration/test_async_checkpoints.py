@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -108,6 +109,38 @@ def test_a_failed_write_surfaces_at_the_next_save_during_fit(tmp_path: Path) -> 
         trainer.fit(BoringModel())
     assert trainer.global_step == 4  # raised by the save at step 4, not at the end
     assert _names(tmp_path) == []
+
+
+def _make_read_only(directory: Path) -> None:
+    if os.geteuid() != 0:
+        directory.chmod(0o555)
+        return
+    # root ignores file modes; the immutable attribute stops root too
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(directory)],
+                                                         capture_output=True).returncode != 0:
+        pytest.skip("running as root on a filesystem without `chattr +i`: cannot make a directory unwritable")
+
+
+def _make_writable(directory: Path) -> None:
+    if os.geteuid() == 0:
+        subprocess.run(["chattr", "-i", str(directory)], capture_output=True)
+    directory.chmod(0o755)
+
+
+def test_a_read_only_directory_makes_the_next_save_raise_naming_the_file(tmp_path: Path) -> None:
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    _make_read_only(directory)
+    try:
+        checkpoint = ModelCheckpoint(dirpath=directory, every_n_train_steps=2, save_top_k=-1, async_save=True)
+        trainer = _trainer(None, [checkpoint], max_steps=20)
+        with pytest.raises(PermissionError, match=r"Could not write the checkpoint .*read-only/epoch=0-step=2\.ckpt:"
+                                                  r" (permission denied|operation not permitted)"):
+            trainer.fit(BoringModel())
+        assert trainer.global_step == 4  # the save after the failed one raised
+    finally:
+        _make_writable(directory)
+    assert _names(directory) == []
 
 
 def test_a_failing_run_raises_its_own_error_and_logs_the_write_error(tmp_path: Path,
@@ -254,3 +287,13 @@ def test_async_checkpoints_hold_what_synchronous_ones_hold_and_resume_bit_exact(
     for index in (4, 7, 13):  # mid-window in epoch 0, after its mid-epoch validation, in epoch 1
         resumed, _ = fit({}, options, ckpt_path=async_saver.paths[index])
         assert first_difference(expected, resumed) is None, async_saver.paths[index]
+
+
+def test_background_writes_alongside_forked_dataloader_workers(tmp_path: Path) -> None:
+    # workers are forked at every epoch start, while the epoch's last checkpoint may still be written
+    options = {"max_epochs": 3}
+    expected, _ = fit({"workers": 2}, options)
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=1, save_last=True, async_save=True)
+    got, trainer = fit({"workers": 2}, options, [checkpoint])
+    assert first_difference(expected, got) is None
+    assert _load(tmp_path / "last.ckpt")["global_step"] == trainer.global_step == 24
