@@ -162,10 +162,17 @@ class AsyncCheckpointIO(CheckpointIO):
         if not self._active:
             io.save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
-        if storage_options is not None and type(io) is TorchCheckpointIO:
-            io.save_checkpoint({}, path, storage_options=storage_options)  # raises its TypeError now, not later
-        # buffers are reused only where the writer is known not to keep the tensors after it returns
-        reuse = isinstance(io, TorchCheckpointIO) and type(io).save_checkpoint is TorchCheckpointIO.save_checkpoint
+        # the default writer: known to take no storage options, and not to keep the tensors after it
+        # returns (so the host buffers can be refilled by the next save)
+        default_writer = isinstance(io, TorchCheckpointIO) and (
+            type(io).save_checkpoint is TorchCheckpointIO.save_checkpoint)
+        if storage_options is not None and default_writer:
+            # now, not at the next save
+            raise TypeError(
+                "`Trainer.save_checkpoint(..., storage_options=...)` is not supported by `TorchCheckpointIO`; pass"
+                " a custom `CheckpointIO` plug-in that accepts them, e.g. `AsyncCheckpointIO(MyCheckpointIO())`."
+            )
+        reuse = default_writer
         snapshot, ready = _Snapshot(self._buffers if reuse else None).take(checkpoint)
 
         def write() -> None:
