@@ -6,6 +6,7 @@ Examples::
     python benchmarks/run.py                        # everything on the CPU, Markdown tables on stdout
     python benchmarks/run.py --quick                # fewer steps and rounds (a smoke run)
     python benchmarks/run.py --only overhead --workloads tiny_mlp --variants plain --rounds 40
+    python benchmarks/run.py --only checkpoint      # training stall per checkpoint: sync, async, torch.save
     python benchmarks/run.py --gpu                  # CUDA: overhead, no-sync check, bf16/fp16 throughput, memory
     python benchmarks/run.py --output benchmarks/last_run.md
 """
@@ -87,6 +88,14 @@ def _cpu_sections(args: argparse.Namespace, out: list[str]) -> None:
                 impls.append("lightning")
         rows_mem = {w: memory.measure(w, "plain", args.memory_steps, impls) for w in args.workloads}
         out += ["## Peak memory on CPU (one fresh process per implementation)", "", memory.format_table(rows_mem), ""]
+    if args.only in (None, "checkpoint"):
+        import checkpoint_stall
+
+        rounds, steps = (1, 30) if args.quick else (3, 60)
+        rows_ckpt = checkpoint_stall.measure(rounds, steps, every=10,
+                                             log=lambda m: print(m, file=sys.stderr, flush=True))
+        out += ["## Training stall per checkpoint on CPU (a ~100 MB model)", "",
+                checkpoint_stall.format_table(rows_ckpt, steps, every=10), ""]
 
 
 def _gpu_sections(args: argparse.Namespace, out: list[str]) -> None:
@@ -165,7 +174,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="benchmark on CUDA instead of the CPU")
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
-    parser.add_argument("--only", choices=["overhead", "calls", "import", "memory", "sync", "throughput"])
+    parser.add_argument("--only", choices=["overhead", "calls", "import", "memory", "checkpoint", "sync",
+                                           "throughput"])
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--all-variants", action="store_true", help="run every variant on every workload")

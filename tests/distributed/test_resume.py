@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
 from _launch import free_port, python, read_results_safe, run, script_env, start, stop_group
 
 
@@ -52,7 +53,7 @@ def test_ddp_resume_after_sigkill_is_identical_to_an_uninterrupted_run(tmp_path:
     _assert_identical(tmp_path)
 
 
-def _fake_slurm(tmp_path: Path, rank: int, port: int) -> dict[str, str]:
+def _fake_slurm(tmp_path: Path, rank: int, port: int, **extra: object) -> dict[str, str]:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     scontrol = bin_dir / "scontrol"
@@ -61,17 +62,21 @@ def _fake_slurm(tmp_path: Path, rank: int, port: int) -> dict[str, str]:
     return script_env(
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_NTASKS=2, SLURM_NTASKS_PER_NODE=2, SLURM_NNODES=1,
         SLURM_PROCID=rank, SLURM_LOCALID=rank, SLURM_NODEID=0, SLURM_JOB_ID=4242, SLURM_JOB_NAME="train",
-        SLURM_NODELIST="localhost", MASTER_ADDR="127.0.0.1", MASTER_PORT=port,
+        SLURM_NODELIST="localhost", MASTER_ADDR="127.0.0.1", MASTER_PORT=port, **extra,
     )
 
 
-def _srun(tmp_path: Path, mode: str) -> list[subprocess.Popen]:
+def _srun(tmp_path: Path, mode: str, **extra: object) -> list[subprocess.Popen]:
     port = free_port()
-    return [start(python("resume_job.py", tmp_path, mode), env=_fake_slurm(tmp_path, rank, port)) for rank in (0, 1)]
+    return [start(python("resume_job.py", tmp_path, mode), env=_fake_slurm(tmp_path, rank, port, **extra))
+            for rank in (0, 1)]
 
 
-def test_sigusr1_on_one_slurm_rank_checkpoints_requeues_and_the_requeued_job_resumes_exactly(tmp_path: Path) -> None:
-    procs = _srun(tmp_path, "first")
+@pytest.mark.parametrize("writes", ["synchronous", "background"])
+def test_sigusr1_on_one_slurm_rank_checkpoints_requeues_and_the_requeued_job_resumes_exactly(tmp_path: Path,
+                                                                                            writes: str) -> None:
+    # "background": `AsyncCheckpointIO`; the requeue checkpoint must be complete before `scontrol requeue`
+    procs = _srun(tmp_path, "first", ASYNC_CKPT=int(writes == "background"))
     try:
         pids = _wait_for_step(tmp_path, procs, step=3)
         os.kill(pids[1], signal.SIGUSR1)  # only one rank gets it: both must stop at the same step

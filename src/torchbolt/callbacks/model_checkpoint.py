@@ -3,7 +3,8 @@
 Every write goes through ``trainer.save_checkpoint`` (so the strategy decides who writes and how:
 rank 0, sharded, ...) and is atomic. A checkpoint that leaves the top ``k`` is deleted only after
 the new one is complete, and a failed write leaves the files and this callback's bookkeeping as
-they were.
+they were. With ``async_save=True`` the writes run on a background thread (``AsyncCheckpointIO``);
+deletions and the ``last`` symlink are queued behind them, so the same holds.
 """
 
 from __future__ import annotations
@@ -23,6 +24,13 @@ from torch import Tensor
 
 from torchbolt.callbacks import _arguments
 from torchbolt.callbacks.checkpoint import Checkpoint
+from torchbolt.loggers.logger import Logger
+from torchbolt.plugins.io.async_io import (
+    AsyncCheckpointIO,
+    _after_pending_writes,
+    _pending_state,
+    wait_for_checkpoint_writes,
+)
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities._owned_paths import resolve_owned_path
 from torchbolt.utilities._temp_files import remove_stale_temp_files
@@ -58,6 +66,11 @@ class ModelCheckpoint(Checkpoint):
         every_n_epochs: save every this many epochs (default 1 when no other trigger is set).
         save_on_train_epoch_end: save at the end of the training epoch instead of after validation.
         enable_version_counter: add ``-v1``, ``-v2``... instead of overwriting an existing file.
+        async_save: write checkpoints on a background thread: the training step waits only for a
+            copy of the state in host memory. It wraps the strategy's ``CheckpointIO`` in
+            :class:`~torchbolt.plugins.io.AsyncCheckpointIO` (so every write of the trainer becomes
+            asynchronous). A file named by ``best_model_path``/``last_model_path`` may still be in
+            flight during the fit (for at most one save interval); ``fit`` returns once it is on disk.
 
     Raises:
         MisconfigurationException: for ``save_top_k < -1``, negative intervals, several triggers at
@@ -93,6 +106,7 @@ class ModelCheckpoint(Checkpoint):
         every_n_epochs: int | None = None,
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = True,
+        async_save: bool = False,
     ) -> None:
         super().__init__()
         if save_last not in (None, True, False, "link"):
@@ -108,6 +122,7 @@ class ModelCheckpoint(Checkpoint):
         self.mode = mode
         self._save_on_train_epoch_end = save_on_train_epoch_end
         self._enable_version_counter = enable_version_counter
+        self.async_save = async_save
         self._last_global_step_saved = 0  # nothing to save before the first step
         self._last_time_checked: float | None = None
         self._validated_this_fit = False
@@ -141,6 +156,7 @@ class ModelCheckpoint(Checkpoint):
         _arguments.check_int(owner, "every_n_train_steps", self._every_n_train_steps, minimum=None)
         _arguments.check_int(owner, "every_n_epochs", self._every_n_epochs, minimum=None)
         _arguments.check_flag(owner, "save_weights_only", self.save_weights_only)
+        _arguments.check_flag(owner, "async_save", self.async_save)
         if self._train_time_interval is not None and not isinstance(self._train_time_interval, timedelta):
             raise MisconfigurationException(
                 f"`ModelCheckpoint(train_time_interval={self._train_time_interval!r})` is invalid: expected a"
@@ -209,6 +225,8 @@ class ModelCheckpoint(Checkpoint):
             raise ValueError(
                 f"`ModelCheckpoint(save_last='link')` is only supported for local file paths, got `dirpath={dirpath}`."
             )
+        if self.async_save and not isinstance(trainer.strategy.checkpoint_io, AsyncCheckpointIO):
+            trainer.strategy.checkpoint_io = AsyncCheckpointIO(trainer.strategy.checkpoint_io)
         if trainer.is_global_zero and stage == "fit":
             self._remove_stale_temp_files()
             if self.save_top_k != 0 and self._fs.isdir(dirpath) and self._fs.ls(dirpath):
@@ -447,6 +465,9 @@ class ModelCheckpoint(Checkpoint):
         self._last_checkpoint_saved = filepath
         trainer.save_checkpoint(filepath, self.save_weights_only)
         if trainer.is_global_zero:
+            if any(_reads_checkpoint_files(logger, self) for logger in trainer.loggers):
+                # such a logger uploads the files it is told about: they must be complete
+                wait_for_checkpoint_writes(trainer.strategy.checkpoint_io)
             for logger in trainer.loggers:
                 logger.after_save_checkpoint(proxy(self))
 
@@ -468,7 +489,9 @@ class ModelCheckpoint(Checkpoint):
         if trainer.is_global_zero:
             if os.path.isdir(linkpath) and not os.path.islink(linkpath):
                 raise IsADirectoryError(f"Cannot link {linkpath} to {filepath}: {linkpath} is a directory.")
-            _atomic_symlink(filepath, linkpath)
+            # behind a background write of `filepath`: a link never points to a file that is not complete
+            _after_pending_writes(trainer.strategy.checkpoint_io, lambda: _atomic_symlink(filepath, linkpath),
+                                  linkpath)
         trainer.strategy.barrier()
 
     def _should_remove_checkpoint(self, trainer: Trainer, previous: str, current: str) -> bool:
@@ -572,8 +595,14 @@ class ModelCheckpoint(Checkpoint):
         return filepath
 
     def file_exists(self, filepath: _PATH, trainer: Trainer) -> bool:
-        """Whether ``filepath`` exists, as rank 0 sees it (so every rank decides the same)."""
-        return trainer.strategy.broadcast(self._fs.exists(str(filepath)))
+        """Whether ``filepath`` exists, as rank 0 sees it (so every rank decides the same).
+
+        A file queued for a background write counts as existing, one queued for removal as gone.
+        """
+        exists = _pending_state(trainer.strategy.checkpoint_io, filepath)
+        if exists is None:
+            exists = self._fs.exists(str(filepath))
+        return trainer.strategy.broadcast(exists)
 
     def _resolve_dirpath(self, trainer: Trainer) -> str:
         if self.dirpath is not None:
@@ -611,3 +640,15 @@ class ModelCheckpoint(Checkpoint):
             filepath = os.path.join(self.dirpath, "best_k_models.yaml")
         with get_filesystem(filepath).open(str(filepath), "w") as fp:
             yaml.safe_dump(best_k, fp)
+
+
+def _reads_checkpoint_files(logger: Any, callback: ModelCheckpoint) -> bool:
+    """Whether ``logger.after_save_checkpoint`` may read the checkpoint files now (to upload them)."""
+    hook = getattr(type(logger), "after_save_checkpoint", None)
+    if hook is None or hook is Logger.after_save_checkpoint:
+        return False
+    if type(logger).__module__.startswith("torchbolt.loggers.") and hasattr(logger, "_log_model"):
+        # the bundled loggers upload at each save only in these modes (else when the fit ends)
+        mode = logger._log_model
+        return mode == "all" or (mode is True and callback.save_top_k == -1)
+    return True

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from torchbolt.callbacks.callback import Callback
+from torchbolt.plugins.io.async_io import wait_for_checkpoint_writes
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -140,8 +141,11 @@ class NonFiniteGuard(Callback):
         self._rollback(trainer)
 
     def _rollback(self, trainer: Trainer) -> None:
-        path = _rollback_path(trainer, self.rollback)
         strategy = trainer.strategy
+        # a checkpoint still written in the background (`AsyncCheckpointIO`) must be complete, for every rank
+        wait_for_checkpoint_writes(strategy.checkpoint_io)
+        strategy.barrier("NonFiniteGuard.rollback")
+        path = _rollback_path(trainer, self.rollback)
         checkpoint = strategy.load_checkpoint(path)
         strategy.load_model_state_dict(checkpoint, strict=trainer.lightning_module.strict_loading)
         for optimizer, state in zip(trainer.optimizers, checkpoint.get("optimizer_states", [])):

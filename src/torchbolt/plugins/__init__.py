@@ -1,7 +1,7 @@
 """Plug-ins: precision, checkpoint I/O and cluster environments."""
 
 from torchbolt.plugins.environments import ClusterEnvironment, LightningEnvironment
-from torchbolt.plugins.io import CheckpointIO, TorchCheckpointIO
+from torchbolt.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
 from torchbolt.plugins.precision import (
     BitsandbytesPrecision,
     DoublePrecision,
@@ -13,7 +13,7 @@ from torchbolt.plugins.precision import (
 )
 
 __all__ = [
-    "BitsandbytesPrecision", "CheckpointIO", "ClusterEnvironment", "DoublePrecision", "HalfPrecision",
+    "AsyncCheckpointIO", "BitsandbytesPrecision", "CheckpointIO", "ClusterEnvironment", "DoublePrecision", "HalfPrecision",
     "LightningEnvironment", "MixedPrecision", "Precision", "TorchCheckpointIO", "TransformerEnginePrecision",
     "XLAPrecision",
 ]

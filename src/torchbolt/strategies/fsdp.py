@@ -21,6 +21,7 @@ from torch import nn
 
 from torchbolt.accelerators.accelerator import Accelerator
 from torchbolt.plugins.environments import ClusterEnvironment
+from torchbolt.plugins.io.async_io import wait_for_checkpoint_writes
 from torchbolt.plugins.io.checkpoint_io import _PATH, CheckpointIO
 from torchbolt.plugins.precision.precision import Precision
 from torchbolt.strategies.parallel import ParallelStrategy, _ForwardRedirection, _StartMethod
@@ -281,6 +282,7 @@ class FSDPStrategy(ParallelStrategy):
         if self.is_global_zero:
             checkpoint["optimizer_states"] = [None] * len(tensors["optimizer_states"])
             self.checkpoint_io.save_checkpoint(checkpoint, os.path.join(partial, _META_FILE))
+            wait_for_checkpoint_writes(self.checkpoint_io)  # the directory is complete only with its metadata
             _replace_dir(partial, path)
         self.barrier("fsdp.save.done")
 

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from torchbolt.accelerators.accelerator import Accelerator
 from torchbolt.core.optimizer import LightningOptimizer, LRSchedulerConfig
+from torchbolt.plugins.io.async_io import AsyncCheckpointIO
 from torchbolt.plugins.io.checkpoint_io import _PATH, CheckpointIO
 from torchbolt.plugins.io.torch_io import TorchCheckpointIO
 from torchbolt.plugins.precision.precision import Precision
@@ -56,6 +57,8 @@ class Strategy(ABC):
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
         # convert BatchNorm to SyncBatchNorm in setup (only distributed strategies act on it)
         self.sync_batchnorm: bool = False
+        # set by `on_exception`: teardown then reports a background checkpoint error instead of raising it
+        self._run_failed = False
 
     # ------------------------------------------------------------------ plug-ins
     @property
@@ -74,6 +77,10 @@ class Strategy(ABC):
 
     @checkpoint_io.setter
     def checkpoint_io(self, io: CheckpointIO) -> None:
+        previous = self._checkpoint_io
+        if isinstance(io, AsyncCheckpointIO) and io._requires_default and previous is not None and not isinstance(
+                previous, AsyncCheckpointIO):
+            io.checkpoint_io = previous  # `AsyncCheckpointIO()` writes with the plug-in this strategy had
         self._checkpoint_io = io
 
     @property
@@ -177,6 +184,9 @@ class Strategy(ABC):
         """Attach the module this strategy trains."""
         self._lightning_module = model
         self._model = None
+        self._run_failed = False
+        if isinstance(self._checkpoint_io, AsyncCheckpointIO):
+            self._checkpoint_io._start()  # asynchronous again after the previous run's teardown
 
     def setup_environment(self) -> None:
         """Prepare processes and devices before the model exists on them (process groups, ``set_device``)."""
@@ -200,13 +210,22 @@ class Strategy(ABC):
         return nullcontext()
 
     def teardown(self) -> None:
-        """Move the module back to the CPU and release devices and files."""
+        """Move the module back to the CPU and release devices and files.
+
+        Waits for background checkpoint writes (``AsyncCheckpointIO``) and raises their error,
+        unless the run already failed (:meth:`on_exception`): then the error is logged, so that the
+        run's own exception is the one raised.
+        """
         self.precision_plugin.teardown()
         if self._lightning_module is not None and self.root_device.type != "cpu":
             self._lightning_module.cpu()
         if self._accelerator is not None:
             self._accelerator.teardown()
-        self.checkpoint_io.teardown()
+        io = self.checkpoint_io
+        if isinstance(io, AsyncCheckpointIO) and getattr(self, "_run_failed", False):
+            io._close(report_only=True)
+        else:
+            io.teardown()
 
     # ------------------------------------------------------------------ steps
     def batch_to_device(self, batch: Any, device: torch.device | None = None, dataloader_idx: int = 0) -> Any:
@@ -354,3 +373,4 @@ class Strategy(ABC):
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when a run raises; distributed strategies tear down process groups here."""
+        self._run_failed = True

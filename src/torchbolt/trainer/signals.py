@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from torchbolt.plugins.environments.cluster_environment import ClusterEnvironment
 from torchbolt.plugins.environments.slurm import SLURMEnvironment
+from torchbolt.plugins.io.async_io import wait_for_checkpoint_writes
 from torchbolt.utilities.cloud_io import get_filesystem
 from torchbolt.utilities.exceptions import SIGTERMException
 from torchbolt.utilities.rank_zero import rank_zero_info
@@ -125,6 +126,7 @@ class SignalHandler:
                 logger.save()
             trainer.save_checkpoint(path)
             if flags & REQUEUE_FLAG and self._auto_requeue and trainer.is_global_zero:
+                wait_for_checkpoint_writes(trainer.strategy.checkpoint_io)  # requeueing ends this process
                 _requeue()
         trainer.strategy.finish_flag_exchange()
         raise SIGTERMException

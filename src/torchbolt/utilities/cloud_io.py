@@ -12,8 +12,9 @@ import errno
 import io
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Union
+from typing import IO, TYPE_CHECKING, Any, Protocol, Union
 
 import torch
 
@@ -80,11 +81,50 @@ def _write_error(error: OSError, path: str) -> OSError:
 
 
 def _atomic_save(data: bytes, path: _PATH) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the complete new one.
+    """Write ``data`` to ``path`` so that a crash leaves either the old file or the complete new one
+    (see :func:`_atomic_write`)."""
+    _atomic_write(path, lambda f: f.write(data))
 
-    Local: a temporary file in the same directory (so the rename stays on one filesystem), written,
-    flushed and fsynced, then ``os.replace`` over the target and an fsync of the directory (so the
-    rename itself survives a power loss). Remote (fsspec): write a temporary object, then move it.
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> Any: ...
+
+
+class _FullWriter:
+    """A file descriptor as a binary sink whose ``write`` writes every byte or raises (``OSError`` on
+    a full disk), never returns a short count.
+
+    ``torch.save`` into a file object replaces an exception of ``write`` with its own unrelated
+    ``RuntimeError``; the first ``OSError`` is kept in :attr:`error` so the caller can raise it.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self.error: OSError | None = None
+
+    def write(self, data: bytes, /) -> int:
+        view = memoryview(data).cast("B")
+        total = len(view)
+        try:
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError as e:
+            self.error = self.error or e
+            raise
+        return total
+
+    def flush(self) -> None:
+        """Nothing is buffered."""
+
+
+def _atomic_write(path: _PATH, write: Callable[[_Sink], Any]) -> None:
+    """Let ``write`` fill a new file for ``path``, so that a crash leaves the old file or the complete new one.
+
+    Local: ``write`` fills a temporary file in the same directory (so the rename stays on one
+    filesystem), which is flushed and fsynced, then ``os.replace``d over the target, and the
+    directory is fsynced (so the rename itself survives a power loss). Remote (fsspec): a temporary
+    object, then moved. Streaming into the file (instead of building the bytes first) keeps one
+    copy of the checkpoint out of memory.
     The temporary name is unique to this process and this write (see ``_temp_files``), so writers
     sharing a folder never touch each other's files; after a local write, the temporary files that
     processes killed mid-write left in the folder are removed (never those of live writers).
@@ -92,6 +132,7 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
     Raises:
         OSError: (its errno-specific subclass) when the write fails, e.g. ``ENOSPC`` or ``EACCES``;
             the message names the file; the target and every other file are left as they were.
+            Anything else ``write`` raises propagates unchanged (the temporary file is removed).
     """
     fs = get_filesystem(path)
     path_str = str(path)
@@ -101,10 +142,17 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
         tmp = os.path.join(directory, temp_name(os.path.basename(path_str)))
         try:
             os.makedirs(directory, exist_ok=True)
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            sink = _FullWriter(fd)
+            try:
+                write(sink)
+                os.fsync(fd)
+            except BaseException as e:
+                if sink.error is not None and not isinstance(e, OSError):
+                    raise sink.error from e  # the disk's error, not the serializer's report of it
+                raise
+            finally:
+                os.close(fd)
             os.replace(tmp, path_str)
         except BaseException as e:
             with contextlib.suppress(OSError):
@@ -121,7 +169,7 @@ def _atomic_save(data: bytes, path: _PATH) -> None:
         if parent and not fs.exists(parent):
             fs.makedirs(parent, exist_ok=True)
         with fs.open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
         fs.mv(tmp, path_str)
     except BaseException as e:
         with contextlib.suppress(Exception):

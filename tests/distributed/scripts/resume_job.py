@@ -3,6 +3,7 @@
 MODE "first": an uninterrupted reference fit (OUT/ref), then the same fit (OUT/run) that sleeps at every
 step, checkpoints every step when CKPT_EVERY_STEP=1, and waits to be killed or signalled.
 MODE "again": the OUT/run fit once more, from CKPT_PATH (or, under SLURM, from its requeue checkpoint).
+ASYNC_CKPT=1 writes every checkpoint in the background (`AsyncCheckpointIO`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from common import Regressor, trainer_kwargs, write_result
 
 import torchbolt as pl
+from torchbolt.plugins import AsyncCheckpointIO
 
 OUT, MODE = sys.argv[1], sys.argv[2]
 
@@ -55,8 +57,9 @@ def fit(root: str, slow: bool, ckpt_path: str | None) -> pl.Trainer:
     callbacks: list[pl.Callback] = [Progress()] if slow else []
     if slow and os.environ.get("CKPT_EVERY_STEP") == "1":
         callbacks.append(SaveEveryStep(os.path.join(root, "last.ckpt")))
+    plugins = [AsyncCheckpointIO()] if os.environ.get("ASYNC_CKPT") == "1" else None
     trainer = pl.Trainer(**trainer_kwargs(devices=2, strategy="ddp", max_epochs=2, default_root_dir=root,
-                                          callbacks=callbacks))
+                                          callbacks=callbacks, plugins=plugins))
     trainer.fit(model, ckpt_path=ckpt_path)
     write_result(root, "final", trainer.global_rank, {"final": model.state_dict(), "step": trainer.global_step})
     return trainer

@@ -1,6 +1,7 @@
 """Checkpoint I/O plug-ins."""
 
+from torchbolt.plugins.io.async_io import AsyncCheckpointIO, wait_for_checkpoint_writes
 from torchbolt.plugins.io.checkpoint_io import CheckpointIO
 from torchbolt.plugins.io.torch_io import TorchCheckpointIO
 
-__all__ = ["CheckpointIO", "TorchCheckpointIO"]
+__all__ = ["AsyncCheckpointIO", "CheckpointIO", "TorchCheckpointIO", "wait_for_checkpoint_writes"]

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 from typing import Any
 
 import torch
 
 from torchbolt.plugins.io.checkpoint_io import _PATH, CheckpointIO
-from torchbolt.utilities.cloud_io import _atomic_save, _is_local, _load, get_filesystem
+from torchbolt.utilities.cloud_io import _atomic_write, _is_local, _load, get_filesystem
 
 
 class TorchCheckpointIO(CheckpointIO):
     """Writes checkpoints atomically (a complete file or nothing) and loads them safely.
 
-    Saving serializes in memory, writes a temporary file next to the target, fsyncs it and renames
-    it over the target (then fsyncs the directory), so a crash at any moment leaves the previous
-    file or the new complete one. Loading uses ``torch.load(weights_only=True)``: tensors, numbers,
+    Saving serializes straight into a temporary file next to the target, fsyncs it and renames it
+    over the target (then fsyncs the directory), so a crash at any moment leaves the previous file
+    or the new complete one. Loading uses ``torch.load(weights_only=True)``: tensors, numbers,
     strings, containers and a few plain data types only (see :mod:`torchbolt.utilities.safe_loading`),
     so a checkpoint can never run code. Pass ``weights_only=False`` only for files you trust. Every
     zip record's CRC-32 is checked against the bytes read, so a file damaged after it was written
@@ -53,9 +52,7 @@ class TorchCheckpointIO(CheckpointIO):
                 "`Trainer.save_checkpoint(..., storage_options=...)` is not supported by `TorchCheckpointIO`;"
                 " pass a custom `CheckpointIO` plug-in that accepts them."
             )
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-        _atomic_save(buffer.getvalue(), path)
+        _atomic_write(path, lambda f: torch.save(checkpoint, f))  # type: ignore[arg-type]  # any object with `write`
 
     def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
