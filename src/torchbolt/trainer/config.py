@@ -11,9 +11,10 @@ import ast
 import os
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, cast
 
 from torchbolt.callbacks.timer import _parse_duration
+from torchbolt.trainer.states import GradClipAlgorithm
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
 
@@ -51,8 +52,8 @@ class TrainerConfig:
     enable_model_summary: bool
     accumulate_grad_batches: int
     gradient_clip_val: float | None
-    gradient_clip_algorithm: str | None
-    deterministic: bool | str | None
+    gradient_clip_algorithm: GradClipAlgorithm | None
+    deterministic: bool | Literal["warn"] | None
     benchmark: bool | None
     inference_mode: bool
     use_distributed_sampler: bool
@@ -194,13 +195,13 @@ def _check_num_sanity_val_steps(value: Any) -> int | float:
     return float("inf") if value == -1 else int(value)
 
 
-def _check_clipping(clip_val: Any, clip_algo: Any) -> tuple[float | None, str | None]:
+def _check_clipping(clip_val: Any, clip_algo: Any) -> tuple[float | None, GradClipAlgorithm | None]:
     if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float)) or clip_val < 0):
         raise _fail("gradient_clip_val", clip_val, "expected a non-negative number or None")
     if clip_algo is not None:
         if not isinstance(clip_algo, str) or clip_algo.lower() not in ("norm", "value"):
             raise _fail("gradient_clip_algorithm", clip_algo, "expected 'norm' or 'value'")
-        clip_algo = clip_algo.lower()
+        clip_algo = cast(GradClipAlgorithm, clip_algo.lower())
     return (None if clip_val is None else float(clip_val)), clip_algo
 
 

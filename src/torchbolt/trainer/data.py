@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
+from torchbolt.trainer.states import DataStage
 from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.data import _dataloader_init_kwargs, _is_dataloader_shuffled, sized_len
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
     from torchbolt.trainer.config import TrainerConfig
     from torchbolt.trainer.hooks import HookDispatcher
 
-_STAGE_METHOD = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader",
+_STAGE_METHOD: dict[DataStage, str] = {"train": "train_dataloader", "val": "val_dataloader", "test": "test_dataloader",
                  "predict": "predict_dataloader"}
 
 
@@ -36,7 +37,7 @@ class DataSource:
     datamodule: LightningDataModule | None = None
     explicit: dict[str, Any] = field(default_factory=dict)
 
-    def is_defined(self, stage: str) -> bool:
+    def is_defined(self, stage: DataStage) -> bool:
         if self.explicit.get(stage) is not None:
             return True
         method = _STAGE_METHOD[stage]
@@ -44,7 +45,7 @@ class DataSource:
             return True
         return self.module is not None and is_overridden(method, self.module, LightningModule)
 
-    def request(self, stage: str, hooks: Any) -> Any:
+    def request(self, stage: DataStage, hooks: Any) -> Any:
         """Call the ``*_dataloader`` method (or return the loaders passed in)."""
         explicit = self.explicit.get(stage)
         if explicit is not None:
@@ -57,7 +58,7 @@ class DataSource:
         return None
 
 
-def _check_dataloaders(stage: str, loaders: Any) -> None:
+def _check_dataloaders(stage: DataStage, loaders: Any) -> None:
     def bad(obj: Any) -> bool:
         return not hasattr(obj, "__iter__") or isinstance(obj, (str, bytes))
 
@@ -71,7 +72,7 @@ def _check_dataloaders(stage: str, loaders: Any) -> None:
             )
 
 
-def num_batches(loader: Any, limit: int | float, stage: str) -> int | float:
+def num_batches(loader: Any, limit: int | float, stage: DataStage) -> int | float:
     """How many batches of ``loader`` a run uses given ``limit_<stage>_batches``.
 
     Raises:
@@ -130,7 +131,7 @@ class DataPreparer:
         self.strategy = strategy
         self.hooks = hooks
 
-    def _prepare(self, loader: Any, stage: str) -> Any:
+    def _prepare(self, loader: Any, stage: DataStage) -> Any:
         if not isinstance(loader, DataLoader):
             return loader
         given = loader
@@ -182,7 +183,7 @@ class DataPreparer:
         self.strategy.check_num_batches(count, "train")
         return self.strategy.even_batches(loader, count), count
 
-    def eval_loaders(self, source: DataSource, stage: str) -> tuple[list[Any], list[int | float]]:
+    def eval_loaders(self, source: DataSource, stage: DataStage) -> tuple[list[Any], list[int | float]]:
         """The flattened loaders of ``stage`` ("val", "test", "predict") and their batch counts."""
         raw = source.request(stage, self.hooks)
         if raw is None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -232,7 +232,7 @@ class PredictionLoop:
             self.epoch_batch_indices[dl_idx].append(seen[batch_idx])
 
 
-def check_eval_step(module: Any, stage: str) -> None:
+def check_eval_step(module: Any, stage: Literal["validate", "test"]) -> None:
     """Raise when ``trainer.<stage>()`` is called but ``module`` has no ``<stage>_step``."""
     from torchbolt.core.module import LightningModule
     from torchbolt.utilities.parsing import is_overridden

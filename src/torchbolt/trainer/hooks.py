@@ -8,7 +8,7 @@ With a profiler, each entry is wrapped once in ``profiler.profile(action)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from torchbolt.callbacks.callback import Callback
 from torchbolt.core.datamodule import LightningDataModule
@@ -263,7 +263,7 @@ class HookDispatcher:
         return batch
 
 
-def _is_base(obj: Any, name: str, kind: str) -> bool:
+def _is_base(obj: Any, name: str, kind: Literal["strategy", "precision"]) -> bool:
     """Whether ``obj.name`` is the base ``Strategy``'s / ``Precision``'s own method (not overridden)."""
     from torchbolt.plugins.precision.precision import Precision
     from torchbolt.strategies.strategy import Strategy

@@ -28,6 +28,7 @@ from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
 if TYPE_CHECKING:
     from torchbolt.trainer.context import RunContext
+    from torchbolt.trainer.states import SchedulerInterval
 
 _warning_cache = WarningCache()
 
@@ -273,7 +274,7 @@ def bind_optimizers(ctx: RunContext, automatic: bool, on_gradients_ready: Any) -
                  module.untoggle_optimizer)
 
 
-def update_lr_schedulers(ctx: RunContext, interval: str, update_plateau: bool, batch_idx: int) -> None:
+def update_lr_schedulers(ctx: RunContext, interval: SchedulerInterval, update_plateau: bool, batch_idx: int) -> None:
     """Step the schedulers of ``interval`` ("step"/"epoch") that are due; plateau ones get their metric.
 
     Raises:

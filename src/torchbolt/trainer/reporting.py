@@ -3,7 +3,7 @@ hyperparameters sent to the loggers, and the results table ``validate``/``test``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -46,7 +46,7 @@ def _differs(a: Any, b: Any) -> bool:
         return a is not b
 
 
-def print_results(results: list[dict[str, float]], stage: str) -> None:
+def print_results(results: list[dict[str, float]], stage: Literal["val", "test"]) -> None:
     """The table ``trainer.test``/``validate`` print: one row per metric, one column per dataloader."""
     metrics = sorted({k for r in results for k in r})
     if not metrics:

@@ -9,7 +9,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
+
+#: a loader kind, as in ``limit_<stage>_batches`` and ``<stage>_dataloader``
+DataStage = Literal["train", "val", "test", "predict"]
+#: ``Trainer(gradient_clip_algorithm=...)`` after normalization
+GradClipAlgorithm = Literal["norm", "value"]
+#: when an LR scheduler steps
+SchedulerInterval = Literal["step", "epoch"]
+#: how a run ended, as loggers' ``finalize`` receives it
+RunOutcome = Literal["success", "failed"]
+#: ``setup``/``teardown`` stage names
+FnName = Literal["fit", "validate", "test", "predict"]
 
 
 class TrainerStatus(str, Enum):

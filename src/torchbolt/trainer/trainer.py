@@ -11,7 +11,7 @@ from collections.abc import Generator, Iterable
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -43,7 +43,15 @@ from torchbolt.trainer.optimization import bind_optimizers
 from torchbolt.trainer.properties import TrainerProperties
 from torchbolt.trainer.reporting import log_hyperparams, print_results
 from torchbolt.trainer.signals import SignalHandler
-from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState, TrainerStatus
+from torchbolt.trainer.states import (
+    FnName,
+    Progress,
+    RunningStage,
+    RunOutcome,
+    TrainerFn,
+    TrainerState,
+    TrainerStatus,
+)
 from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExitException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_deprecation, rank_zero_info
 
@@ -335,7 +343,7 @@ class Trainer(TrainerProperties):
             )
         datamodule = self._check_datamodule(datamodule) if datamodule is not None else (
             self.datamodule if dataloaders is None else None)
-        stage = "val" if fn == TrainerFn.VALIDATING else "test"
+        stage: Literal["val", "test"] = "val" if fn == TrainerFn.VALIDATING else "test"
         source = DataSource(model, datamodule, {stage: dataloaders})
         results = self._run_entry(fn, model, source, options)
         return results if results is not None else []
@@ -513,7 +521,7 @@ class Trainer(TrainerProperties):
             ctx.sizes.predict = limits
             self._predict_loop = PredictionLoop(ctx, self._config.inference_mode, options.return_predictions)
             return self._predict_loop.run(loaders, limits)
-        stage = "val" if fn == TrainerFn.VALIDATING else "test"
+        stage: Literal["val", "test"] = "val" if fn == TrainerFn.VALIDATING else "test"
         running = RunningStage.VALIDATING if fn == TrainerFn.VALIDATING else RunningStage.TESTING
         self.state.stage = running
         loaders, limits = ctx.data.eval_loaders(source, stage)
@@ -558,7 +566,7 @@ class Trainer(TrainerProperties):
                     obj.prepare_data()
         strategy.barrier("prepare_data")
 
-    def _call_setup_hooks(self, ctx: RunContext, stage: str) -> None:
+    def _call_setup_hooks(self, ctx: RunContext, stage: FnName) -> None:
         self.strategy.barrier("pre_setup")
         if ctx.datamodule is not None:
             ctx.datamodule.setup(stage=stage)
@@ -566,7 +574,7 @@ class Trainer(TrainerProperties):
         ctx.hooks.module("setup", stage=stage)
         self.strategy.barrier("post_setup")
 
-    def _call_teardown_hooks(self, stage: str, status: str = "success") -> None:
+    def _call_teardown_hooks(self, stage: FnName, status: RunOutcome = "success") -> None:
         ctx = self._runs[0] if self._runs else None
         if self.datamodule is not None:
             self.datamodule.teardown(stage=stage)
