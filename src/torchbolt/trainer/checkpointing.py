@@ -19,7 +19,14 @@ from torch import Tensor
 import torchbolt
 from torchbolt.core.saving import _to_checkpoint_hparams
 from torchbolt.trainer.optimization import AutomaticOptimization
-from torchbolt.trainer.resume import ResumePoint, capture_rng, rng_to_checkpoint
+from torchbolt.trainer.resume import (
+    ResumePoint,
+    capture_rng,
+    gather_rank_states,
+    metric_states,
+    rank_resume_state,
+    rng_to_checkpoint,
+)
 from torchbolt.trainer.states import Progress
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
@@ -113,6 +120,8 @@ class CheckpointConnector:
             mid_window = (p.epoch_batches_done % trainer.accumulate_grad_batches != 0 and not p.last_batch_seen
                           and not p.epoch_ending)
             state.update(loop.checkpoint_state(include_grads=manual or mid_window))
+            state["metric_states"] = metric_states(trainer.lightning_module, skip=loop.val_loop.results.metric_objects())
+        gather_rank_states(trainer, state)
         return state
 
     def _loops_state(self, resume_state: dict[str, Any] | None) -> dict[str, Any]:
@@ -201,7 +210,7 @@ class CheckpointConnector:
         for config, state in zip(trainer.lr_scheduler_configs, checkpoint.get("lr_schedulers", [])):
             config.scheduler.load_state_dict(state)
         fit_loop_state = (checkpoint.get("loops") or {}).get("fit_loop") or {}
-        resume_state = fit_loop_state.get("torchbolt")
+        resume_state = rank_resume_state(trainer, fit_loop_state.get("torchbolt"))
         # a stop requested before this point (e.g. by a Timer in on_fit_start) still holds
         stop_requested = trainer._progress.should_stop
         if resume_state is not None:
