@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from torchbolt.trainer.states import TrainerStatus
 from torchbolt.utilities.data import sized_len
+from torchbolt.utilities.distributed import _EvenIterable
 from torchbolt.utilities.rank_zero import rank_zero_warn
 from torchbolt.utilities.seed import _collect_rng_states, _set_rng_states
 
@@ -140,9 +141,11 @@ def _state_owner(leaf: Any) -> Any | None:
     dataset's copies advance inside them); else ``None``."""
     if _has_state(leaf):
         return leaf
-    if isinstance(leaf, DataLoader) and leaf.num_workers == 0 and isinstance(leaf.dataset, IterableDataset) \
-            and _has_state(leaf.dataset):
-        return leaf.dataset
+    # under several processes a loader without a length is wrapped to stop every rank together
+    loader = leaf.iterable if isinstance(leaf, _EvenIterable) else leaf
+    if isinstance(loader, DataLoader) and loader.num_workers == 0 and isinstance(loader.dataset, IterableDataset) \
+            and _has_state(loader.dataset):
+        return loader.dataset
     return None
 
 
