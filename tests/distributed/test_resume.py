@@ -147,21 +147,28 @@ def test_a_ddp_checkpoint_resumed_by_one_process_warns_that_it_is_not_exact(rank
     assert "written by 2 process(es) and is resumed by 1" in done.stderr
 
 
-def test_ddp_run_with_a_stateful_dataloader_killed_mid_epoch_resumes_bit_exactly(tmp_path: Path) -> None:
-    """The same job with torchdata's ``StatefulDataLoader`` (a ``DistributedSampler`` per rank): each rank's
-    loader is positioned by its own saved state."""
+
+@pytest.mark.parametrize("loader", ["stateful", "iterable"])
+def test_ddp_run_with_a_loader_that_keeps_its_own_position_resumes_bit_exactly(tmp_path: Path, loader: str) -> None:
+    """The same job with torchdata's ``StatefulDataLoader`` (a ``DistributedSampler`` per rank), or with a
+    ``DataLoader`` over an ``IterableDataset`` that has ``state_dict``/``load_state_dict`` (one shard per rank,
+    no length): each rank's loader is positioned by its own saved state, not by replaying the epoch."""
     pytest.importorskip("torchmetrics")
-    pytest.importorskip("torchdata.stateful_dataloader")
-    env = script_env(KILL_AT_STEP=5, LOADER="stateful")
-    proc = start(python("rank_rng_resume_job.py", tmp_path, "first"), env=env)
+    if loader == "stateful":
+        pytest.importorskip("torchdata.stateful_dataloader")
+    proc = start(python("rank_rng_resume_job.py", tmp_path, "first"), env=script_env(KILL_AT_STEP=5, LOADER=loader))
     try:
         _, err = proc.communicate(timeout=200)
         assert proc.returncode == -signal.SIGKILL, err[-3000:]
     finally:
         stop_group(proc)
     state = torch.load(tmp_path / "run" / "ckpts" / "last.ckpt", weights_only=True)["loops"]["fit_loop"]["torchbolt"]
-    assert [rank["loader_states"][0]["_num_yielded"] for rank in state["ranks"]] == [3, 3]
-    run(python("rank_rng_resume_job.py", tmp_path, "again"), env=script_env(LOADER="stateful"), timeout=200)
+    positions = [rank["loader_states"][0] for rank in state["ranks"]]
+    if loader == "stateful":
+        assert [p["_num_yielded"] for p in positions] == [3, 3]
+    else:  # 3 batches of 2 trained on each rank, from different shards
+        assert [p["position"] for p in positions] == [6, 6] and positions[0]["order"] != positions[1]["order"]
+    run(python("rank_rng_resume_job.py", tmp_path, "again"), env=script_env(LOADER=loader), timeout=200)
     for ref, res in zip(read_results_safe(tmp_path / "ref", "final"), read_results_safe(tmp_path / "run", "final")):
         assert res["step"] == ref["step"] == 16
         assert res["final"] == ref["final"], "resumed weights differ from the uninterrupted run"

@@ -351,8 +351,9 @@ def _fit_loader_model(make_loader: Any, callbacks: list[Any], ckpt_path: str | N
     return weights(model), model
 
 
-def _assert_continues_exactly(full: LoaderModel, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
-                              resumed: LoaderModel, done: int, path: str) -> None:
+def _assert_continues_exactly(full: Any, expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor],
+                              resumed: Any, done: int, path: str) -> None:
+    """``full`` and ``resumed`` record their training batches in ``seen``."""
     assert first_difference(expected, got) is None, path
     # the batches trained after the resume are exactly the ones the uninterrupted run trained from there on
     assert len(resumed.seen) == len(full.seen) - done, path
@@ -409,3 +410,39 @@ def test_resume_continues_an_iterable_dataset_from_its_own_state(tmp_path: Path)
         _assert_continues_exactly(full, expected, got, resumed, done, saver.paths[done - 1])
         # positioned by its own state: no point fetched twice (one batch is fetched ahead, for `is_last`)
         assert datasets[-1].fetched == 60 - sum(len(b) for b in full.seen[:done]), saver.paths[done - 1]
+
+
+class TwoLoaderModel(ResumeModel):
+    """Trains on a dict of two ``StatefulDataLoader`` s (a combined loader); records every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[torch.Tensor] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.seen.append(torch.cat([batch["a"][0], batch["b"][0]]))
+        x = torch.cat([batch["a"][0], batch["b"][0]])
+        y = torch.cat([batch["a"][1], batch["b"][1]])
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+    def train_dataloader(self) -> Any:
+        from torchdata.stateful_dataloader import StatefulDataLoader
+
+        return {"a": StatefulDataLoader(AugmentedData(), batch_size=4, shuffle=True),
+                "b": StatefulDataLoader(TensorData(), batch_size=4, shuffle=True)}
+
+
+def test_resume_continues_combined_stateful_loaders_from_their_own_states(tmp_path: Path) -> None:
+    pytest.importorskip("torchdata.stateful_dataloader")
+
+    def run(callbacks: list[Any], ckpt_path: str | None = None) -> tuple[dict[str, torch.Tensor], TwoLoaderModel]:
+        seed()
+        model = TwoLoaderModel()
+        make_trainer(callbacks, max_epochs=2).fit(model, ckpt_path=ckpt_path)
+        return weights(model), model
+
+    saver = SaveEveryBatch(tmp_path)
+    expected, full = run([saver])
+    for done in (3, 8, 13):
+        got, resumed = run([], ckpt_path=saver.paths[done - 1])
+        _assert_continues_exactly(full, expected, got, resumed, done, saver.paths[done - 1])

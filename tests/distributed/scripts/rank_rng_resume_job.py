@@ -3,7 +3,8 @@
 Each rank seeds its generators with its rank in `setup` (dropout masks and a random augmentation
 differ between ranks), and logs a torchmetrics mean (synchronized across ranks when computed) on epoch.
 
-LOADER=stateful: the training loader is torchdata's StatefulDataLoader instead of a DataLoader.
+LOADER=stateful: the training loader is torchdata's StatefulDataLoader instead of a DataLoader;
+LOADER=iterable: a DataLoader over an IterableDataset (one shard per rank) with state_dict/load_state_dict.
 
 MODE "first": an uninterrupted reference fit (OUT/ref), then the same fit (OUT/run) with a checkpoint every
 3 steps that SIGKILLs every rank at the start of step KILL_AT_STEP (default 5; mid-epoch 0).
@@ -63,7 +64,39 @@ class RankNoiseModel(pl.LightningModule):
             from torchdata.stateful_dataloader import StatefulDataLoader
 
             return StatefulDataLoader(IndexedData(32), batch_size=2, shuffle=True)
+        if os.environ.get("LOADER") == "iterable":
+            return DataLoader(RankStream(self.global_rank, self.trainer.world_size), batch_size=2)
         return DataLoader(IndexedData(32), batch_size=2, shuffle=True)
+
+
+class RankStream(torch.utils.data.IterableDataset):
+    """This rank's half of ``IndexedData(32)`` without a length, in an order drawn per pass from its own
+    generator; ``state_dict``/``load_state_dict`` hold the position, and iterating after a load continues there."""
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.data = IndexedData(32)
+        self.indices = list(range(rank, 32, world_size))
+        self.generator = torch.Generator().manual_seed(11 + rank)
+        self.order: list[int] = []
+        self.position = 0
+        self._continue = False
+
+    def __iter__(self) -> Any:
+        if not self._continue or self.position >= len(self.order):
+            self.order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=self.generator)]
+            self.position = 0
+        self._continue = False
+        while self.position < len(self.order):
+            self.position += 1
+            yield self.data[self.order[self.position - 1]]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"order": list(self.order), "position": self.position, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.order, self.position = list(state["order"]), int(state["position"])
+        self.generator.set_state(state["generator"])
+        self._continue = True
 
 
 class Record(pl.Callback):
