@@ -82,7 +82,6 @@ class FitLoop:
         # checkpoint this fit resumes from (consumed as the run reaches the checkpointed point)
         self._epoch_rng: dict[str, Any] | None = None
         self._epoch_generators: list[torch.Tensor] = []
-        self._train_iterator: Any = None  # this epoch's, to read a stateful loader's position at a checkpoint
         self._resume: ResumePoint | None = None
         self._val_enabled = False
 
@@ -143,7 +142,7 @@ class FitLoop:
             "epoch_rng": rng_to_checkpoint(self._epoch_rng) if self._epoch_rng is not None else None,
             "epoch_generators": list(self._epoch_generators),
             "generators": generator_states(loader),
-            "loader_states": loader_states(loader, self._train_iterator, self.progress.epoch_batches_done),
+            "loader_states": loader_states(loader, self.progress.epoch_batches_done),
             "train_loaded_epoch": self._train_loaded_epoch,
             "grads": accumulated_grads(self.trainer.lightning_module) if include_grads else {},
             "results": self.results.state_dict(metric_names(self.trainer.lightning_module)),
@@ -310,14 +309,13 @@ class FitLoop:
         done = self.progress.epoch_batches_done
         if point is not None and done > 0:
             self._epoch_rng, self._epoch_generators = point.epoch_rng, list(point.epoch_generators)
-            self._train_iterator = point.replay_epoch(loader, done)
-            return profiled_iter(self._train_iterator, self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
+            return profiled_iter(point.replay_epoch(loader, done), self._profiler,
+                                 "[_TrainingEpochLoop].train_dataloader_next")
         if point is not None and not fresh_loader:
             point.restore_loader(loader)  # rebuilt for this fit: put it where the original loader was
         self._epoch_rng = capture_rng()
         self._epoch_generators = generator_states(loader)
-        self._train_iterator = epoch_iterator(loader)
-        return profiled_iter(self._train_iterator, self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
+        return profiled_iter(epoch_iterator(loader), self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
 
     def _is_step(self, batch_idx: int, is_last: bool) -> bool:
         return is_last or (batch_idx + 1) % self.trainer.accumulate_grad_batches == 0

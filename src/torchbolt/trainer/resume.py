@@ -25,6 +25,7 @@ on resume each process takes its own entry back (:func:`gather_rank_states`, :fu
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -157,15 +158,17 @@ def _stateful(loader: Any) -> list[Any] | None:
     return None
 
 
-def loader_states(loader: Any, iterator: Any = None, done: int | None = None) -> list[Any] | None:
+def loader_states(loader: Any, done: int | None = None) -> list[Any] | None:
     """Each leaf loader's own state when all of them are stateful.
 
-    With the epoch's ``iterator`` (from :func:`epoch_iterator`) and the number of batches ``done``,
-    the state right after the ``done``-th batch was fetched: a loader without a length is fetched one
-    batch ahead of training, and the state after that look-ahead fetch would skip a batch on resume.
+    With the number of batches ``done`` this epoch, the state right after the ``done``-th batch was
+    fetched by the epoch's iterator (from :func:`epoch_iterator`): a loader without a length is
+    fetched one batch ahead of training, and the state after that look-ahead fetch would skip a batch
+    on resume.
     """
-    if isinstance(iterator, _PositionTracker) and done is not None:
-        states = iterator.states_after(done)
+    tracker = _TRACKERS.get(id(loader))
+    if tracker is not None and tracker.loader is loader and done is not None:
+        states = tracker.states_after(done)
         if states is not None:
             return states
     owners = _stateful(loader) if loader is not None else None
@@ -179,6 +182,9 @@ class _PositionTracker(Iterator[Any]):
     def __init__(self, loader: Any, iterator: Iterator[Any], fetched: int) -> None:
         self.loader, self.iterator, self.fetched = loader, iterator, fetched
         self._before: dict[int, list[Any] | None] = {}
+        # found by the loader, and only while the epoch's loop holds this iterator (the entry goes with
+        # it, so the loop keeps no iterator, and no dataloader worker, alive after the epoch)
+        _TRACKERS[id(loader)] = self
 
     def __next__(self) -> Any:
         # the state after `fetched` batches, taken before fetching the next one
@@ -190,6 +196,9 @@ class _PositionTracker(Iterator[Any]):
 
     def states_after(self, done: int) -> list[Any] | None:
         return self._before.get(done)
+
+
+_TRACKERS: weakref.WeakValueDictionary[int, _PositionTracker] = weakref.WeakValueDictionary()
 
 
 def epoch_iterator(loader: Any, fetched: int = 0) -> Iterator[Any]:
