@@ -120,7 +120,8 @@ class CheckpointConnector:
             mid_window = (p.epoch_batches_done % trainer.accumulate_grad_batches != 0 and not p.last_batch_seen
                           and not p.epoch_ending)
             state.update(loop.checkpoint_state(include_grads=manual or mid_window))
-            state["metric_states"] = metric_states(trainer.lightning_module, skip=loop.val_loop.results.metric_objects())
+            evaluation_metrics = loop.val_loop.results.metric_objects()
+            state["metric_states"] = metric_states(trainer.lightning_module, skip=evaluation_metrics)
         gather_rank_states(trainer, state)
         return state
 

@@ -1,4 +1,6 @@
-"""A 2-rank job whose ranks draw different random numbers, killed mid-epoch and resumed (`python rank_rng_resume_job.py OUT MODE`).
+"""A 2-rank job whose ranks draw different random numbers, killed mid-epoch and resumed.
+
+    python rank_rng_resume_job.py OUT MODE
 
 Each rank seeds its generators with its rank in `setup` (dropout masks and a random augmentation
 differ between ranks), and logs a torchmetrics mean (synchronized across ranks when computed) on epoch.
