@@ -6,6 +6,7 @@ a random moment, or from itself at a chosen batch. Results are printed as one JS
 
     python _crash_launcher.py random-kills DIR --kills 10 --seed 0
     python _crash_launcher.py kill-resume DIR --scenario mid-epoch     # or --scenario all
+    python _crash_launcher.py kill-between-writes DIR
 """
 
 from __future__ import annotations
@@ -65,6 +66,39 @@ class KillAt(Callback):
     def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
         if self.where == "epoch_start" and trainer.current_epoch == self.index:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class KillBeforeLast(ModelCheckpoint):
+    """A top-k ``ModelCheckpoint`` that SIGKILLs its process in the window between two writes of one step:
+    the top-k file of the step is complete (renamed into place), ``last`` is not written yet.
+
+    It kills at the first step from ``kill_from`` on at which a top-k file was written, after recording
+    ``<top-k file>\t<global_step>`` in ``report``.
+    """
+
+    def __init__(self, kill_from: int | None = None, report: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.kill_from, self.report = kill_from, report
+
+    def _save_last_checkpoint(self, trainer: Any, candidates: Any) -> None:
+        step = trainer.global_step
+        if (self.kill_from is not None and step >= self.kill_from and self._last_global_step_saved == step
+                and os.path.isfile(self._last_checkpoint_saved)):
+            assert self.report is not None
+            with open(self.report, "w") as f:
+                f.write(f"{self._last_checkpoint_saved}\t{step}")
+            os.kill(os.getpid(), signal.SIGKILL)
+        super()._save_last_checkpoint(trainer, candidates)
+
+
+class StartStep(Callback):
+    """Records where a fit starts training (after any checkpoint was restored)."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+    def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+        self.step = trainer.global_step
 
 
 def _in_child(fn: Any, *args: Any) -> int:
@@ -195,6 +229,51 @@ def kill_resume(directory: str, scenario: str) -> dict[str, Any]:
     return result
 
 
+def _train_between_writes(directory: str, out: str, kill_from: int | None, report: str | None, resume: bool
+                          ) -> None:
+    torch.set_num_threads(1)
+    # top-2 by the step loss every 3 steps, plus `last`: both files are written at the same step
+    checkpoint = KillBeforeLast(kill_from, report, dirpath=directory, monitor="train_loss", save_top_k=2,
+                                every_n_train_steps=3, save_last=True)
+    start = StartStep()
+    final, trainer = fit({}, {"max_epochs": 2}, [checkpoint, start], ckpt_path="last" if resume else None)
+    torch.save({"weights": final, "ckpt_path": trainer.ckpt_path, "start_step": start.step,
+                "global_step": trainer.global_step}, out)
+
+
+def kill_between_writes(directory: str) -> dict[str, Any]:
+    """For a kill at the first save (no ``last`` yet) and at a later one (an older ``last``): an
+    uninterrupted run, a run killed between the top-k write and the ``last`` write of one step, and
+    ``fit(ckpt_path="last")`` on its directory."""
+    reference_out = os.path.join(directory, "reference.pt")
+    result: dict[str, Any] = {"reference": _wait(_in_child(_train_between_writes, os.path.join(directory, "reference"),
+                                                           reference_out, None, None, False))}
+    reference = torch.load(reference_out)
+    for case, kill_from in (("no-last", 1), ("older-last", 8)):
+        work_dir = os.path.join(directory, case)
+        report = os.path.join(directory, f"{case}.killed")
+        found: dict[str, Any] = {"killed": _wait(_in_child(_train_between_writes, work_dir, os.path.join(
+            directory, f"{case}-unused.pt"), kill_from, report, False))}
+        if not os.path.exists(report):  # the run never reached the window: the test reports it
+            result[case] = found
+            continue
+        with open(report) as f:
+            killed_file, killed_step = f.read().split("\t")
+        found["killed_file"], found["killed_step"] = killed_file, int(killed_step)
+        left = _check_directory(work_dir)
+        found["unloadable"] = left["unloadable"]
+        found["last_step"] = left["steps"].get("last.ckpt")
+        resumed_out = os.path.join(directory, f"{case}-resumed.pt")
+        found["resumed"] = _wait(_in_child(_train_between_writes, work_dir, resumed_out, None, None, True))
+        if os.path.exists(resumed_out):
+            resumed = torch.load(resumed_out)
+            found["resumed_from"], found["start_step"] = resumed["ckpt_path"], resumed["start_step"]
+            found["final_step"] = (reference["global_step"], resumed["global_step"])
+            found["difference"] = first_difference(reference["weights"], resumed["weights"])
+        result[case] = found
+    return result
+
+
 def _warm_up(directory: str) -> None:
     """One short fit in the launcher, so that forked runs do not each pay for lazy imports."""
     fit({}, {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1},
@@ -203,7 +282,7 @@ def _warm_up(directory: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["random-kills", "kill-resume"])
+    parser.add_argument("mode", choices=["random-kills", "kill-resume", "kill-between-writes"])
     parser.add_argument("directory")
     parser.add_argument("--kills", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
@@ -213,6 +292,8 @@ def main() -> None:
     _warm_up(args.directory)
     if args.mode == "random-kills":
         result = random_kills(args.directory, args.kills, args.seed)
+    elif args.mode == "kill-between-writes":
+        result = kill_between_writes(args.directory)
     else:
         names = sorted(SCENARIOS) if args.scenario == "all" else [args.scenario]
         result = {}

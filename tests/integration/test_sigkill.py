@@ -101,3 +101,32 @@ def test_killed_then_resumed_run_matches_uninterrupted_bit_for_bit(scenario: str
     assert "last.ckpt" in result["checkpoints_left"]
     assert result["resumed"] == "exit 0"
     assert result["difference"] is None
+
+
+@pytest.fixture(scope="module")
+def between_writes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Runs that SIGKILL themselves after a step's top-k file is in place and before its ``last`` is
+    written (once at the first save, leaving no ``last``; once later, leaving an older ``last``), then
+    ``fit(ckpt_path="last")``."""
+    return _launch(["kill-between-writes", str(tmp_path_factory.mktemp("between-writes"))], _env())
+
+
+@pytest.mark.parametrize("case", ["no-last", "older-last"])
+def test_kill_between_top_k_and_last_writes_resumes_from_the_top_k_checkpoint(case: str,
+                                                                              between_writes: dict[str, Any]
+                                                                              ) -> None:
+    result = between_writes[case]
+    assert between_writes["reference"] == "exit 0"
+    assert result["killed"] == "signal 9"
+    assert result["unloadable"] == []
+    # the window was hit: `last` is missing, or from an earlier save than the top-k file
+    if case == "no-last":
+        assert result["last_step"] is None
+    else:
+        assert result["last_step"] is not None and result["last_step"] < result["killed_step"]
+    assert result["resumed"] == "exit 0"
+    assert result["resumed_from"] == result["killed_file"]
+    assert result["start_step"] == result["killed_step"] > 0
+    ref_step, resumed_step = result["final_step"]
+    assert ref_step == resumed_step
+    assert result["difference"] is None

@@ -630,6 +630,24 @@ class ModelCheckpoint(Checkpoint):
                           else f"{str(dirpath).rstrip('/')}/{name.name}")
         return found
 
+    def _find_resumable_checkpoints(self, trainer: Trainer) -> set[str]:
+        """Every complete checkpoint in this callback's directory (top-k and ``last`` alike) that can resume
+        a fit: none when this callback saves weights only. Temporary files of interrupted writes are not
+        listed (their names start with a dot and end in ``.tmp``)."""
+        if self.save_weights_only:
+            return set()
+        dirpath = self._resolve_dirpath(trainer)
+        fs = get_filesystem(dirpath)
+        if not fs.exists(dirpath):
+            return set()
+        found = set()
+        for path in fs.ls(dirpath, detail=False):
+            name = Path(str(path))
+            if name.suffix == self.FILE_EXTENSION and not name.name.startswith("."):
+                found.add(os.path.normpath(str(path)) if _is_local_path(dirpath)
+                          else f"{str(dirpath).rstrip('/')}/{name.name}")
+        return found
+
     def to_yaml(self, filepath: _PATH | None = None) -> None:
         """Write ``best_k_models`` (path -> score) to ``filepath`` (default ``<dirpath>/best_k_models.yaml``)."""
         import yaml

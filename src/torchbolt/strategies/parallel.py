@@ -220,6 +220,14 @@ class ParallelStrategy(Strategy):
         dist.broadcast_object_list(objects, src=src, group=self._cpu_group)
         return objects[0]
 
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        if not _dist.is_distributed_initialized() or self.world_size == 1:
+            return [obj]
+        gathered: list[Any] | None = [None] * self.world_size if self.global_rank == dst else None
+        # on the CPU group: the objects are pickled to CPU bytes, and a device group would sync the device
+        dist.gather_object(obj, gathered, dst=dst, group=self._cpu_group)
+        return gathered
+
     def barrier(self, name: str | None = None) -> None:
         if not _dist.is_distributed_initialized():
             return

@@ -302,6 +302,13 @@ class Strategy(ABC):
         """``obj`` from process ``src`` on every process."""
         return obj
 
+    def gather_object(self, obj: Any, dst: int = 0) -> list[Any] | None:
+        """Every process's picklable ``obj`` in a list by global rank on process ``dst``, ``None`` on the others.
+
+        ``[obj]`` on one process. Every process must call it.
+        """
+        return [obj]
+
     def barrier(self, name: str | None = None) -> None:
         """Wait until every process reaches this point."""
 

@@ -19,7 +19,14 @@ from torch import Tensor
 import torchbolt
 from torchbolt.core.saving import _to_checkpoint_hparams
 from torchbolt.trainer.optimization import AutomaticOptimization
-from torchbolt.trainer.resume import ResumePoint, capture_rng, rng_to_checkpoint
+from torchbolt.trainer.resume import (
+    ResumePoint,
+    capture_rng,
+    gather_rank_states,
+    metric_states,
+    rank_resume_state,
+    rng_to_checkpoint,
+)
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn
 from torchbolt.utilities.checkpoint_checks import check_training_state, warn_if_written_by_newer_version
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -113,6 +120,9 @@ def _resume_state(ctx: RunContext) -> dict[str, Any]:
         mid_window = (p.epoch_batches_done % ctx.config.accumulate_grad_batches != 0 and not p.last_batch_seen
                       and not p.epoch_ending)
         state.update(loop.checkpoint_state(include_grads=manual or mid_window))
+        evaluation_metrics = loop.val_loop.results.metric_objects()
+        state["metric_states"] = metric_states(ctx.module, skip=evaluation_metrics)
+    gather_rank_states(ctx.trainer, state)
     return state
 
 
@@ -202,9 +212,11 @@ def restore_training_state(ctx: RunContext, loaded: LoadedCheckpoint) -> None:
     fit_loop_state = _mapping(checkpoint.get("loops") or {}, "loops", path).get("fit_loop") or {}
     fit_loop_state = _mapping(fit_loop_state, "loops.fit_loop", path)
     resume_state = fit_loop_state.get("torchbolt")
-    progress = Progress()
     if resume_state is not None:
         resume_state = _mapping(resume_state, "loops.fit_loop.torchbolt", path)
+    resume_state = rank_resume_state(ctx.trainer, resume_state)  # this process's own part under DDP
+    progress = Progress()
+    if resume_state is not None:
         progress.restore(_mapping(resume_state.get("progress"), "loops.fit_loop.torchbolt.progress", path),
                          source=repr(path))
     else:

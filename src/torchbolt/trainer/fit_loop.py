@@ -22,8 +22,10 @@ from torchbolt.trainer.resume import (
     ResumePoint,
     accumulated_grads,
     capture_rng,
+    epoch_iterator,
     generator_states,
     loader_states,
+    metric_names,
     restore_grads,
     rng_to_checkpoint,
     set_rng,
@@ -155,7 +157,7 @@ class FitLoop:
         if point.train_loaded_epoch is not None:
             self._train_loaded_epoch = point.train_loaded_epoch
         if point.results is not None:
-            self.results.load_state_dict(point.results)
+            self.results.load_state_dict(point.results, point.restore_metrics(self.ctx.module))
         self.ctx.metrics.epoch_log = dict(point.epoch_log)
         restore_grads(self.ctx.module, point.grads)
         # when batches of the epoch are to be replayed, the checkpoint-moment random state is put back
@@ -172,10 +174,10 @@ class FitLoop:
             "epoch_rng": rng_to_checkpoint(self._epoch_rng) if self._epoch_rng is not None else None,
             "epoch_generators": list(self._epoch_generators),
             "generators": generator_states(loader),
-            "loader_states": loader_states(loader),
+            "loader_states": loader_states(loader, self.progress.epoch_batches_done),
             "train_loaded_epoch": self._train_loaded_epoch,
             "grads": accumulated_grads(self.ctx.module) if include_grads else {},
-            "results": self.results.state_dict(),
+            "results": self.results.state_dict(metric_names(self.ctx.module)),
             "epoch_log": {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v
                           for k, v in self.ctx.metrics.epoch_log.items()},
         }
@@ -348,7 +350,7 @@ class FitLoop:
             point.restore_loader(loader)  # rebuilt for this fit: put it where the original loader was
         self._epoch_rng = capture_rng()
         self._epoch_generators = generator_states(loader)
-        return profiled_iter(iter(loader), self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
+        return profiled_iter(epoch_iterator(loader), self._profiler, "[_TrainingEpochLoop].train_dataloader_next")
 
     def _is_step(self, batch_idx: int, is_last: bool) -> bool:
         return is_last or (batch_idx + 1) % self.ctx.config.accumulate_grad_batches == 0

@@ -438,11 +438,24 @@ class ResultCollection:
         return bool(self._entries)
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        """The running values as plain data (for exact resume); ``Metric`` objects keep their own state."""
-        entries = []
+    def state_dict(self, metric_names: Mapping[int, str] | None = None) -> dict[str, Any]:
+        """The running values as plain data (for exact resume).
+
+        ``Metric`` objects keep their accumulated state themselves; the entry of a logged metric is
+        included (as ``"metric": <its name>``) when ``metric_names`` (``id(metric)`` -> the name it has in
+        the module, see ``resume.metric_names``) knows it, so that a resume computes and resets it at the
+        same points as the original run.
+        """
+        entries: list[dict[str, Any]] = []
         for (fx, name, dl_idx), entry in self._entries.items():
             if entry.metric is not None:
+                metric_name = (metric_names or {}).get(id(entry.metric))
+                if metric_name is not None:
+                    args = list(entry.args)
+                    args[4] = entry.meta.reduce
+                    last = entry.last.detach().cpu() if entry.last is not None else None
+                    entries.append({"fx": fx, "name": name, "dataloader_idx": dl_idx, "args": args, "last": last,
+                                    "count": entry.count, "updated": entry.updated, "metric": metric_name})
                 continue
             # buffered values are saved as they are (not folded): folding earlier would change the
             # order of the floating-point sums, and with it the epoch value
@@ -458,14 +471,29 @@ class ResultCollection:
                             "buffer_bs": list(entry.buffer_bs), "updated": entry.updated})
         return {"entries": entries}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (entries logged with a ``sync_dist_group`` use the default group)."""
+    def load_state_dict(self, state: dict[str, Any], metrics: Mapping[str, Any] | None = None) -> None:
+        """Restore what :meth:`state_dict` returned (entries logged with a ``sync_dist_group`` use the default group).
+
+        The entry of a logged ``Metric`` is restored when ``metrics`` (name -> metric) has it, else dropped.
+        """
         self._entries = {}
         self._updated = []
         for item in state.get("entries", []):
-            entry = self._new_entry(item["fx"], item["name"], None, tuple(item["args"]), None,
+            metric = None
+            if "metric" in item:
+                metric = (metrics or {}).get(item["metric"])
+                if metric is None:
+                    continue
+            entry = self._new_entry(item["fx"], item["name"], metric, tuple(item["args"]), None,
                                     item["dataloader_idx"], None)
             device = self.device
+            if metric is not None:
+                entry.last = item["last"].to(device) if item["last"] is not None else None
+                entry.count = int(item["count"])
+                if item["updated"]:
+                    entry.updated = True
+                    self._updated.append(entry)
+                continue
             entry.last = item["last"].to(device) if item["last"] is not None else None
             entry.total = item["total"].to(device) if item["total"] is not None else None
             entry.count = int(item["count"])
@@ -475,6 +503,10 @@ class ResultCollection:
             if item["updated"]:
                 entry.updated = True
                 self._updated.append(entry)
+
+    def metric_objects(self) -> list[Any]:
+        """The ``Metric`` objects logged into this collection."""
+        return [entry.metric for entry in self._entries.values() if entry.metric is not None]
 
     def reset(self) -> None:
         """Clear the running values (the entries' settings are kept, so the next epoch logs cheaply)."""

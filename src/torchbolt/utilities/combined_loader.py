@@ -91,7 +91,11 @@ class CombinedLoader(Iterable):
                 yield batch, batch_idx, dl_idx
 
     def _iter_parallel(self) -> Iterator[Any]:
-        iterators = [iter(it) for it in self.flattened]
+        # the loaders' iterators start now, not at the first batch: creating them may draw from the global
+        # generators (a DataLoader's base seed), and an exact resume restores them right after this call
+        return self._parallel([iter(it) for it in self.flattened])
+
+    def _parallel(self, iterators: list[Iterator[Any]]) -> Iterator[Any]:
         lengths = self._lengths()
         if self._mode == "min_size":
             total = min(lengths)

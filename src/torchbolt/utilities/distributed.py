@@ -308,7 +308,11 @@ class _EvenIterable:
         self.stopped_early = False
 
     def __iter__(self) -> Iterator[Any]:
-        iterator = iter(self.iterable)
+        # the wrapped iterator starts now, not at the first batch: creating it may draw from the global
+        # generators (a DataLoader's base seed), and an exact resume restores them right after this call
+        return self._iterate(iter(self.iterable))
+
+    def _iterate(self, iterator: Iterator[Any]) -> Iterator[Any]:
         flag = torch.zeros(1, dtype=torch.int32)
         while True:
             try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -88,6 +89,76 @@ def test_ckpt_path_last_without_a_last_checkpoint_warns_and_starts_fresh(tmp_pat
     with pytest.warns(UserWarning, match="there is no last checkpoint available"):
         t.fit(BoringModel(), ckpt_path="last")
     assert t.ckpt_path is None and t.global_step == 2
+
+
+def _top_k_and_last_run(root: Path, epochs: int = 3) -> Path:
+    """A run that keeps every epoch's checkpoint and ``last.ckpt``; returns the directory."""
+    directory = root / "ck"
+    callback = ModelCheckpoint(dirpath=directory, save_top_k=-1, monitor="step", mode="max", save_last=True)
+    trainer(root, max_epochs=epochs, callbacks=[callback]).fit(BoringModel())
+    return directory
+
+
+def _set_mtimes(*paths: Path) -> None:
+    """Give ``paths`` increasing modification times, in the order given."""
+    base = time.time() - 100
+    for i, path in enumerate(paths):
+        os.utime(path, (base + i, base + i))
+
+
+def _resume_last(root: Path, directory: Path) -> pl.Trainer:
+    callback = ModelCheckpoint(dirpath=directory, save_top_k=-1, monitor="step", mode="max", save_last=True)
+    resumed = trainer(root, max_epochs=4, callbacks=[callback])
+    resumed.fit(BoringModel(), ckpt_path="last")
+    return resumed
+
+
+def test_ckpt_path_last_prefers_a_newer_top_k_checkpoint_with_more_progress_than_last(tmp_path: Path) -> None:
+    directory = _top_k_and_last_run(tmp_path)
+    # as after a crash between two writes of step 6: `last` is still the one of step 4
+    shutil.copyfile(directory / "epoch=1-step=4.ckpt", directory / "last.ckpt")
+    _set_mtimes(directory / "epoch=0-step=2.ckpt", directory / "epoch=1-step=4.ckpt", directory / "last.ckpt",
+                directory / "epoch=2-step=6.ckpt")
+    with pytest.warns(UserWarning, match=r"resuming from .*epoch=2-step=6\.ckpt \(global step 6\)"):
+        resumed = _resume_last(tmp_path, directory)
+    assert resumed.ckpt_path == str(directory / "epoch=2-step=6.ckpt")
+    assert resumed.global_step == 8
+
+
+def test_ckpt_path_last_ignores_top_k_checkpoints_older_than_last_even_with_more_progress(tmp_path: Path) -> None:
+    directory = _top_k_and_last_run(tmp_path)
+    # a run rolled back to epoch 0 and rewrote `last`: the later files of the abandoned run are older
+    shutil.copyfile(directory / "epoch=0-step=2.ckpt", directory / "last.ckpt")
+    _set_mtimes(directory / "epoch=1-step=4.ckpt", directory / "epoch=2-step=6.ckpt",
+                directory / "epoch=0-step=2.ckpt", directory / "last.ckpt")
+    resumed = _resume_last(tmp_path, directory)
+    assert resumed.ckpt_path == str(directory / "last.ckpt")
+
+
+def test_ckpt_path_last_skips_damaged_and_weights_only_files_with_a_warning(tmp_path: Path) -> None:
+    directory = _top_k_and_last_run(tmp_path)
+    (directory / "epoch=3-step=8.ckpt").write_bytes(b"not a checkpoint")
+    weights = torch.load(directory / "epoch=2-step=6.ckpt", weights_only=True)
+    torch.save({"state_dict": weights["state_dict"], "global_step": 9, "epoch": 4}, directory / "weights.ckpt")
+    _set_mtimes(directory / "epoch=0-step=2.ckpt", directory / "epoch=1-step=4.ckpt", directory / "epoch=2-step=6.ckpt",
+                directory / "last.ckpt", directory / "epoch=3-step=8.ckpt", directory / "weights.ckpt")
+    with pytest.warns(UserWarning, match="skipped checkpoint files") as caught:
+        resumed = _resume_last(tmp_path, directory)
+    message = next(str(w.message) for w in caught if "skipped" in str(w.message))
+    assert "epoch=3-step=8.ckpt (CorruptCheckpointError" in message
+    assert "weights.ckpt (it holds only weights)" in message
+    assert resumed.ckpt_path == str(directory / "last.ckpt")
+    assert resumed.global_step == 8
+
+
+def test_ckpt_path_last_without_a_last_file_resumes_the_furthest_top_k_checkpoint(tmp_path: Path) -> None:
+    directory = _top_k_and_last_run(tmp_path)
+    os.remove(directory / "last.ckpt")
+    # modification times do not decide: the file written first holds the most progress
+    _set_mtimes(directory / "epoch=2-step=6.ckpt", directory / "epoch=0-step=2.ckpt", directory / "epoch=1-step=4.ckpt")
+    with pytest.warns(UserWarning, match="than any last checkpoint"):
+        resumed = _resume_last(tmp_path, directory)
+    assert resumed.ckpt_path == str(directory / "epoch=2-step=6.ckpt")
 
 
 def test_ckpt_path_best_without_a_checkpoint_callback_raises(tmp_path: Path) -> None:
