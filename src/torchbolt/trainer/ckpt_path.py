@@ -27,10 +27,12 @@ if TYPE_CHECKING:
     from torchbolt.trainer.trainer import Trainer
 
 
-def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_provided: bool = True) -> str | None:
+def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_provided: bool = True,
+                      weights_only: bool | None = None) -> str | None:
     """``None``, a path, ``"last"``, ``"best"`` or ``"hpc"`` -> the checkpoint file to load (or ``None``).
 
     ``model_provided``: the entry point was given a model (``False``: it reuses the previous run's model).
+    ``weights_only``: how candidate files are read when ``"last"`` has to compare several.
 
     Raises:
         ValueError: ``"best"`` without a checkpoint callback that recorded a best model.
@@ -65,7 +67,7 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
     if ckpt_path == "best":
         return _best(trainer, name)
     if ckpt_path == "last":
-        return _last(trainer, name, on_exception)
+        return _last(trainer, name, on_exception, weights_only)
     return str(ckpt_path)
 
 
@@ -93,7 +95,7 @@ def _best(trainer: Trainer, name: str) -> str:
     return str(path)
 
 
-def _last(trainer: Trainer, name: str, on_exception: list[Any]) -> str | None:
+def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bool | None = None) -> str | None:
     # "last"-like files: what the user asked for; every other complete checkpoint of the ModelCheckpoint
     # directories is a candidate too, because a crash between two writes of the same step (top-k file
     # renamed into place, `last` not yet written) leaves the newest state only there
@@ -109,7 +111,6 @@ def _last(trainer: Trainer, name: str, on_exception: list[Any]) -> str | None:
     choice: str | None = None
     if trainer.is_global_zero:
         # one process reads the candidates and every process loads what it chose
-        weights_only = getattr(trainer, "_ckpt_weights_only", None)
         choice = newest_resumable_checkpoint(trainer, last_like, others - last_like, weights_only)
     choice = trainer.strategy.broadcast(choice)
     if choice is None:

@@ -30,7 +30,7 @@ from torchbolt.trainer.resume import (
     rng_to_checkpoint,
     set_rng,
 )
-from torchbolt.trainer.states import RunningStage
+from torchbolt.trainer.states import EpochPhase, RunningStage
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import PossibleUserWarning, WarningCache, rank_zero_info, rank_zero_warn
 from torchbolt.utilities.seed import isolate_rng
@@ -151,7 +151,7 @@ class FitLoop:
         self._resume = point
 
     def _epoch_in_flight(self) -> bool:
-        return self.progress.epoch_started or self.progress.epoch_ending
+        return self.progress.cursor()[0] is not EpochPhase.START
 
     def _resume_at_train_start(self, point: ResumePoint) -> None:
         if point.train_loaded_epoch is not None:
@@ -297,33 +297,25 @@ class FitLoop:
 
     # ------------------------------------------------------------------ one epoch
     def _run_epoch(self) -> None:
+        """One training epoch, from wherever its cursor stands: a fresh epoch runs every phase; one resumed
+        from a checkpoint starts at the phase the checkpoint was written in."""
         ctx, p = self.ctx, self.progress
-        hooks = ctx.hooks
         reloaded = self._reload_due(self._train_loaded_epoch)
         if reloaded:
             self.setup_train_data()
         _set_sampler_epoch(self.train_loader, p.current_epoch)
-        if not p.epoch_started:
-            self.results.reset()
-            p.open_epoch()
-            ctx.metrics.collect_into(self.results)
+        phase, done = p.cursor()
         # fixed for the epoch: checked once here instead of for every batch
         self._val_enabled = self.validation_enabled()
-        if not p.epoch_started:
-            hooks.both("on_train_epoch_start")
-            # after the hooks: a checkpoint written in them resumes before them, so that callbacks that
-            # prepare the epoch there (weight averaging, finetuning) do so again, as in Lightning
-            p.epoch_opened()
+        if phase is EpochPhase.START:
+            self._open_epoch()
         ctx.metrics.collect_into(self.results)
-        if not p.epoch_ending:
+        if phase is not EpochPhase.END:
             iterator = self._epoch_iterator(fresh_loader=reloaded)
-            if p.in_batch_tail:  # resumed between a batch's optimizer step and the end of its post-step work
-                k = p.epoch_batches_done - 1
-                self._finish_batch(k, self._is_step(k, p.last_batch_seen), p.last_batch_seen)
-                resume_epoch = not (p.last_batch_seen or self._epoch_done(k))
-            else:
-                resume_epoch = not p.last_batch_seen
-            if resume_epoch:
+            more = phase is not EpochPhase.BATCHES_DONE
+            if phase is EpochPhase.BATCH_TAIL:
+                more = self._finish_resumed_tail(done - 1)
+            if more:
                 limited = ctx.config.max_steps != -1
                 for batch_idx, batch, is_last in self._batches(iterator):
                     if self._run_batch(batch, batch_idx, is_last):
@@ -332,6 +324,23 @@ class FitLoop:
                     if is_last or ((limited or p.should_stop) and self._epoch_done(batch_idx)):
                         break
         self._end_epoch()
+
+    def _open_epoch(self) -> None:
+        """A new epoch: fresh epoch aggregates, then ``on_train_epoch_start``."""
+        self.results.reset()
+        self.progress.open_epoch()
+        self.ctx.metrics.collect_into(self.results)
+        self.ctx.hooks.both("on_train_epoch_start")
+        # after the hooks: a checkpoint written in them resumes before them, so that callbacks that
+        # prepare the epoch there (weight averaging, finetuning) do so again, as in Lightning
+        self.progress.epoch_opened()
+
+    def _finish_resumed_tail(self, batch_idx: int) -> bool:
+        """Resumed between batch ``batch_idx``'s optimizer step and the end of its post-step work: finish
+        that work; returns whether the epoch has batches left to train."""
+        last = self.progress.last_batch_seen
+        self._finish_batch(batch_idx, self._is_step(batch_idx, last), last)
+        return not (last or self._epoch_done(batch_idx))
 
     def _epoch_iterator(self, fresh_loader: bool) -> Iterator[Any]:
         """A fresh iterator over the training loader, past the batches already done this epoch.

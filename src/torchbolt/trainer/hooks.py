@@ -38,8 +38,9 @@ _BATCH_HOOKS = (
     "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
 )
 _STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
-# module hooks with a one-line default (`optimizer.step(closure)`, `optimizer.zero_grad()`, apply the
-# Trainer's clipping, `loss.backward()`) that the loops run inline when the module keeps the default
+# module hooks whose default does not log (`optimizer.step(closure)`, `optimizer.zero_grad()`, the Trainer's
+# clipping, `loss.backward()`): when the module keeps the default, the loops call it directly (no hook name to
+# set), or skip it when it has nothing to do (clipping without `gradient_clip_val`)
 _INLINABLE_MODULE_HOOKS = ("optimizer_step", "optimizer_zero_grad", "configure_gradient_clipping", "backward")
 
 
@@ -95,7 +96,8 @@ class HookDispatcher:
         self.active: frozenset[str] = frozenset(
             name for name in _BATCH_HOOKS if self.has_callbacks(name) or self._module_fn(name) is not None
         )
-        #: module hooks whose default body the loops may run inline (not overridden, no profiler to record them)
+        #: module hooks whose default method the loops may call directly, without the dispatcher (not
+        #: overridden, no profiler to record them)
         self.inline_defaults: frozenset[str] = frozenset() if profiler is not None else frozenset(
             name for name in _INLINABLE_MODULE_HOOKS if not self.module_overrides(name)
         )

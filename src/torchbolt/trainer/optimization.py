@@ -15,7 +15,8 @@ On an accumulation batch only the closure runs, with gradient synchronization of
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor
@@ -28,6 +29,7 @@ from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
 if TYPE_CHECKING:
     from torchbolt.trainer.context import RunContext
+    from torchbolt.trainer.hooks import HookDispatcher
     from torchbolt.trainer.states import SchedulerInterval
 
 _warning_cache = WarningCache()
@@ -114,21 +116,12 @@ class _Closure:
             if "on_before_zero_grad" in active:
                 hooks.callbacks("on_before_zero_grad", optimizer)
                 hooks.module("on_before_zero_grad", optimizer)
-            if "optimizer_zero_grad" in hooks.inline_defaults:
-                optimizer.zero_grad()  # the body of `LightningModule.optimizer_zero_grad`
-            else:
-                hooks.module("optimizer_zero_grad", ctx.progress.current_epoch, self._batch_idx, optimizer)
+            self._loop.zero_grad(ctx.progress.current_epoch, self._batch_idx, optimizer)
         if loss is not None:
             if "on_before_backward" in active:
                 hooks.callbacks("on_before_backward", loss)
                 hooks.module("on_before_backward", loss)
-            if hooks.plain_backward:
-                if "backward" in hooks.inline_defaults:
-                    hooks.run_as("backward", loss.backward)  # the body of `LightningModule.backward`
-                else:
-                    hooks.run_as("backward", ctx.module.backward, loss)
-            else:
-                hooks.run_as("backward", ctx.strategy.backward, loss, self._optimizer)
+            self._loop.backward(loss, self._optimizer)
             if "on_after_backward" in active:
                 hooks.callbacks("on_after_backward")
                 hooks.module("on_after_backward")
@@ -145,10 +138,22 @@ class AutomaticOptimization:
         self.ctx = ctx
         clip = ctx.config.gradient_clip_val
         self._clip = clip is not None and clip > 0
-        #: the method the closure calls for ``training_step``: the module's own when the strategy would only
-        #: forward to it (decided once per run)
-        self.training_step = (ctx.module.training_step if "training_step" in ctx.hooks.plain_steps
-                              else ctx.strategy.training_step)
+        # the step plan: each piece of a training batch as one callable, decided once per run
+        hooks, module, strategy = ctx.hooks, ctx.module, ctx.strategy
+        #: ``training_step``: the module's own when the strategy would only forward to it
+        self.training_step = module.training_step if "training_step" in hooks.plain_steps else strategy.training_step
+        #: ``optimizer_zero_grad(epoch, batch_idx, optimizer)`` and ``optimizer_step(epoch, batch_idx, optimizer,
+        #: closure)``: the module's hooks
+        self.zero_grad = _bound_hook(hooks, module, "optimizer_zero_grad")
+        self.optimizer_step = _bound_hook(hooks, module, "optimizer_step")
+        #: ``backward(loss, optimizer)``: the module's hook, or the strategy's backward when it (or the precision
+        #: plug-in) adds to it (scaling, sharding)
+        self.backward: Callable[[Tensor, Optimizer], Any]
+        if hooks.plain_backward:
+            module_backward = _bound_hook(hooks, module, "backward")
+            self.backward = lambda loss, optimizer: module_backward(loss)
+        else:
+            self.backward = lambda loss, optimizer: hooks.run_as("backward", strategy.backward, loss, optimizer)
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
@@ -193,10 +198,8 @@ class AutomaticOptimization:
             # all that `LightningModule.optimizer_step` -> `LightningOptimizer.step` -> the precision's
             # `optimizer_step` amount to when none of them is customized and no hook runs before the update
             optimizer.step(closure=closure)  # type: ignore[arg-type]
-        elif "optimizer_step" in hooks.inline_defaults:
-            lightning_optimizer.step(closure=closure)  # the body of `LightningModule.optimizer_step`
         else:
-            hooks.module("optimizer_step", ctx.progress.current_epoch, batch_idx, lightning_optimizer, closure)
+            self.optimizer_step(ctx.progress.current_epoch, batch_idx, lightning_optimizer, closure)
         if not closure.called:
             raise MisconfigurationException(
                 "The closure hasn't been executed. HINT: did you call `optimizer_closure()` in your"
@@ -206,6 +209,15 @@ class AutomaticOptimization:
         ctx.progress.optimizer_stepped()
         loss = closure.loss
         return {} if loss is None else {"loss": loss, **closure.extra}
+
+
+def _bound_hook(hooks: HookDispatcher, module: Any, name: str) -> Callable[..., Any]:
+    """The module's hook ``name`` as one callable: its own (default) method, called directly, when nobody
+    overrides it and no profiler records it (the defaults do not log, so they need no hook name); else the
+    dispatcher's call (hook name set, profiled)."""
+    if name in hooks.inline_defaults:
+        return getattr(module, name)  # type: ignore[no-any-return]
+    return partial(hooks.module, name)
 
 
 class _NoOptimizer(Optimizer):

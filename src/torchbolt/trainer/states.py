@@ -65,6 +65,16 @@ class RunningStage(str, Enum):
         return str(self.value)
 
 
+class EpochPhase(Enum):
+    """Where the current training epoch stands (what :meth:`Progress.cursor` reports)."""
+
+    START = "start"  #: ``on_train_epoch_start`` has not run yet
+    BATCHES = "batches"  #: inside the epoch's batches, before batch ``epoch_batches_done``
+    BATCH_TAIL = "batch_tail"  #: a batch was optimized but its post-step work (logging, validation) is due
+    BATCHES_DONE = "batches_done"  #: the last batch is finished; the epoch-end work is due
+    END = "end"  #: ``on_train_epoch_end`` hooks started; the epoch's closing steps are due
+
+
 @dataclass
 class TrainerState:
     """``trainer.state``: status, entry point and active loop."""
@@ -118,6 +128,22 @@ class Progress:
     last_batch_seen: bool = False
     epoch_ending: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def cursor(self) -> tuple[EpochPhase, int]:
+        """Where the current epoch stands: its phase and how many of its batches are done.
+
+        The fit loop reads it once per epoch and runs what remains, in order, so a fresh epoch and
+        one resumed from a checkpoint written at any point of it take the same path.
+        """
+        if not self.epoch_started:
+            return EpochPhase.START, 0
+        if self.epoch_ending:
+            return EpochPhase.END, self.epoch_batches_done
+        if self.in_batch_tail:
+            return EpochPhase.BATCH_TAIL, self.epoch_batches_done
+        if self.last_batch_seen:
+            return EpochPhase.BATCHES_DONE, self.epoch_batches_done
+        return EpochPhase.BATCHES, self.epoch_batches_done
 
     # ------------------------------------------------------------------ advancing (the loops' only writes)
     def open_epoch(self) -> None:
