@@ -121,7 +121,11 @@ class _Closure:
             if "on_before_backward" in active:
                 hooks.callbacks("on_before_backward", loss)
                 hooks.module("on_before_backward", loss)
-            self._loop.backward(loss, self._optimizer)
+            backward = self._loop.backward
+            if backward is not None:
+                backward(loss)
+            else:
+                hooks.run_as("backward", ctx.strategy.backward, loss, self._optimizer)
             if "on_after_backward" in active:
                 hooks.callbacks("on_after_backward")
                 hooks.module("on_after_backward")
@@ -146,14 +150,10 @@ class AutomaticOptimization:
         #: closure)``: the module's hooks
         self.zero_grad = _bound_hook(hooks, module, "optimizer_zero_grad")
         self.optimizer_step = _bound_hook(hooks, module, "optimizer_step")
-        #: ``backward(loss, optimizer)``: the module's hook, or the strategy's backward when it (or the precision
-        #: plug-in) adds to it (scaling, sharding)
-        self.backward: Callable[[Tensor, Optimizer], Any]
-        if hooks.plain_backward:
-            module_backward = _bound_hook(hooks, module, "backward")
-            self.backward = lambda loss, optimizer: module_backward(loss)
-        else:
-            self.backward = lambda loss, optimizer: hooks.run_as("backward", strategy.backward, loss, optimizer)
+        #: ``backward(loss)``: the module's hook when the strategy and precision plug-in add nothing to it
+        #: (``None``: the strategy's ``backward(loss, optimizer)`` runs, e.g. with gradient scaling or sharding)
+        self.backward: Callable[[Tensor], Any] | None = (
+            _bound_hook(hooks, module, "backward") if hooks.plain_backward else None)
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
