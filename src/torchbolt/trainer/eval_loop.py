@@ -140,15 +140,20 @@ class EvaluationLoop:
         return outputs
 
     def _per_dataloader(self, log: dict[str, Any] | None, num_loaders: int) -> list[dict[str, Any]]:
-        """Split the epoch metrics (still tensors) by dataloader; keys without a suffix go to every loader.
-        ``None`` (a sanity check, whose metrics are not reported): no results."""
-        results: list[dict[str, Any]] = []
+        """Split the epoch metrics (still tensors) by dataloader: each dataloader's dict holds what was logged
+        while it ran (with or without the ``/dataloader_idx_N`` suffix) and what was logged outside any
+        dataloader (epoch-level hooks). ``None`` (a sanity check, whose metrics are not reported): no results."""
         if log is None:
-            return results
-        for idx in range(num_loaders):
-            suffix = f"/dataloader_idx_{idx}"
-            results.append({k: v for k, v in log.items() if k.endswith(suffix) or "/dataloader_idx_" not in k})
-        return results
+            return []
+        # the dataloader each key was logged under (None: outside the batches, e.g. in on_validation_epoch_end)
+        owner = {key: idx for idx, keys in self.results.dataloader_keys().items() for key in keys}
+
+        def belongs(key: str, idx: int) -> bool:
+            if key in owner:
+                return owner[key] is None or owner[key] == idx
+            return key.endswith(f"/dataloader_idx_{idx}") or "/dataloader_idx_" not in key
+
+        return [{k: v for k, v in log.items() if belongs(k, idx)} for idx in range(num_loaders)]
 
 
 class PredictionLoop:
