@@ -12,9 +12,9 @@ from torch import Tensor
 
 from torchbolt.callbacks import _arguments
 from torchbolt.callbacks.callback import Callback
-from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache
+from torchbolt.utilities.states import TrainerFn
 
 if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule

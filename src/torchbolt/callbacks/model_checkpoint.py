@@ -31,12 +31,12 @@ from torchbolt.plugins.io.async_io import (
     _pending_state,
     wait_for_checkpoint_writes,
 )
-from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities._owned_paths import resolve_owned_path
 from torchbolt.utilities._temp_files import remove_stale_temp_files
 from torchbolt.utilities.cloud_io import _atomic_symlink, _is_local_path, get_filesystem
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_info, rank_zero_warn
+from torchbolt.utilities.states import TrainerFn
 
 if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule

@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from torchbolt.callbacks.checkpoint import Checkpoint
-from torchbolt.trainer.states import TrainerStatus
+from torchbolt.utilities.states import TrainerStatus
 
 if TYPE_CHECKING:
     from torchbolt.trainer.trainer import Trainer

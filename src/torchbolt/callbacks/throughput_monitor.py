@@ -10,8 +10,8 @@ import torch
 
 from torchbolt.callbacks.callback import Callback
 from torchbolt.callbacks.device_stats_monitor import _should_update_logs
-from torchbolt.trainer.states import RunningStage
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_only
+from torchbolt.utilities.states import RunningStage
 from torchbolt.utilities.throughput import Throughput, get_available_flops
 
 if TYPE_CHECKING:

@@ -332,9 +332,10 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         ctx = trainer.run_context
         fx = self._current_fx_name
         if ctx is None:  # attached by hand, no run has started
-            from torchbolt.trainer.logging import raise_outside_loop
-
-            raise_outside_loop(fx, name, predicting=False)
+            raise MisconfigurationException(
+                f"`self.log({name!r}, ...)` was called from `{fx}`, outside of a running loop: the module is attached"
+                " to a Trainer that is not running it."
+            )
         ctx.metrics.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
                         sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, stage=ctx.state.stage)
 

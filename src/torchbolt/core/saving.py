@@ -156,7 +156,7 @@ def _load_from_checkpoint(
 ) -> Any:
     from torchbolt.core.datamodule import LightningDataModule
     from torchbolt.core.module import LightningModule
-    from torchbolt.trainer.checkpointing import check_checkpoint_format
+    from torchbolt.utilities.checkpoint_checks import check_checkpoint_format
 
     checkpoint = _load(checkpoint_path, map_location=map_location or "cpu", weights_only=weights_only)
     check_checkpoint_format(checkpoint, checkpoint_path)

@@ -28,7 +28,12 @@ from torchbolt.trainer.resume import (
     rng_to_checkpoint,
 )
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn
-from torchbolt.utilities.checkpoint_checks import check_training_state, warn_if_written_by_newer_version
+from torchbolt.utilities.checkpoint_checks import (
+    CHECKPOINT_FORMAT_VERSION,
+    LIGHTNING_LAYOUT_VERSION,
+    check_checkpoint_format,
+    check_training_state,
+)
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
@@ -36,9 +41,6 @@ if TYPE_CHECKING:
     from torchbolt.strategies.strategy import Strategy
     from torchbolt.trainer.context import RunContext
 
-CHECKPOINT_FORMAT_VERSION = 2
-# the Lightning version whose layout this follows (Lightning's own loaders read this key)
-LIGHTNING_LAYOUT_VERSION = "2.6.0"
 
 
 @dataclass
@@ -261,29 +263,6 @@ def _mapping(value: Any, key: str, path: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------- helpers
-def check_checkpoint_format(checkpoint: Any, name: Any) -> None:
-    """Refuse what is not a checkpoint dict, or one written in a newer torchbolt checkpoint format.
-
-    A readable checkpoint written by a newer torchbolt or Lightning release loads with a warning.
-
-    Raises:
-        TypeError: ``checkpoint`` is not a dict.
-        MisconfigurationException: its ``torchbolt_format_version`` is unknown to this torchbolt.
-    """
-    if not isinstance(checkpoint, dict):
-        raise TypeError(f"{str(name)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict.")
-    version = checkpoint.get("torchbolt_format_version")
-    if version is None or (isinstance(version, int) and not isinstance(version, bool)
-                           and version <= CHECKPOINT_FORMAT_VERSION):
-        warn_if_written_by_newer_version(checkpoint, name, LIGHTNING_LAYOUT_VERSION)
-        return  # a Lightning checkpoint (no torchbolt format entry), or one this version can read
-    raise MisconfigurationException(
-        f"{str(name)!r} uses torchbolt checkpoint format {version!r}, but this torchbolt"
-        f" ({torchbolt.__version__}) reads formats up to {CHECKPOINT_FORMAT_VERSION}. It was written by a newer"
-        " torchbolt: upgrade torchbolt to load it. The file was not modified."
-    )
-
-
 def _counts(n: int, keys: tuple[str, ...] = ("ready", "completed", "started", "processed")) -> dict[str, int]:
     return dict.fromkeys(keys, n)
 

@@ -1,7 +1,8 @@
 """The Trainer's state: which entry point runs, which loop is active, and the counters of a run.
 
 :class:`Progress` is the one owner of every counter (epoch, step, batch index). Loops advance it
-through its methods; everything else reads it.
+through its methods; everything else reads it. The state enums and :class:`TrainerState` are defined
+in :mod:`torchbolt.utilities.states` (every layer uses them) and re-exported here, Lightning's path.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any, Literal
+
+from torchbolt.utilities.states import RunningStage, TrainerFn, TrainerState, TrainerStatus
 
 #: a loader kind, as in ``limit_<stage>_batches`` and ``<stage>_dataloader``
 DataStage = Literal["train", "val", "test", "predict"]
@@ -23,48 +26,6 @@ RunOutcome = Literal["success", "failed"]
 FnName = Literal["fit", "validate", "test", "predict"]
 
 
-class TrainerStatus(str, Enum):
-    """Whether the Trainer is idle, running or was stopped."""
-
-    INITIALIZING = "initializing"
-    RUNNING = "running"
-    FINISHED = "finished"
-    INTERRUPTED = "interrupted"
-
-    @property
-    def stopped(self) -> bool:
-        return self in (TrainerStatus.FINISHED, TrainerStatus.INTERRUPTED)
-
-
-class TrainerFn(str, Enum):
-    """The Trainer entry point being run."""
-
-    FITTING = "fit"
-    VALIDATING = "validate"
-    TESTING = "test"
-    PREDICTING = "predict"
-
-
-class RunningStage(str, Enum):
-    """The loop being run. ``fit`` runs ``train``, ``sanity_check`` and ``validate`` loops."""
-
-    TRAINING = "train"
-    SANITY_CHECKING = "sanity_check"
-    VALIDATING = "validate"
-    TESTING = "test"
-    PREDICTING = "predict"
-
-    @property
-    def evaluating(self) -> bool:
-        return self in (RunningStage.VALIDATING, RunningStage.TESTING, RunningStage.SANITY_CHECKING)
-
-    @property
-    def dataloader_prefix(self) -> str | None:
-        if self in (RunningStage.VALIDATING, RunningStage.SANITY_CHECKING):
-            return "val"
-        return str(self.value)
-
-
 class EpochPhase(Enum):
     """Where the current training epoch stands (what :meth:`Progress.cursor` reports)."""
 
@@ -73,23 +34,6 @@ class EpochPhase(Enum):
     BATCH_TAIL = "batch_tail"  #: a batch was optimized but its post-step work (logging, validation) is due
     BATCHES_DONE = "batches_done"  #: the last batch is finished; the epoch-end work is due
     END = "end"  #: ``on_train_epoch_end`` hooks started; the epoch's closing steps are due
-
-
-@dataclass
-class TrainerState:
-    """``trainer.state``: status, entry point and active loop."""
-
-    status: TrainerStatus = TrainerStatus.INITIALIZING
-    fn: TrainerFn | None = None
-    stage: RunningStage | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.status == TrainerStatus.FINISHED
-
-    @property
-    def stopped(self) -> bool:
-        return self.status.stopped
 
 
 @dataclass
@@ -252,3 +196,6 @@ class Progress:
 _FIELD_KINDS: dict[str, type] = {
     f.name: (dict if f.name == "extra" else bool if isinstance(f.default, bool) else int) for f in fields(Progress)
 }
+
+
+__all__ = ["EpochPhase", "Progress", "RunningStage", "TrainerFn", "TrainerState", "TrainerStatus"]

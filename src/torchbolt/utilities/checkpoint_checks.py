@@ -11,10 +11,15 @@ from collections.abc import Mapping
 from typing import Any
 
 import torchbolt
-from torchbolt.utilities.exceptions import CorruptCheckpointError
+from torchbolt.utilities.exceptions import CorruptCheckpointError, MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache
 
 _warning_cache = WarningCache()
+
+#: the checkpoint format this torchbolt writes and reads up to (``torchbolt_format_version``)
+CHECKPOINT_FORMAT_VERSION = 2
+#: the Lightning version whose layout this follows (Lightning's own loaders read this key)
+LIGHTNING_LAYOUT_VERSION = "2.6.0"
 
 
 def _release(version: Any) -> tuple[int, ...] | None:
@@ -81,3 +86,26 @@ def check_training_state(checkpoint: Mapping[str, Any], name: Any) -> None:
                     f" must be the `state_dict()` of an {item}: the file was not written by Lightning or torchbolt,"
                     " or was edited."
                 )
+
+
+def check_checkpoint_format(checkpoint: Any, name: Any) -> None:
+    """Refuse what is not a checkpoint dict, or one written in a newer torchbolt checkpoint format.
+
+    A readable checkpoint written by a newer torchbolt or Lightning release loads with a warning.
+
+    Raises:
+        TypeError: ``checkpoint`` is not a dict.
+        MisconfigurationException: its ``torchbolt_format_version`` is unknown to this torchbolt.
+    """
+    if not isinstance(checkpoint, dict):
+        raise TypeError(f"{str(name)!r} holds a {type(checkpoint).__name__}, not a checkpoint dict.")
+    version = checkpoint.get("torchbolt_format_version")
+    if version is None or (isinstance(version, int) and not isinstance(version, bool)
+                           and version <= CHECKPOINT_FORMAT_VERSION):
+        warn_if_written_by_newer_version(checkpoint, name, LIGHTNING_LAYOUT_VERSION)
+        return  # a Lightning checkpoint (no torchbolt format entry), or one this version can read
+    raise MisconfigurationException(
+        f"{str(name)!r} uses torchbolt checkpoint format {version!r}, but this torchbolt"
+        f" ({torchbolt.__version__}) reads formats up to {CHECKPOINT_FORMAT_VERSION}. It was written by a newer"
+        " torchbolt: upgrade torchbolt to load it. The file was not modified."
+    )

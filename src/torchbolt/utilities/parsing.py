@@ -43,6 +43,10 @@ class AttributeDict(dict[str, Any]):
         self.update(state)
 
 
+_BASES = {("torchbolt.core.module", "LightningModule"), ("torchbolt.core.datamodule", "LightningDataModule"),
+          ("torchbolt.callbacks.callback", "Callback")}
+
+
 def is_overridden(method_name: str, instance: object, parent: type | None = None) -> bool:
     """Whether ``instance``'s class overrides ``method_name`` of ``parent`` (or its own base class).
 
@@ -51,15 +55,10 @@ def is_overridden(method_name: str, instance: object, parent: type | None = None
     if instance is None:
         return False
     if parent is None:
-        from torchbolt.callbacks.callback import Callback
-        from torchbolt.core.datamodule import LightningDataModule
-        from torchbolt.core.module import LightningModule
-
-        for candidate in (LightningModule, LightningDataModule, Callback):
-            if isinstance(instance, candidate):
-                parent = candidate
-                break
-        else:
+        # the torchbolt base class in the instance's ancestry (found by name: this low-level helper does not
+        # import the classes it knows about)
+        parent = next((cls for cls in type(instance).__mro__ if (cls.__module__, cls.__qualname__) in _BASES), None)
+        if parent is None:
             raise ValueError("Expected a parent class to compare with")
     instance_attr = getattr(instance, method_name, None)
     if instance_attr is None:
