@@ -62,7 +62,7 @@ def tokenize(path: Path) -> tuple[Tensor, Dictionary]:
     ids: list[int] = []
     with path.open(encoding="utf8") as f:
         for line in f:
-            ids.extend(dictionary.add_word(word) for word in line.split() + ["<eos>"])
+            ids.extend(dictionary.add_word(word) for word in [*line.split(), "<eos>"])
     return torch.tensor(ids, dtype=torch.long), dictionary
 
 
