@@ -59,11 +59,50 @@ ALLOWED: dict[str, str] = {
     "strategies.single_xla": "XLA/TPU strategies: needs torch_xla, not supported",
     "strategies.launchers.xla": "XLA/TPU launcher: needs torch_xla, not supported",
     "plugins.environments.xla": "XLA cluster environment: needs torch_xla, not supported",
-    "plugins.io.xla": "XLA checkpoint I/O: needs torch_xla, not supported",
+    "plugins.environments:XLAEnvironment": "XLA cluster environment: needs torch_xla, not supported",
+    "plugins.io.xla_plugin": "XLA checkpoint I/O: needs torch_xla, not supported",
+    "plugins.io:XLACheckpointIO": "XLA checkpoint I/O: needs torch_xla, not supported",
+    "plugins:XLACheckpointIO": "XLA checkpoint I/O: needs torch_xla, not supported",
+    "profilers.xla": "XLA profiler: needs torch_xla, not supported",
+    "profilers:XLAProfiler": "XLA profiler: needs torch_xla, not supported",
+    # Things that would download.
+    "demos.mnist_datamodule": "downloads MNIST; torchbolt's demos never download (use BoringDataModule or WikiText2)",
 }
 
 # Known gaps still to close: printed as failures so that the report stays honest.
-NOT_YET: dict[str, str] = {}
+NOT_YET: dict[str, str] = {
+    "callbacks.progress.rich_progress": "the rich bar's column and progress classes are not exposed yet",
+    "cli:instantiate_module": "not written yet",
+    "loggers:CometLogger": "Comet logger not written yet",
+    "loggers.comet": "Comet logger not written yet",
+    "loggers:LitLogger": "Lightning.ai's hosted logger not written yet",
+    "loggers.litlogger": "Lightning.ai's hosted logger not written yet",
+    "loggers.neptune": "Neptune logger not written yet",
+    "plugins:DeepSpeedPrecision": "DeepSpeed precision plug-in not written yet",
+    "plugins.precision:DeepSpeedPrecision": "DeepSpeed precision plug-in not written yet",
+    "plugins.precision.deepspeed": "DeepSpeed precision plug-in not written yet",
+    "plugins:FSDPPrecision": "FSDP precision plug-in not written yet",
+    "plugins.precision:FSDPPrecision": "FSDP precision plug-in not written yet",
+    "plugins.precision.fsdp": "FSDP precision plug-in not written yet",
+    "plugins.precision.double:LightningDoublePrecisionModule": "not exposed yet",
+    "plugins:LayerSync": "LayerSync/TorchSyncBatchNorm plug-ins not written yet",
+    "plugins:TorchSyncBatchNorm": "LayerSync/TorchSyncBatchNorm plug-ins not written yet",
+    "plugins.layer_sync": "LayerSync/TorchSyncBatchNorm plug-ins not written yet",
+    "plugins.io.async_plugin": "the old module paths of the checkpoint I/O plug-ins are not mirrored yet",
+    "plugins.io.checkpoint_plugin": "the old module paths of the checkpoint I/O plug-ins are not mirrored yet",
+    "plugins.io.torch_plugin": "the old module paths of the checkpoint I/O plug-ins are not mirrored yet",
+    "profilers.base": "the old module path of PassThroughProfiler is not mirrored yet",
+    "profilers.pytorch:ScheduleWrapper": "not exposed yet",
+    "serve": "the serving check (ServableModule, ServableModuleValidator) is not written yet",
+    "strategies:ModelParallelStrategy": "tensor-parallel strategy not written yet",
+    "strategies.model_parallel": "tensor-parallel strategy not written yet",
+    "strategies.deepspeed:remove_module_hooks": "not written yet",
+    "utilities.deepspeed": "DeepSpeed checkpoint conversion helpers incomplete",
+    "utilities.migration": "upgrading Lightning 1.x checkpoint files is not written yet",
+    "utilities.upgrade_checkpoint": "upgrading Lightning 1.x checkpoint files is not written yet",
+    "utilities.model_registry": "Lightning.ai model registry: needs a network service, not written yet",
+    "utilities.model_summary": "Lightning makes model_summary a package (model_summary, model_summary_deepspeed); not yet",
+}
 
 
 @dataclass
@@ -134,6 +173,12 @@ def public_names(module: ModuleType) -> set[str]:
     return names
 
 
+def is_package_with_public_children(module: ModuleType) -> bool:
+    """Whether ``module`` is a package with at least one public submodule (it is then worth mirroring)."""
+    path = getattr(module, "__path__", None)
+    return path is not None and any(not info.name.startswith("_") for info in pkgutil.iter_modules(path))
+
+
 def _gap_reason(table: dict[str, str], relative: str, name: str | None) -> str | None:
     """The reason recorded in ``table`` for a gap at ``relative`` (``name`` in it, or the whole module)."""
     if name is not None and f"{relative}:{name}" in table:
@@ -181,7 +226,10 @@ def compare(lightning_package: str = "pytorch_lightning") -> Report:
         except ModuleNotFoundError as err:
             if err.name is not None and ours_name.startswith(err.name):
                 report.missing_modules[relative] = ""
-                _record(report, relative, None)
+                if not wanted and not is_package_with_public_children(module):
+                    report.allowed[relative] = "Lightning's module has no public names"
+                else:
+                    _record(report, relative, None)
                 continue
             raise
         missing = sorted(name for name in wanted if not hasattr(ours, name))
@@ -202,19 +250,21 @@ def _print(report: Report) -> None:
         print(f"\nDeliberate gaps ({len(report.allowed)})")
         for gap, reason in sorted(report.allowed.items()):
             print(f"  {gap}: {reason}")
-    if report.failures:
-        print(f"\nMISSING ({len(report.failures)})")
+    unplanned = [gap for gap in report.failures if gap not in report.not_yet]
+    if report.not_yet:
+        print(f"\nNOT YET ({len(report.not_yet)}: known gaps still to close; they fail the check)")
+        for gap, reason in sorted(report.not_yet.items()):
+            print(f"  {gap}: {reason}")
+    if unplanned:
+        print(f"\nMISSING ({len(unplanned)}: torchbolt module or name, not on any list)")
         groups: dict[str, list[str]] = {}
-        for gap in report.failures:
+        for gap in unplanned:
             module, _, name = gap.partition(":")
-            groups.setdefault(module or "(top level)", []).append(name or "(whole module)")
+            groups.setdefault(module, []).append(name or "(whole module)")
         for module, names in sorted(groups.items()):
-            print(f"  torchbolt.{module}: {', '.join(names)}" if module != "(top level)" else
-                  f"  torchbolt: {', '.join(names)}")
-        if report.not_yet:
-            print(f"\n  of which planned ({len(report.not_yet)}):")
-            for gap, reason in sorted(report.not_yet.items()):
-                print(f"    {gap}: {reason}")
+            print(f"  torchbolt{'.' + module if module else ''}: {', '.join(names)}")
+    if report.failures:
+        pass
     else:
         print("\nNo missing public names outside the deliberate gaps.")
 
