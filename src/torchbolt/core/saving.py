@@ -111,7 +111,7 @@ def convert(val: str) -> int | float | bool | str:
             return False
     for kind in (int, float):
         try:
-            return kind(val)  # type: ignore[no-any-return]
+            return kind(val)
         except (TypeError, ValueError):
             pass
     return val

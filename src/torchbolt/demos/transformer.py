@@ -120,6 +120,8 @@ class PositionalEncoding(nn.Module):
         table[:, 1::2] = torch.cos(position * frequency)[:, : dim // 2]
         self.register_buffer("pe", table.unsqueeze(0), persistent=False)
 
+    pe: Tensor
+
     def forward(self, x: Tensor) -> Tensor:
         if x.size(1) > self.pe.size(1):
             raise ValueError(f"Sequence length {x.size(1)} exceeds `max_len` {self.pe.size(1)}")
