@@ -22,3 +22,14 @@ from torchbolt.trainer.trainer import Trainer  # noqa: E402
 from torchbolt.utilities.seed import seed_everything  # noqa: E402
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]
+
+_LOGO = """
+  +-------------+
+  |  torchbolt  |
+  +-------------+
+"""
+
+
+def cli_lightning_logo() -> None:
+    """Print the project's ASCII-art banner to standard output (command-line tools call it at start-up)."""
+    print(_LOGO)

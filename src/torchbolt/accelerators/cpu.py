@@ -52,13 +52,18 @@ class CPUAccelerator(Accelerator):
         return True
 
     def get_device_stats(self, device: torch.device | str | int) -> dict[str, Any]:
-        try:
-            import psutil
-        except ImportError:
-            return {}
-        vm = psutil.virtual_memory()
-        return {
-            "cpu_percent": psutil.cpu_percent(),
-            "cpu_vm_percent": vm.percent,
-            "cpu_swap_percent": psutil.swap_memory().percent,
-        }
+        return get_cpu_stats()
+
+
+def get_cpu_stats() -> dict[str, float]:
+    """This machine's CPU load, memory and swap use in percent (``cpu_percent``, ``cpu_vm_percent``,
+    ``cpu_swap_percent``); an empty dict when ``psutil`` is not installed."""
+    try:
+        import psutil
+    except ImportError:
+        return {}
+    return {
+        "cpu_percent": float(psutil.cpu_percent()),
+        "cpu_vm_percent": float(psutil.virtual_memory().percent),
+        "cpu_swap_percent": float(psutil.swap_memory().percent),
+    }

@@ -142,3 +142,42 @@ class CUDAAccelerator(Accelerator):
 
     def get_device_stats(self, device: torch.device | str | int) -> dict[str, Any]:
         return dict(torch.cuda.memory_stats(device))
+
+
+_NVIDIA_SMI_FIELDS = {
+    "utilization.gpu": "%",
+    "memory.used": "MB",
+    "memory.free": "MB",
+    "utilization.memory": "%",
+    "fan.speed": "%",
+    "temperature.gpu": "°C",
+    "temperature.memory": "°C",
+}
+
+
+def get_nvidia_gpu_stats(device: torch.device | str | int) -> dict[str, float]:
+    """Utilization, memory, fan and temperature of one NVIDIA GPU as ``nvidia-smi`` reports them.
+
+    Keys are ``"<field> (<unit>)"``, e.g. ``"memory.used (MB)"``; a field the card does not report is
+    left out. Raises ``FileNotFoundError`` when ``nvidia-smi`` is not on ``PATH``.
+    """
+    import shutil
+    import subprocess
+
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        raise FileNotFoundError("`get_nvidia_gpu_stats` needs the `nvidia-smi` program on PATH")
+    index = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    gpu = index.index if index.index is not None else 0
+    fields = list(_NVIDIA_SMI_FIELDS)
+    result = subprocess.run(
+        [executable, f"--query-gpu={','.join(fields)}", "--format=csv,nounits,noheader", f"--id={gpu}"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )
+    stats: dict[str, float] = {}
+    for field, raw in zip(fields, result.stdout.strip().split(", ")):
+        try:
+            stats[f"{field} ({_NVIDIA_SMI_FIELDS[field]})"] = float(raw)
+        except ValueError:  # "[N/A]" on cards without the sensor
+            continue
+    return stats

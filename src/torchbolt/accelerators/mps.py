@@ -36,3 +36,11 @@ class MPSAccelerator(Accelerator):
     def is_available() -> bool:
         mps = getattr(torch.backends, "mps", None)
         return bool(mps is not None and mps.is_available() and platform.processor() in ("arm", "arm64"))
+
+
+def get_device_stats() -> dict[str, float]:
+    """Host CPU and memory use in percent, the figures an Apple-silicon machine's unified memory is read
+    from; the same keys as ``torchbolt.accelerators.cpu.get_cpu_stats``."""
+    from torchbolt.accelerators.cpu import get_cpu_stats
+
+    return get_cpu_stats()

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from torchbolt.callbacks.callback import Callback
+from torchbolt.utilities.enums import LightningEnum
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info
 
@@ -16,6 +17,13 @@ if TYPE_CHECKING:
     from torchbolt.trainer.trainer import Trainer
 
 _STAGES = ("train", "validate", "test", "predict")
+
+
+class Interval(LightningEnum):
+    """When ``Timer`` checks the time: after every training ``step`` or at each ``epoch``'s end."""
+
+    step = "step"
+    epoch = "epoch"
 
 
 def _parse_duration(duration: str | timedelta | dict[str, int] | None) -> timedelta | None:

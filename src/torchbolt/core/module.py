@@ -28,6 +28,8 @@ _warning_cache = WarningCache()
 
 STEP_OUTPUT = Union[Tensor, Mapping[str, Any], None]
 _PATH = Union[str, Path]
+# what ``LightningModule.optimizers()`` can return
+MODULE_OPTIMIZERS = Union[Optimizer, LightningOptimizer, list[Optimizer], list[LightningOptimizer]]
 
 
 class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHooks, nn.Module):

@@ -293,3 +293,8 @@ def _init_optimizers_and_lr_schedulers(
             " `opt1, opt2, ... = self.optimizers()`."
         )
     return optimizers, configs
+
+
+def do_nothing_closure() -> None:
+    """A closure for ``optimizer.step(closure)`` that does nothing (for steps whose loss was computed already)."""
+    return None

@@ -97,6 +97,71 @@ def save_hparams_to_yaml(config_yaml: _PATH, hparams: dict[str, Any] | Namespace
         yaml.safe_dump(data, fp, sort_keys=False)
 
 
+# hyperparameter keys older checkpoints used, read when the current key is absent
+CHECKPOINT_PAST_HPARAMS_KEYS = ("hparams", "module_arguments")
+
+
+def convert(val: str) -> int | float | bool | str:
+    """A tags-CSV cell as the value it spells: ``"true"``/``"false"`` (any case) as booleans, then an
+    ``int``, then a ``float``, else the string unchanged."""
+    if isinstance(val, str):
+        if val.lower() == "true":
+            return True
+        if val.lower() == "false":
+            return False
+    for kind in (int, float):
+        try:
+            return kind(val)
+        except (TypeError, ValueError):
+            pass
+    return val
+
+
+def save_hparams_to_tags_csv(tags_csv: _PATH, hparams: dict[str, Any] | Namespace) -> None:
+    """Write ``hparams`` as a two-column CSV (header ``key,value``), one row per hyperparameter.
+
+    The older alternative to ``hparams.yaml``; values are written with ``str`` and read back by
+    ``load_hparams_from_tags_csv`` through ``convert``. The target folder must exist.
+    """
+    import csv
+
+    fs = get_filesystem(tags_csv)
+    parent = os.path.dirname(str(tags_csv))
+    if parent and not fs.isdir(parent):
+        raise RuntimeError(f"Missing folder for `tags_csv`: {parent}; create it first.")
+    if isinstance(hparams, Namespace):
+        hparams = vars(hparams)
+    with fs.open(str(tags_csv), "w", newline="") as fp:
+        writer = csv.DictWriter(fp, fieldnames=["key", "value"])
+        writer.writeheader()
+        for key, value in hparams.items():
+            writer.writerow({"key": key, "value": value})
+
+
+def load_hparams_from_tags_csv(tags_csv: _PATH) -> dict[str, Any]:
+    """Read a file written by ``save_hparams_to_tags_csv``; each value goes through ``convert``.
+
+    A missing file gives a ``RuntimeWarning`` and an empty dict.
+    """
+    import csv
+
+    fs = get_filesystem(tags_csv)
+    if not fs.exists(str(tags_csv)):
+        rank_zero_warn(f"Missing Tags: {tags_csv}.", category=RuntimeWarning)
+        return {}
+    with fs.open(str(tags_csv), "r", newline="") as fp:
+        return {row["key"]: convert(row["value"]) for row in csv.DictReader(fp)}
+
+
+def update_hparams(hparams: dict[str, Any], updates: dict[str, Any]) -> None:
+    """Merge ``updates`` into ``hparams`` in place; nested dicts are merged key by key, not replaced."""
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(hparams.get(key), dict):
+            update_hparams(hparams[key], value)
+        else:
+            hparams[key] = value
+
+
 def load_hparams_from_yaml(config_yaml: _PATH, use_omegaconf: bool = True) -> dict[str, Any]:
     """Read hyperparameters with ``yaml.safe_load`` (never constructs arbitrary objects)."""
     fs = get_filesystem(config_yaml)
@@ -118,7 +183,10 @@ def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: s
     inside ``__init__(self, config)``), they are passed back as that argument. Keys the
     constructor does not accept are dropped unless it takes ``**kwargs``.
     """
-    saved = checkpoint.get(hp_key) or {}
+    saved = checkpoint.get(hp_key)
+    if saved is None:  # a checkpoint from an old Lightning version keeps them under a past key
+        saved = next((checkpoint[k] for k in CHECKPOINT_PAST_HPARAMS_KEYS if k in checkpoint), None)
+    saved = saved or {}
     saved = dict(vars(saved) if isinstance(saved, Namespace) else saved)  # old Lightning files stored a Namespace
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
     names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]

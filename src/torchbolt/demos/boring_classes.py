@@ -177,3 +177,56 @@ class DemoModel(LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
+
+
+class BoringDataModuleNoLen(BoringDataModule):
+    """``BoringDataModule`` whose loaders read iterable datasets without ``__len__`` (unknown epoch length)."""
+
+    def setup(self, stage: str) -> None:
+        pass
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDataset(32, 64))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDataset(32, 64))
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDataset(32, 64))
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDataset(32, 64))
+
+
+class IterableBoringDataModule(BoringDataModule):
+    """``BoringDataModule`` whose loaders read iterable datasets that do define ``__len__``."""
+
+    def setup(self, stage: str) -> None:
+        pass
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+
+    def predict_dataloader(self) -> DataLoader:
+        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+
+
+class Net(nn.Module):
+    """A small convolutional classifier for 1x28x28 images (MNIST-sized); returns log-probabilities of 10 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 16, 3), nn.ReLU(), nn.Conv2d(16, 32, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25)
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(32 * 12 * 12, 64), nn.ReLU(), nn.Dropout(0.5),
+                                        nn.Linear(64, 10))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.log_softmax(self.classifier(self.features(x)), dim=1)

@@ -8,7 +8,7 @@ import json
 import os
 from abc import ABC, abstractmethod
 from argparse import Namespace
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import Tensor, nn
@@ -233,3 +233,41 @@ def _convert_json_serializable(params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: convert(v) for k, v in params.items()}
 
 
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) or (isinstance(value, Tensor) and value.numel() == 1)
+
+
+def merge_dicts(
+    dicts: Sequence[Mapping[str, Any]],
+    agg_key_funcs: Mapping[str, Callable[[Sequence[float]], float]] | None = None,
+    default_func: Callable[[Sequence[float]], float] | None = None,
+) -> dict[str, Any]:
+    """Combine several metric dicts into one, aggregating the values each key has across them.
+
+    A key's values go through ``agg_key_funcs[key]`` when given there, else ``default_func`` (default: the
+    arithmetic mean). Values that are dicts are merged recursively with the same functions. A key whose
+    values are not numbers (and not dicts) is dropped unless it has its own function in ``agg_key_funcs``.
+    """
+    funcs = dict(agg_key_funcs or {})
+    default = default_func if default_func is not None else (lambda values: sum(values) / len(values))
+    keys: list[str] = []
+    for d in dicts:
+        keys.extend(k for k in d if k not in keys)
+    merged: dict[str, Any] = {}
+    for key in keys:
+        values = [d[key] for d in dicts if key in d]
+        if all(isinstance(v, Mapping) for v in values):
+            merged[key] = merge_dicts(values, funcs, default_func)
+            continue
+        func = funcs.get(key)
+        if func is None:
+            values = [float(v) for v in values if _is_number(v)]
+            if not values:
+                continue
+            func = default
+        merged[key] = func(values)
+    return merged

@@ -1,5 +1,6 @@
 """The Trainer and its loops."""
 
 from torchbolt.trainer.trainer import Trainer
+from torchbolt.utilities.seed import seed_everything
 
-__all__ = ["Trainer"]
+__all__ = ["Trainer", "seed_everything"]

@@ -122,3 +122,61 @@ def _dataloader_init_kwargs(dataloader: DataLoader, sampler: Sampler | None = No
     kwargs["dataset"] = dataloader.dataset
     kwargs.update(overrides)
     return kwargs
+
+
+def has_iterable_dataset(dataloader: object) -> bool:
+    """Whether ``dataloader`` reads an ``IterableDataset`` (it has no sampler to shard or shuffle)."""
+    from torch.utils.data import IterableDataset
+
+    return isinstance(getattr(dataloader, "dataset", None), IterableDataset)
+
+
+def has_len_all_ranks(
+    dataloader: object, strategy: Any, allow_zero_length_dataloader_with_multiple_devices: bool = False
+) -> bool:
+    """Whether ``dataloader`` has a length, checked together with every rank of ``strategy``.
+
+    Returns ``False`` when it has no ``__len__`` (an iterable dataset). Every rank must call this, since
+    the lengths are summed across ranks: when all ranks have zero batches a warning says so; when only
+    this rank has none, a ``RuntimeError`` is raised (the ranks would wait on each other) unless
+    ``allow_zero_length_dataloader_with_multiple_devices=True``, which only warns.
+    """
+    import torch
+
+    try:
+        local_length = len(dataloader)  # type: ignore[arg-type]
+    except (TypeError, NotImplementedError):
+        return False
+    device = getattr(strategy, "root_device", torch.device("cpu"))
+    total = strategy.reduce(torch.tensor(local_length, device=device), reduce_op="sum")
+    total_length = int(total.item()) if isinstance(total, Tensor) else int(total)
+    name = type(dataloader).__name__
+    if total_length == 0:
+        rank_zero_warn(f"Total length of `{name}` across ranks is zero. Please make sure this was your intention.")
+    elif local_length == 0:
+        message = (
+            f"`{name}` has zero length on this rank while other ranks have batches; the ranks would wait for"
+            " each other."
+        )
+        if not allow_zero_length_dataloader_with_multiple_devices:
+            raise RuntimeError(
+                message + " Give every rank at least one batch, or pass"
+                " `allow_zero_length_dataloader_with_multiple_devices=True`."
+            )
+        rank_zero_warn(message)
+    if has_iterable_dataset(dataloader):
+        rank_zero_warn(
+            "Your `IterableDataset` has `__len__` defined. With more than one worker or device, each copy yields"
+            " the whole dataset unless you shard it yourself."
+        )
+    return True
+
+
+def suggested_max_num_workers(local_world_size: int) -> int:
+    """A ``num_workers`` for each of ``local_world_size`` processes: the CPUs shared out, one left free, at least 1."""
+    import os
+
+    if local_world_size < 1:
+        raise ValueError(f"`local_world_size` must be at least 1, got {local_world_size}")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // local_world_size - 1)

@@ -348,3 +348,31 @@ def _check_even_counts(counts: list[float], stage: str) -> None:
         " Let torchbolt add a `DistributedSampler` (`Trainer(use_distributed_sampler=True)`, the default),"
         " give each rank an equal share, or set `limit_train_batches` to the smallest count."
     )
+
+
+def is_shared_filesystem(strategy: Any, path: str | os.PathLike[str] | None = None, timeout: int = 3) -> bool:
+    """Whether every rank of ``strategy`` sees the same files under ``path`` (default: the working directory).
+
+    Every rank must call it. Rank 0 writes a uniquely named file; each other rank waits up to ``timeout``
+    seconds for it to appear; the answer is ``True`` only when all ranks saw it. One process: ``True``.
+    """
+    import uuid
+    from pathlib import Path
+
+    if getattr(strategy, "world_size", 1) == 1:
+        return True
+    folder = Path(path if path is not None else os.getcwd())
+    name = strategy.broadcast(f".shared_fs_probe_{uuid.uuid4().hex}" if strategy.is_global_zero else None)
+    probe = folder / name
+    if strategy.is_global_zero:
+        probe.touch()
+    seen = probe.exists()
+    deadline = time.monotonic() + timeout
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.05)
+        seen = probe.exists()
+    everyone = bool(strategy.reduce_boolean_decision(seen, all=True))
+    strategy.barrier()
+    if strategy.is_global_zero:
+        probe.unlink(missing_ok=True)
+    return everyone

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import torch
 
@@ -60,3 +61,17 @@ def garbage_collection_cuda() -> None:
             # emptying the cache can itself fail when memory is exhausted; that is not worth failing for
             if not is_oom_error(exception):
                 raise
+
+
+def recursive_detach(in_dict: Any, to_cpu: bool = False) -> Any:
+    """A copy of a (nested) collection with every tensor detached, and moved to the CPU when ``to_cpu``.
+
+    Anything that is not a tensor is kept as it is.
+    """
+    from torchbolt.utilities.apply_func import apply_to_collection
+
+    def detach(tensor: torch.Tensor) -> torch.Tensor:
+        tensor = tensor.detach()
+        return tensor.cpu() if to_cpu else tensor
+
+    return apply_to_collection(in_dict, torch.Tensor, detach)

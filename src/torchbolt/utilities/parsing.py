@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from argparse import Namespace
+from collections.abc import MutableMapping, Sequence
+from types import FrameType
 from typing import Any
 
 
@@ -145,3 +148,119 @@ def lightning_setattr(model: Any, attribute: str, value: Any) -> None:
             holder[attribute] = value
         else:
             setattr(holder, attribute, value)
+
+
+def is_picklable(obj: object) -> bool:
+    """Whether ``pickle.dumps(obj)`` succeeds (a lambda or an open file does not)."""
+    import pickle
+
+    try:
+        pickle.dumps(obj)
+    except (pickle.PicklingError, AttributeError, TypeError):
+        return False
+    return True
+
+
+def clean_namespace(hparams: MutableMapping[str, Any] | Namespace) -> None:
+    """Remove, in place, every entry of ``hparams`` whose value cannot be pickled (it could not be checkpointed)."""
+    mapping = vars(hparams) if isinstance(hparams, Namespace) else hparams
+    for key in [key for key, value in mapping.items() if not is_picklable(value)]:
+        del mapping[key]
+
+
+def parse_class_init_keys(cls: type) -> tuple[str, str | None, str | None]:
+    """The names ``cls.__init__`` gives to ``self``, to ``*args`` (or ``None``) and to ``**kwargs`` (or ``None``)."""
+    import inspect
+
+    parameters = list(inspect.signature(cls.__init__).parameters.values())  # type: ignore[misc]
+    if not parameters:
+        raise TypeError(f"`{cls.__name__}.__init__` takes no `self` parameter")
+    args_name = next((p.name for p in parameters if p.kind is inspect.Parameter.VAR_POSITIONAL), None)
+    kwargs_name = next((p.name for p in parameters if p.kind is inspect.Parameter.VAR_KEYWORD), None)
+    return parameters[0].name, args_name, kwargs_name
+
+
+def _init_owner_class(frame: FrameType) -> type | None:
+    """The class whose ``__init__`` is running in ``frame`` (``None`` when the frame is no ``__init__``)."""
+    if frame.f_code.co_name != "__init__" or frame.f_code.co_argcount == 0:
+        return None
+    owner = frame.f_locals.get("__class__")  # set when the __init__ uses super()
+    if isinstance(owner, type):
+        return owner
+    self_obj = frame.f_locals.get(frame.f_code.co_varnames[0])
+    return type(self_obj) if self_obj is not None else None
+
+
+def get_init_args(frame: FrameType) -> dict[str, Any]:
+    """The arguments of the ``__init__`` running in ``frame``, without ``self``, with ``**kwargs`` merged in.
+
+    Returns an empty dict when ``frame`` is not an ``__init__``.
+    """
+    import inspect
+
+    if _init_owner_class(frame) is None:
+        return {}
+    info = inspect.getargvalues(frame)
+    found: dict[str, Any] = {name: info.locals[name] for name in info.args[1:] if name in info.locals}
+    if info.varargs and info.locals.get(info.varargs):
+        found[info.varargs] = info.locals[info.varargs]
+    if info.keywords:
+        found.update(info.locals.get(info.keywords) or {})
+    return found
+
+
+def collect_init_args(
+    frame: FrameType, path_args: list[dict[str, Any]], inside: bool = False, classes: tuple[type, ...] = ()
+) -> list[dict[str, Any]]:
+    """Append the arguments of each ``__init__`` in a chain of calls to ``path_args`` and return it.
+
+    Walks outwards from ``frame``: frames that are not an ``__init__`` (of a subclass of ``classes``, when
+    given) are passed over until the first one is found; from there, each consecutive ``__init__`` frame
+    (a ``super().__init__`` chain) adds its arguments (innermost first) and the first other frame ends
+    the walk. ``inside=True`` means the walk is already in such a chain.
+    """
+    current: FrameType | None = frame
+    while current is not None:
+        owner = _init_owner_class(current)
+        matches = owner is not None and (not classes or issubclass(owner, classes))
+        if matches:
+            path_args.append(get_init_args(current))
+            inside = True
+        elif inside:
+            break
+        current = current.f_back
+    return path_args
+
+
+def save_hyperparameters(
+    obj: Any,
+    *args: Any,
+    ignore: Sequence[str] | str | None = None,
+    frame: FrameType | None = None,
+    given_hparams: dict[str, Any] | None = None,
+) -> None:
+    """Store ``__init__`` arguments as ``obj.hparams``, as ``obj.save_hyperparameters(...)`` does.
+
+    ``obj`` must have ``save_hyperparameters`` (a ``LightningModule``, ``LightningDataModule`` or any
+    ``HyperparametersMixin``). ``frame`` is the ``__init__`` frame to read (default: the caller's);
+    ``given_hparams``, when passed, is used instead of reading a frame (``args`` and ``ignore`` still
+    select from it).
+    """
+    import copy
+    import inspect
+
+    if not hasattr(obj, "save_hyperparameters") or not hasattr(obj, "_set_hparams"):
+        raise TypeError(f"`obj` must be a HyperparametersMixin (e.g. a LightningModule), got {type(obj).__name__}")
+    if given_hparams is None:
+        if frame is None:
+            current = inspect.currentframe()
+            frame = current.f_back if current is not None else None
+        obj.save_hyperparameters(*args, ignore=ignore, frame=frame)
+        return
+    ignored = {ignore} if isinstance(ignore, str) else set(ignore or [])
+    names = [a for a in args if isinstance(a, str)] or list(given_hparams)
+    unknown = [name for name in names if name not in given_hparams]
+    if unknown:
+        raise ValueError(f"`save_hyperparameters` got names that are not in `given_hparams`: {unknown}")
+    obj._set_hparams({name: given_hparams[name] for name in names if name not in ignored})
+    obj._hparams_initial = copy.deepcopy(obj._hparams)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Union
+from typing import Any, TypedDict, Union
 
 from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
@@ -23,6 +24,34 @@ OptimizerLRScheduler = Union[
     Sequence[Mapping[str, Any]],
     None,
 ]
+
+
+class LRSchedulerConfigType(TypedDict, total=False):
+    """The keys of a scheduler dict in ``configure_optimizers``'s return value (all optional but ``scheduler``)."""
+
+    scheduler: Any
+    name: str | None
+    interval: str
+    frequency: int
+    reduce_on_plateau: bool
+    monitor: str | None
+    strict: bool
+
+
+class OptimizerConfig(TypedDict):
+    """``configure_optimizers`` returning ``{"optimizer": ...}``."""
+
+    optimizer: Optimizer
+
+
+class OptimizerLRSchedulerConfig(TypedDict, total=False):
+    """``configure_optimizers`` returning ``{"optimizer": ..., "lr_scheduler": ..., "monitor": ...}``."""
+
+    optimizer: Optimizer
+    lr_scheduler: Any
+    monitor: str
+
+
 _EVALUATE_OUTPUT = list[Mapping[str, float]]
 _PREDICT_OUTPUT = Union[list[Any], list[list[Any]]]
 
@@ -31,7 +60,11 @@ __all__ = [
     "STEP_OUTPUT",
     "TRAIN_DATALOADERS",
     "DataLoader",
+    "DistributedDataParallel",
     "LRSchedulerConfig",
+    "LRSchedulerConfigType",
     "LRSchedulerTypeUnion",
+    "OptimizerConfig",
     "OptimizerLRScheduler",
+    "OptimizerLRSchedulerConfig",
 ]
