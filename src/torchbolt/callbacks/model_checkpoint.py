@@ -58,6 +58,8 @@ class ModelCheckpoint(Checkpoint):
         verbose: print what is saved.
         save_last: also keep ``last.ckpt`` (``True``), or a symlink to the newest checkpoint (``"link"``).
         save_top_k: how many best checkpoints to keep (``-1`` all, ``0`` none).
+        save_on_exception: when the fit raises, write a checkpoint of the state at that moment (named by
+            ``filename`` as usual, plus ``last`` with ``save_last``), unless this step was already saved.
         save_weights_only: save only the weights (such a file cannot resume a fit).
         mode: ``"min"`` or ``"max"``: whether a smaller or larger ``monitor`` is better.
         auto_insert_metric_name: write ``name=value`` for each template field.
@@ -98,6 +100,7 @@ class ModelCheckpoint(Checkpoint):
         verbose: bool = False,
         save_last: bool | Literal["link"] | None = None,
         save_top_k: int = 1,
+        save_on_exception: bool = False,
         save_weights_only: bool = False,
         mode: str = "min",
         auto_insert_metric_name: bool = True,
@@ -117,6 +120,7 @@ class ModelCheckpoint(Checkpoint):
         self.verbose = verbose
         self.save_last = save_last
         self.save_top_k = save_top_k
+        self.save_on_exception = bool(save_on_exception)
         self.save_weights_only = save_weights_only
         self.auto_insert_metric_name = auto_insert_metric_name
         self.mode = mode
@@ -337,6 +341,24 @@ class ModelCheckpoint(Checkpoint):
             )
 
     # ------------------------------------------------------------------ when to save
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """With ``save_on_exception``: keep the state the run failed in (the exception still propagates)."""
+        if not self._should_save_on_exception(trainer):
+            return
+        candidates = self._monitor_candidates(trainer)
+        filepath = self.format_checkpoint_name(candidates)
+        self._save_checkpoint(trainer, filepath)
+        self._save_last_checkpoint(trainer, candidates)
+        rank_zero_info(f"{type(exception).__name__} raised ({exception}); saved a checkpoint to {filepath}")
+
+    def _should_save_on_exception(self, trainer: Trainer) -> bool:
+        return (
+            self.save_on_exception
+            and not trainer.fast_dev_run
+            and not trainer.sanity_checking
+            and self._last_global_step_saved != trainer.global_step
+        )
+
     def _should_skip_saving_checkpoint(self, trainer: Trainer) -> bool:
         return (
             bool(trainer.fast_dev_run)
@@ -569,8 +591,8 @@ class ModelCheckpoint(Checkpoint):
         return self.CHECKPOINT_JOIN_CHAR.join([prefix, filename]) if prefix else filename
 
     def format_checkpoint_name(self, metrics: dict[str, Any], filename: str | None = None,
-                               ver: int | None = None) -> str:
-        """The path a checkpoint with ``metrics`` gets.
+                               ver: int | None = None, prefix: str | None = None) -> str:
+        """The path a checkpoint with ``metrics`` gets (``prefix``: joined in front of the name with ``-``).
 
         Example::
 
@@ -578,7 +600,7 @@ class ModelCheckpoint(Checkpoint):
             >>> ckpt.format_checkpoint_name({"epoch": 2, "val_loss": 0.123456})
             '/ckpts/epoch=2-val_loss=0.12.ckpt'
         """
-        name = self._format_checkpoint_name(filename or self.filename, metrics,
+        name = self._format_checkpoint_name(filename or self.filename, metrics, prefix=prefix or "",
                                             auto_insert_metric_name=self.auto_insert_metric_name)
         if ver is not None:
             name = self.CHECKPOINT_JOIN_CHAR.join((name, f"v{ver}"))
