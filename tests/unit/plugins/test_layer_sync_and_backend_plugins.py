@@ -92,6 +92,8 @@ def test_torch_sync_batchnorm_under_cpu_ddp_is_refused_before_the_run() -> None:
     assert type(model[0]) is nn.BatchNorm1d  # nothing was converted
 
 
+_JOB_VARIABLES = {"LOCAL_RANK", "RANK", "WORLD_SIZE", "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+                  "MASTER_PORT", "TORCHBOLT_LAUNCHER_PID", "TORCHBOLT_FAILURE_DIR"}
 _FSDP_BF16_FIT = """
 import torch, torchbolt as pl
 from torchbolt.demos.boring_classes import BoringModel
@@ -120,7 +122,9 @@ def test_fsdp_precision_bf16_mixed_trains_under_fsdp_on_cpu(tmp_path: Path, subp
     # its own process: the FSDP run sets up a process group and rank variables for the whole interpreter
     script = tmp_path / "fsdp_bf16.py"  # a file: the launcher runs scripts, not `python -c`
     script.write_text(_FSDP_BF16_FIT)
-    proc = subprocess.run([sys.executable, str(script)], env=subprocess_env, capture_output=True,
+    # a fresh single-process job: no rank or launcher variables that other tests of this session set
+    env = {k: v for k, v in subprocess_env.items() if k not in _JOB_VARIABLES and not k.startswith("SLURM_")}
+    proc = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
                           text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     # computed with bf16 weights gathered by FSDP; the sharded weights stay fp32
