@@ -1,10 +1,13 @@
-"""Plug-ins: precision, checkpoint I/O and cluster environments."""
+"""Plug-ins: precision, checkpoint I/O, cluster environments and layer synchronization."""
 
 from torchbolt.plugins.environments import ClusterEnvironment, LightningEnvironment
-from torchbolt.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO
+from torchbolt.plugins.io import AsyncCheckpointIO, CheckpointIO, TorchCheckpointIO, XLACheckpointIO
+from torchbolt.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from torchbolt.plugins.precision import (
     BitsandbytesPrecision,
+    DeepSpeedPrecision,
     DoublePrecision,
+    FSDPPrecision,
     HalfPrecision,
     MixedPrecision,
     Precision,
@@ -13,7 +16,8 @@ from torchbolt.plugins.precision import (
 )
 
 __all__ = [
-    "AsyncCheckpointIO", "BitsandbytesPrecision", "CheckpointIO", "ClusterEnvironment", "DoublePrecision", "HalfPrecision",
-    "LightningEnvironment", "MixedPrecision", "Precision", "TorchCheckpointIO", "TransformerEnginePrecision",
+    "AsyncCheckpointIO", "BitsandbytesPrecision", "CheckpointIO", "ClusterEnvironment", "DeepSpeedPrecision",
+    "DoublePrecision", "FSDPPrecision", "HalfPrecision", "LayerSync", "LightningEnvironment", "MixedPrecision",
+    "Precision", "TorchCheckpointIO", "TorchSyncBatchNorm", "TransformerEnginePrecision", "XLACheckpointIO",
     "XLAPrecision",
 ]

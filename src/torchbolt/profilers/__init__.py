@@ -8,10 +8,11 @@ from torchbolt.profilers.advanced import AdvancedProfiler
 from torchbolt.profilers.profiler import PassThroughProfiler, Profiler
 from torchbolt.profilers.pytorch import PyTorchProfiler
 from torchbolt.profilers.simple import SimpleProfiler
+from torchbolt.profilers.xla import XLAProfiler
 from torchbolt.utilities.exceptions import MisconfigurationException
 
 __all__ = ["AdvancedProfiler", "PassThroughProfiler", "Profiler", "PyTorchProfiler", "SimpleProfiler",
-           "resolve_profiler"]
+           "XLAProfiler", "resolve_profiler"]
 
 _PROFILERS: dict[str, type[Profiler]] = {
     "simple": SimpleProfiler,
@@ -33,10 +34,7 @@ def resolve_profiler(profiler: Any, root_dir: str) -> Profiler:
     if isinstance(profiler, str):
         name = profiler.lower()
         if name == "xla":
-            raise MisconfigurationException(
-                "`Trainer(profiler='xla')` needs TPU support, which torchbolt does not have; use 'simple',"
-                " 'advanced' or 'pytorch'."
-            )
+            return XLAProfiler()  # raises naming `torch_xla` when it is not installed
         if name in _PROFILERS:
             return _PROFILERS[name]()
         raise MisconfigurationException(

@@ -15,6 +15,7 @@ from torch.optim import Optimizer
 from torchbolt.accelerators.accelerator import Accelerator
 from torchbolt.plugins.environments import ClusterEnvironment
 from torchbolt.plugins.io.checkpoint_io import CheckpointIO
+from torchbolt.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from torchbolt.plugins.precision.precision import Precision
 from torchbolt.strategies.parallel import ParallelStrategy, _ForwardRedirection, _StartMethod
 from torchbolt.strategies.registry import register_strategy
@@ -72,7 +73,7 @@ class DDPStrategy(ParallelStrategy):
         self._ddp_kwargs = kwargs
         self._ddp_comm_state = ddp_comm_state
         self._ddp_comm_hook = ddp_comm_hook
-        self._sync_bn_replaced: _Replaced = []
+        self._applied_layer_sync: LayerSync | None = None  # what `teardown` reverts
 
     @property
     def _ddp_model(self) -> DistributedDataParallel | None:
@@ -85,13 +86,15 @@ class DDPStrategy(ParallelStrategy):
         self.precision_plugin.convert_module(module)
         self.model_to_device()
         fitting = setup_optimizers is not None
-        if fitting and self.sync_batchnorm:
-            if self.root_device.type == "cpu":
+        if fitting and self._layer_sync is not None:
+            if self.root_device.type == "cpu" and isinstance(self._layer_sync, TorchSyncBatchNorm):
                 raise MisconfigurationException(
-                    "`Trainer(sync_batchnorm=True)` needs GPUs: `torch.nn.SyncBatchNorm` does not run on the CPU."
-                    " Remove `sync_batchnorm=True` for CPU runs (each process then keeps its own batch statistics)."
+                    "`Trainer(sync_batchnorm=True)` (`TorchSyncBatchNorm`) needs GPUs: `torch.nn.SyncBatchNorm`"
+                    " does not run on the CPU. Remove `sync_batchnorm=True` for CPU runs (each process then"
+                    " keeps its own batch statistics), or pass your own `LayerSync` plug-in."
                 )
-            self._sync_bn_replaced = _convert_sync_batchnorm(module)
+            self._applied_layer_sync = self._layer_sync
+            self._layer_sync.apply(module)
         if fitting:
             self._model = self._wrap(module)
             setup_optimizers()  # type: ignore[misc]
@@ -142,8 +145,9 @@ class DDPStrategy(ParallelStrategy):
             yield
 
     def teardown(self) -> None:
-        _revert_sync_batchnorm(self._sync_bn_replaced)
-        self._sync_bn_replaced = []
+        if self._applied_layer_sync is not None and self._lightning_module is not None:
+            self._applied_layer_sync.revert(self._lightning_module)
+        self._applied_layer_sync = None
         self._model = None  # unwrap: the next entry point (or `save_checkpoint`) sees the plain module
         super().teardown()
 
@@ -162,29 +166,6 @@ def _prepare_for_backward(model: DistributedDataParallel, output: Any) -> None:
     reducer = model.reducer
     reducer._rebuild_buckets()
     reducer.prepare_for_backward(tensors)
-
-
-_Replaced = list[tuple[nn.Module, str, nn.Module]]
-
-
-def _convert_sync_batchnorm(module: nn.Module) -> _Replaced:
-    """Replace every BatchNorm layer inside ``module`` by a ``SyncBatchNorm`` that shares its parameters and
-    buffers; returns ``(parent, name, original)`` for each, to put the originals back after the run."""
-    replaced: _Replaced = []
-    for parent in list(module.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, torch.nn.modules.batchnorm._BatchNorm) and not isinstance(
-                    child, torch.nn.SyncBatchNorm):
-                setattr(parent, name, torch.nn.SyncBatchNorm.convert_sync_batchnorm(child))
-                replaced.append((parent, name, child))
-    return replaced
-
-
-def _revert_sync_batchnorm(replaced: _Replaced) -> None:
-    """Put the original BatchNorm layers back (they share the synchronized layers' tensors, so keep what was learned)."""
-    for parent, name, original in replaced:
-        original.training = getattr(parent, name).training
-        setattr(parent, name, original)
 
 
 def _register() -> None:

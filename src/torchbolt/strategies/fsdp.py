@@ -180,12 +180,9 @@ class FSDPStrategy(ParallelStrategy):
         return kwargs
 
     def _precision_policy(self) -> Any:
-        from torch.distributed.fsdp import MixedPrecisionPolicy
+        from torchbolt.plugins.precision.fsdp import fsdp_mixed_precision_policy
 
-        dtypes = {"bf16-mixed": (torch.bfloat16, torch.float32), "16-mixed": (torch.float16, torch.float32),
-                  "bf16-true": (torch.bfloat16, torch.bfloat16), "16-true": (torch.float16, torch.float16)}
-        pair = dtypes.get(getattr(self.precision_plugin, "precision", "32-true"))
-        return None if pair is None else MixedPrecisionPolicy(param_dtype=pair[0], reduce_dtype=pair[1])
+        return fsdp_mixed_precision_policy(getattr(self.precision_plugin, "precision", "32-true"))
 
     def _shard(self, module: nn.Module) -> None:
         from torch.distributed.fsdp import fully_shard

@@ -22,6 +22,7 @@ from torchbolt.core.optimizer import LightningOptimizer, LRSchedulerConfig
 from torchbolt.plugins.io.async_io import AsyncCheckpointIO
 from torchbolt.plugins.io.checkpoint_io import _PATH, CheckpointIO
 from torchbolt.plugins.io.torch_io import TorchCheckpointIO
+from torchbolt.plugins.layer_sync import LayerSync, TorchSyncBatchNorm
 from torchbolt.plugins.precision.precision import Precision
 from torchbolt.utilities.apply_func import move_data_to_device
 
@@ -55,12 +56,33 @@ class Strategy(ABC):
         self._optimizers: list[Optimizer] = []
         self._lightning_optimizers: list[LightningOptimizer] = []
         self.lr_scheduler_configs: list[LRSchedulerConfig] = []
-        # convert BatchNorm to SyncBatchNorm in setup (only distributed strategies act on it)
-        self.sync_batchnorm: bool = False
+        # layers swapped for synchronized ones during fit (only distributed strategies act on it)
+        self._layer_sync: LayerSync | None = None
         # set by `on_exception`: teardown then reports a background checkpoint error instead of raising it
         self._run_failed = False
 
     # ------------------------------------------------------------------ plug-ins
+    @property
+    def layer_sync(self) -> LayerSync | None:
+        """The layer-synchronization plug-in (``Trainer(sync_batchnorm=True)`` gives ``TorchSyncBatchNorm``)."""
+        return self._layer_sync
+
+    @layer_sync.setter
+    def layer_sync(self, plugin: LayerSync | None) -> None:
+        self._layer_sync = plugin
+
+    @property
+    def sync_batchnorm(self) -> bool:
+        """Whether BatchNorm layers are synchronized; setting ``True`` installs ``TorchSyncBatchNorm``."""
+        return isinstance(self._layer_sync, TorchSyncBatchNorm)
+
+    @sync_batchnorm.setter
+    def sync_batchnorm(self, enabled: bool) -> None:
+        if enabled and not isinstance(self._layer_sync, TorchSyncBatchNorm):
+            self._layer_sync = TorchSyncBatchNorm()
+        elif not enabled and isinstance(self._layer_sync, TorchSyncBatchNorm):
+            self._layer_sync = None
+
     @property
     def accelerator(self) -> Accelerator | None:
         return self._accelerator

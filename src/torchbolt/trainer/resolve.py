@@ -15,6 +15,7 @@ import torch
 from torchbolt.accelerators import Accelerator, CPUAccelerator, CUDAAccelerator, MPSAccelerator
 from torchbolt.plugins.environments import ClusterEnvironment, LightningEnvironment
 from torchbolt.plugins.io import CheckpointIO
+from torchbolt.plugins.layer_sync import split_layer_sync
 from torchbolt.plugins.precision import Precision
 from torchbolt.plugins.precision.resolve import precision_plugin_for
 from torchbolt.strategies import SingleDeviceStrategy, Strategy
@@ -98,8 +99,8 @@ def _split_plugins(plugins: Any) -> tuple[Precision | None, CheckpointIO | None,
             environment = plugin
         else:
             raise MisconfigurationException(
-                f"`Trainer(plugins=...)` got {type(plugin).__name__}; expected Precision, CheckpointIO or"
-                " ClusterEnvironment instances."
+                f"`Trainer(plugins=...)` got {type(plugin).__name__}; expected Precision, CheckpointIO,"
+                " ClusterEnvironment or LayerSync instances."
             )
     return precision, checkpoint_io, environment
 
@@ -128,6 +129,7 @@ def resolve_plugins(
     accelerator, devices, strategy = apply_legacy_device_args(accelerator, devices, strategy, legacy,
                                                               _ACCELERATOR_NAMES)
     _check_device_args(num_nodes, devices)
+    layer_sync, plugins = split_layer_sync(plugins, sync_batchnorm)
     precision_plugin, checkpoint_io, environment = _split_plugins(plugins)
     if isinstance(strategy, Strategy) and strategy.accelerator is not None and accelerator == "auto":
         accel = strategy.accelerator
@@ -150,8 +152,8 @@ def resolve_plugins(
         strategy_obj.checkpoint_io = checkpoint_io
     device_type = strategy_obj.root_device.type if not isinstance(accel, CPUAccelerator) else "cpu"
     _attach_precision_plugin(strategy_obj, precision, precision_plugin, device_type)
-    if sync_batchnorm:
-        strategy_obj.sync_batchnorm = True
+    if layer_sync is not None:
+        strategy_obj.layer_sync = layer_sync
     return ResolvedPlugins(
         strategy=strategy_obj,
         accelerator=accel,

@@ -6,7 +6,6 @@ import sys
 from datetime import timedelta
 
 import pytest
-import torch
 from torch import nn
 
 import torchbolt as pl
@@ -103,16 +102,3 @@ def test_sync_batchnorm_on_cpu_is_a_clear_error() -> None:
         strategy.setup(model, lambda: None)  # type: ignore[arg-type]
 
 
-def test_sync_batchnorm_conversion_shares_tensors_and_reverts_to_the_original_layers() -> None:
-    from torchbolt.strategies.ddp import _convert_sync_batchnorm, _revert_sync_batchnorm
-
-    model = nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.BatchNorm1d(2)), nn.BatchNorm2d(3))
-    original = model[1][0]
-    replaced = _convert_sync_batchnorm(model)
-    assert isinstance(model[1][0], nn.SyncBatchNorm) and isinstance(model[2], nn.SyncBatchNorm)
-    assert model[1][0].weight is original.weight and model[1][0].running_mean is original.running_mean
-    model[1][0].running_mean.add_(1.0)
-    model.eval()
-    _revert_sync_batchnorm(replaced)
-    assert model[1][0] is original and type(model[2]) is nn.BatchNorm2d
-    assert torch.equal(original.running_mean, torch.ones(2)) and not original.training

@@ -7,6 +7,7 @@ from torchbolt.plugins.environments.lsf import LSFEnvironment
 from torchbolt.plugins.environments.mpi import MPIEnvironment
 from torchbolt.plugins.environments.slurm import SLURMEnvironment
 from torchbolt.plugins.environments.torchelastic import TorchElasticEnvironment
+from torchbolt.plugins.environments.xla import XLAEnvironment
 
 __all__ = [
     "ClusterEnvironment",
@@ -16,6 +17,7 @@ __all__ = [
     "MPIEnvironment",
     "SLURMEnvironment",
     "TorchElasticEnvironment",
+    "XLAEnvironment",
     "detect_cluster_environment",
 ]
 
