@@ -19,8 +19,10 @@ LAYERS = {
     "trainer": 5,
     "tuner": 6, "cli": 6,
 }
-# the tuner's callbacks are its entry points (Lightning's layout puts them in `callbacks`): driver layer
-MODULE_LAYERS = {"torchbolt.callbacks.batch_size_finder": 6, "torchbolt.callbacks.lr_finder": 6}
+# the tuner's callbacks are its entry points (Lightning's layout puts them in `callbacks`), and the
+# `python -m torchbolt.utilities.<command>` commands run whole checkpoints through the stack: driver layer
+MODULE_LAYERS = {"torchbolt.callbacks.batch_size_finder": 6, "torchbolt.callbacks.lr_finder": 6,
+                 "torchbolt.utilities.upgrade_checkpoint": 6, "torchbolt.utilities.consolidate_checkpoint": 6}
 
 # deliberate exceptions, each with its reason
 ALLOWED = {
