@@ -7,6 +7,9 @@ Examples::
     python benchmarks/run.py --quick                # fewer steps and rounds (a smoke run)
     python benchmarks/run.py --only overhead --workloads tiny_mlp --variants plain --rounds 40
     python benchmarks/run.py --only checkpoint      # training stall per checkpoint: sync, async, torch.save
+    python benchmarks/run.py --only defaults        # Trainer() with every default vs a raw loop with a tqdm bar
+    python benchmarks/run.py --only first_step      # `python script.py` to the first optimizer step
+    python benchmarks/run.py --only scaling         # 2-process DDP on gloo vs a hand-written DDP loop
     python benchmarks/run.py --gpu                  # CUDA: overhead, no-sync check, bf16/fp16 throughput, memory
     python benchmarks/run.py --output benchmarks/last_run.md
 """
@@ -96,6 +99,35 @@ def _cpu_sections(args: argparse.Namespace, out: list[str]) -> None:
                                              log=lambda m: print(m, file=sys.stderr, flush=True))
         out += ["## Training stall per checkpoint on CPU (a ~100 MB model)", "",
                 checkpoint_stall.format_table(rows_ckpt, steps, every=10), ""]
+    _user_facing_sections(args, out)
+
+
+def _user_facing_sections(args: argparse.Namespace, out: list[str]) -> None:
+    """What a user's script sees: every default on, the time to the first step, and DDP scaling."""
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    if args.only in (None, "defaults"):
+        import defaults
+
+        steps = args.steps or (500 if args.quick else defaults.STEPS)
+        result = defaults.measure(args.rounds if args.rounds_given else (3 if args.quick else 12), steps,
+                                  with_lightning=not args.no_lightning, log=log)
+        out += [f"## Every default on: `Trainer(max_epochs=1)` vs a raw loop with a tqdm bar (tiny MLP, {steps} steps"
+                f" x {result.rounds} rounds)", "", defaults.format_table(result), ""]
+    if args.only in (None, "first_step"):
+        import first_step
+
+        times = first_step.measure(args.rounds if args.rounds_given else (2 if args.quick else 7),
+                                   with_lightning=not args.no_lightning, log=log)
+        out += ["## Time from `python script.py` to the first optimizer step (fresh interpreter per run)", "",
+                first_step.format_table(times), ""]
+    if args.only in (None, "scaling"):
+        import scaling
+
+        steps = args.steps or (300 if args.quick else 600)
+        result_ddp = scaling.measure(args.rounds if args.rounds_given else (1 if args.quick else 3), steps,
+                                     warmup=min(100, steps // 5), log=log)
+        out += ["## DDP on the CPU: 2 processes on gloo, torchbolt vs a hand-written DDP loop (tiny MLP)", "",
+                scaling.format_table(result_ddp), ""]
 
 
 def _gpu_sections(args: argparse.Namespace, out: list[str]) -> None:
@@ -174,8 +206,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="benchmark on CUDA instead of the CPU")
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
-    parser.add_argument("--only", choices=["overhead", "calls", "import", "memory", "checkpoint", "sync",
-                                           "throughput"])
+    parser.add_argument("--only", choices=["overhead", "calls", "import", "memory", "checkpoint", "defaults",
+                                           "first_step", "scaling", "sync", "throughput"])
     parser.add_argument("--workloads", nargs="+", default=list(WORKLOADS), choices=list(WORKLOADS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--all-variants", action="store_true", help="run every variant on every workload")
@@ -196,6 +228,7 @@ def main() -> None:
         impl, workload, variant, steps = args.memory_child
         print(json.dumps(memory.child(impl, workload, variant, int(steps))))
         return
+    args.rounds_given = args.rounds is not None  # the user-facing sections have their own defaults
     args.rounds = args.rounds or (3 if args.quick else 18)  # a multiple of 6: every order of 3 implementations
     args.import_repeats = args.import_repeats or (3 if args.quick else 11)
     if args.quick:

@@ -243,6 +243,11 @@ class ModelCheckpoint(Checkpoint):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Save when ``every_n_train_steps`` or ``train_time_interval`` is due."""
+        if self._every_n_train_steps < 1 and self._train_time_interval is None:
+            # the default: nothing saves at a batch's end (epoch ends and validation do). Decided from the
+            # configuration alone, so every step of a default Trainer pays one comparison, and every rank
+            # returns alike (the time-interval branch below broadcasts)
+            return
         if self._should_skip_saving_checkpoint(trainer):
             return
         skip_batch = self._every_n_train_steps < 1 or trainer.global_step % self._every_n_train_steps != 0
