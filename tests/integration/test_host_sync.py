@@ -53,7 +53,7 @@ def test_200_steps_sync_only_at_the_four_logger_flushes(sync_calls: Counter[str]
     assert trainer.global_step == 200
     # 4 step flushes of "loss" plus one epoch flush of "loss_mean"; every sync is the flush's conversion
     assert sum(sync_calls.values()) == 5, sync_calls
-    assert set(sync_calls) == {"scalars:item"}
+    assert set(sync_calls) == {"to_numbers:item"}
     assert logger.steps_of("loss") == [49, 99, 149, 199]
 
 

@@ -174,7 +174,8 @@ class CSVLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         """Buffer one row (``step`` defaults to the row count); written every ``flush_logs_every_n_steps`` steps
-        and whenever the Trainer calls :meth:`save` (after each of its logging calls)."""
+        and whenever :meth:`save` runs (the Trainer calls it at most every few seconds of logging, at the end of
+        each training epoch and validation run, before each checkpoint, when the fit stops and at its end)."""
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         if step is None:
             step = len(self.experiment.metrics)

@@ -50,7 +50,10 @@ class Logger(ABC):
     The Trainer calls :meth:`log_hyperparams` once at the start of fit, :meth:`log_metrics` at every
     flush (every ``log_every_n_steps`` training steps and at epoch ends) with ``global_step`` as the
     step, :meth:`save` after logging, :meth:`after_save_checkpoint` after each checkpoint and
-    :meth:`finalize` at the end of the run. Only the global-zero process logs.
+    :meth:`finalize` at the end of the run. Only the global-zero process logs. ``TensorBoardLogger``
+    and ``CSVLogger`` (whose ``save`` is a file flush) are saved at most every few seconds instead,
+    and always at the end of each training epoch and validation run, before a checkpoint is written,
+    when the fit stops and in :meth:`finalize`.
     """
 
     @property

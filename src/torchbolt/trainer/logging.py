@@ -2,8 +2,8 @@
 
 Values stay on their device as tensors. Epoch reductions are folded lazily (every ``_FOLD_EVERY``
 logged values and at epoch end), so a ``self.log`` call costs a list append on the hot path.
-Converting to Python numbers (a host sync) happens only when a logger flushes or the progress bar
-refreshes.
+Converting to Python numbers (a host sync; one device->host copy for all values, see ``flush.py``)
+happens only when a logger flushes or the progress bar refreshes.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 from torch import Tensor
 
+from torchbolt.trainer.flush import LoggerSaves, to_numbers
 from torchbolt.utilities.data import extract_batch_size
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache
@@ -572,6 +573,8 @@ class MetricSink:
         self.results: ResultCollection | None = None
         #: the training epoch's logger values, sent when the epoch closes (kept in checkpoints)
         self.epoch_log: dict[str, Any] = {}
+        #: when loggers are saved (file loggers on a clock, see `flush_loggers`)
+        self.saves = LoggerSaves()
 
     # ------------------------------------------------------------------ self.log
     def collect_into(self, results: ResultCollection | None) -> None:
@@ -625,6 +628,7 @@ class MetricSink:
         if log:
             self.store.update({}, log, {})
             self.send(log, step=max(self.progress.batches_that_stepped - 1, 0))
+        self.saves.flush()
 
     def publish_eval_step(self, results: ResultCollection, step: int, sanity: bool) -> None:
         """An evaluation step's values; step-level evaluation metrics use the evaluation batch count as x-axis."""
@@ -644,14 +648,17 @@ class MetricSink:
         self.store.update(callback, log, pbar)
         if log:
             self.send(log)
+        self.saves.flush()
         return log
 
     def send(self, metrics: Mapping[str, Any], step: int | None = None, add_epoch: bool = True) -> None:
-        """Send ``metrics`` to every logger (converting to numbers: a host sync) at ``step``.
+        """Send ``metrics`` to every logger (converting to numbers: one device->host copy) at ``step``.
 
-        ``step`` defaults to the number of optimizer-stepping batches, the x-axis loggers share. With
-        ``add_epoch`` (the Trainer's own x-axis, as for training metrics and evaluation epoch metrics),
-        a value the user logged as ``"step"`` replaces that x-axis; otherwise ``"epoch"`` is added.
+        Each logger is saved afterwards as :class:`~torchbolt.trainer.flush.LoggerSaves` decides (the
+        built-in file loggers at most every few seconds, others every time). ``step`` defaults to the
+        number of optimizer-stepping batches, the x-axis loggers share. With ``add_epoch`` (the
+        Trainer's own x-axis, as for training metrics and evaluation epoch metrics), a value the user
+        logged as ``"step"`` replaces that x-axis; otherwise ``"epoch"`` is added.
         """
         if not self.loggers or not metrics:
             return
@@ -666,11 +673,17 @@ class MetricSink:
             step = self.progress.batches_that_stepped
         for logger in self.loggers:
             logger.log_metrics(values, step=step)
-            logger.save()
+            self.saves.logged(logger)
 
     def save_loggers(self) -> None:
+        """Save every logger now."""
         for logger in self.loggers:
             logger.save()
+        self.saves.saved(self.loggers)
+
+    def flush_loggers(self) -> None:
+        """Save the loggers holding values they have not saved (before a checkpoint is written, say)."""
+        self.saves.flush()
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -704,11 +717,6 @@ def _to_device(metrics: Mapping[str, Any], device: torch.device) -> dict[str, An
 
 
 def scalars(metrics: Mapping[str, Any]) -> dict[str, Any]:
-    """Convert tensors to Python numbers (a host sync; call only when flushing or displaying)."""
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        if isinstance(value, Tensor):
-            out[key] = value.item()
-        else:
-            out[key] = value
-    return out
+    """Convert tensors to Python numbers, as ``.item()`` would, with one device->host copy per device
+    (a host sync; call only when flushing or displaying). See :func:`torchbolt.trainer.flush.to_numbers`."""
+    return to_numbers(metrics)

@@ -645,6 +645,8 @@ class Trainer(TrainerProperties):
 
         Every process builds the dict (sharded strategies gather there); the strategy writes it
         (the global-zero process only, atomically: a crash leaves the old file or the new one).
+        The loggers' buffered values are saved first, so the log files hold every row sent before
+        the checkpoint.
 
         Args:
             filepath: a local path or an fsspec URL (``s3://...``, ``memory://...``).
@@ -666,6 +668,8 @@ class Trainer(TrainerProperties):
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
+        for ctx in self._runs:  # log rows sent before the checkpoint are on disk before it exists
+            ctx.metrics.flush_loggers()
         checkpoint = dump_checkpoint(self._runs[-1], weights_only)
         self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
         self.strategy.barrier("Trainer.save_checkpoint")
