@@ -99,8 +99,8 @@ def _split_plugins(plugins: Any) -> tuple[Precision | None, CheckpointIO | None,
             environment = plugin
         else:
             raise MisconfigurationException(
-                f"`Trainer(plugins=...)` got {type(plugin).__name__}; expected Precision, CheckpointIO,"
-                " ClusterEnvironment or LayerSync instances."
+                f"`Trainer(plugins=...)` got {type(plugin).__name__}; expected Precision, CheckpointIO or"
+                " ClusterEnvironment instances, or a LayerSync (e.g. TorchSyncBatchNorm)."
             )
     return precision, checkpoint_io, environment
 
