@@ -138,27 +138,53 @@ def gather_all_tensors(tensor: Tensor, group: Any | None = None, sync_grads: boo
 class AsyncFlagExchange:
     """Shares small integer flags between processes without blocking the training loop.
 
-    Each :meth:`exchange` starts a non-blocking all-reduce (MAX per bit) of this process's flags
-    on a CPU (gloo) group and returns the result of the previous call, which has completed by then.
-    Every process therefore sees the same agreed flags at the same call, one call late, and the
-    loop never waits on the network or synchronizes the device.
+    An exchange starts a non-blocking all-reduce (MAX per bit) of this process's flags on a CPU
+    (gloo) group and returns the result of the previous exchange, which has completed by then. Every
+    process therefore sees the same agreed flags at the same call, one exchange late, and the loop
+    never waits on the network or synchronizes the device.
+
+    Exchanges are spaced by wall time, not every call: with fast steps a collective per step costs
+    as much as the step itself on some machines (a second gloo collective beside the gradient
+    all-reduce). Each exchange also carries every process's proposal for how many calls to skip until
+    the next one (about ``target_interval_s`` of calls, at most ``max_interval``); all processes take the
+    smallest proposal from the same result, so they skip the same calls and stay in step. A flag raised
+    now is seen by every process within about two intervals.
     """
 
     _BITS = 8
 
-    def __init__(self, group: Any | None) -> None:
+    def __init__(self, group: Any | None, target_interval_s: float = 0.2, max_interval: int = 64) -> None:
         self.group = group
+        self.target_interval_s = target_interval_s
+        self.max_interval = max_interval
         self._pending: tuple[Tensor, Any] | None = None
+        self._reset()
+
+    def _reset(self) -> None:
+        self._interval = 1  # calls between exchanges, as agreed at the last completed exchange
+        self._skip = 0  # calls left to skip before the next exchange
+        self._last = time.monotonic()
 
     def exchange(self, flags: int) -> int:
+        if self._skip > 0:
+            self._skip -= 1
+            return 0
         agreed = 0
         if self._pending is not None:
             tensor, work = self._pending
             work.wait()
-            agreed = sum(1 << i for i, bit in enumerate(tensor.tolist()) if bit)
-        tensor = torch.tensor([(flags >> i) & 1 for i in range(self._BITS)], dtype=torch.int32)
+            values = tensor.tolist()
+            agreed = sum(1 << i for i, bit in enumerate(values[:self._BITS]) if bit)
+            self._interval = max(1, -int(values[self._BITS]))  # MAX of the negated proposals: the smallest
+        now = time.monotonic()
+        per_call = (now - self._last) / self._interval
+        self._last = now
+        proposal = self.max_interval if per_call <= 0 else int(self.target_interval_s / per_call)
+        proposal = min(max(proposal, 1), self.max_interval)
+        tensor = torch.tensor([(flags >> i) & 1 for i in range(self._BITS)] + [-proposal], dtype=torch.int32)
         work = dist.all_reduce(tensor, op=dist.ReduceOp.MAX, group=self.group, async_op=True)
         self._pending = (tensor, work)
+        self._skip = self._interval - 1
         return agreed
 
     def finish(self) -> None:
@@ -166,10 +192,12 @@ class AsyncFlagExchange:
         if self._pending is not None:
             self._pending[1].wait()
             self._pending = None
+        self._reset()
 
     def abandon(self) -> None:
         """Forget the exchange in flight (after a failure, when other processes may never join it)."""
         self._pending = None
+        self._reset()
 
 
 # ---------------------------------------------------------------------- samplers
