@@ -41,6 +41,9 @@ class BatchSizeFinder(Callback):
         init_val: the first size tried.
         max_trials: the most sizes tried.
         batch_arg_name: the attribute holding the batch size.
+        margin: ``"binsearch"`` only: lower the size found by this fraction (``0 <= margin < 1``), a buffer
+            for memory use that varies between batches.
+        max_val: the largest size tried.
 
     Raises:
         ValueError: for an unknown ``mode``.
@@ -56,6 +59,8 @@ class BatchSizeFinder(Callback):
         init_val: int = 2,
         max_trials: int = 25,
         batch_arg_name: str = "batch_size",
+        margin: float = 0.05,
+        max_val: int = 8192,
     ) -> None:
         mode = mode.lower()
         if mode not in self.SUPPORTED_MODES:
@@ -66,6 +71,8 @@ class BatchSizeFinder(Callback):
         self._init_val = init_val
         self._max_trials = max_trials
         self._batch_arg_name = batch_arg_name
+        self._margin = margin
+        self._max_val = max_val
         self._early_exit = False
         self._searched = False
         self._restored = False
@@ -75,7 +82,8 @@ class BatchSizeFinder(Callback):
         from torchbolt.tuner.batch_size_scaling import _scale_batch_size
 
         self.optimal_batch_size = _scale_batch_size(
-            trainer, self._mode, self._steps_per_trial, self._init_val, self._max_trials, self._batch_arg_name
+            trainer, self._mode, self._steps_per_trial, self._init_val, self._max_trials, self._batch_arg_name,
+            self._margin, self._max_val,
         )
         self._searched = True
         if self._early_exit:

@@ -21,7 +21,14 @@ if TYPE_CHECKING:
     from torchbolt.trainer.trainer import Trainer
 
 
-def _check_batch_size_finder_args(mode: str, steps_per_trial: int, init_val: int, max_trials: int) -> None:
+def _check_batch_size_finder_args(mode: str, steps_per_trial: int, init_val: int, max_trials: int,
+                                  margin: float = 0.05, max_val: int = 8192) -> None:
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0.0 <= margin < 1.0:
+        raise MisconfigurationException(
+            f"`scale_batch_size(margin={margin!r})` is invalid: `margin` should be between 0 and 1 (0 included)."
+        )
+    if not isinstance(max_val, int) or isinstance(max_val, bool) or max_val < 1:
+        raise MisconfigurationException(f"`scale_batch_size(max_val={max_val!r})` is invalid: expected an int >= 1.")
     if mode not in ("power", "binsearch"):
         raise MisconfigurationException(
             f"`scale_batch_size(mode={mode!r})` is invalid: use 'power' or 'binsearch'."
@@ -62,13 +69,18 @@ def _scale_batch_size(
     init_val: int = 2,
     max_trials: int = 25,
     batch_arg_name: str = "batch_size",
+    margin: float = 0.05,
+    max_val: int = 8192,
 ) -> int | None:
     """Find the batch size inside the running ``fit``; set it on the model/datamodule; restore the rest.
+
+    ``max_val`` caps every size tried (the search stops once a trial at the cap succeeds); ``margin``
+    (binsearch only) lowers the size found by that fraction, a safety buffer for memory that varies.
 
     Returns:
         The batch size found, or ``None`` under ``fast_dev_run``.
     """
-    _check_batch_size_finder_args(mode, steps_per_trial, init_val, max_trials)
+    _check_batch_size_finder_args(mode, steps_per_trial, init_val, max_trials, margin, max_val)
     if trainer.fast_dev_run:
         rank_zero_warn("Skipping batch size scaler since `fast_dev_run` is enabled.")
         return None
@@ -77,9 +89,14 @@ def _scale_batch_size(
     with SearchRun(trainer, [], max_steps=steps_per_trial, max_epochs=-1, min_epochs=None, min_steps=None,
                    limit_train_batches=1.0, limit_val_batches=0, num_sanity_val_steps=0,
                    val_check_interval=1.0) as search:
-        new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, value=init_val)
+        new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, value=init_val, max_val=max_val)
         run = _run_power_scaling if mode == "power" else _run_binary_scaling
-        new_size = run(trainer, search, new_size, batch_arg_name, max_trials)
+        new_size = run(trainer, search, new_size, batch_arg_name, max_trials, max_val)
+    if mode == "binsearch" and margin > 0:
+        reduced = max(1, int(new_size * (1 - margin)))
+        if reduced != new_size:
+            rank_zero_info(f"Applying a margin of {margin:.1%}: batch size {new_size} -> {reduced}")
+            new_size = reduced
     garbage_collection_cuda()
     lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
     rank_zero_info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
@@ -106,13 +123,23 @@ def _trial(search: SearchRun) -> bool:
     return succeeded
 
 
+def _reached_cap(size: int, max_val: int) -> bool:
+    if size >= max_val:
+        rank_zero_info(f"Reached the maximum batch size limit of {max_val}. Stopping search.")
+        return True
+    return False
+
+
 def _run_power_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch_arg_name: str,
-                       max_trials: int) -> int:
+                       max_trials: int, max_val: int = 8192) -> int:
     """Double until a trial fails, then return the last size that worked (halve while nothing has worked)."""
     any_success = False
     for _ in range(max_trials):
         if _trial(search):
-            new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, factor=2.0, desc="succeeded")
+            if _reached_cap(new_size, max_val):
+                break
+            new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, factor=2.0, desc="succeeded",
+                                                   max_val=max_val)
             if not changed:
                 break
             any_success = True
@@ -124,13 +151,13 @@ def _run_power_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch
 
 
 def _run_binary_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch_arg_name: str,
-                        max_trials: int) -> int:
+                        max_trials: int, max_val: int = 8192) -> int:
     """Double until a trial fails, then bisect between the last success and the first failure."""
     low, high, count = 1, None, 0
     while True:
         if _trial(search):
             count += 1
-            if count > max_trials:
+            if count > max_trials or _reached_cap(new_size, max_val):
                 break
             low = new_size
             if high is not None:
@@ -140,7 +167,7 @@ def _run_binary_scaling(trainer: Trainer, search: SearchRun, new_size: int, batc
                                                        desc="succeeded")
             else:
                 new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, factor=2.0,
-                                                       desc="succeeded")
+                                                       desc="succeeded", max_val=max_val)
             if not changed:
                 break
             continue
@@ -165,8 +192,10 @@ def _dataset_length(loader: Any) -> int | None:
 
 
 def _adjust_batch_size(trainer: Trainer, search: SearchRun, batch_arg_name: str = "batch_size", factor: float = 1.0,
-                       value: int | None = None, desc: str | None = None) -> tuple[int, bool]:
-    """Set the batch size to ``value`` (or the current one times ``factor``), capped at the dataset size.
+                       value: int | None = None, desc: str | None = None, max_val: int | None = None
+                       ) -> tuple[int, bool]:
+    """Set the batch size to ``value`` (or the current one times ``factor``), capped at the dataset size
+    and at ``max_val``.
 
     Returns:
         The new batch size and whether it differs from the current one.
@@ -183,6 +212,10 @@ def _adjust_batch_size(trainer: Trainer, search: SearchRun, batch_arg_name: str 
         rank_zero_info(f"The batch size {batch_size} is greater or equal than the length of your dataset.")
         return batch_size, False
     new_size = value if value is not None else int(batch_size * factor)
+    if max_val is not None and new_size > max_val:
+        if desc:
+            rank_zero_info(f"Batch size {new_size} exceeds the limit max_val={max_val}: trying {max_val}")
+        new_size = max_val
     if new_size < 1:
         raise RuntimeError(
             f"Batch size {batch_size} ran out of memory and there is no smaller batch size to try: the model does"

@@ -51,6 +51,8 @@ class Tuner:
         init_val: int = 2,
         max_trials: int = 25,
         batch_arg_name: str = "batch_size",
+        margin: float = 0.05,
+        max_val: int = 8192,
     ) -> int | None:
         """Find the largest batch size whose training steps do not run out of memory.
 
@@ -68,6 +70,8 @@ class Tuner:
             max_trials: the most sizes tried.
             batch_arg_name: the attribute holding the batch size, looked up on the model, ``model.hparams``,
                 the datamodule and ``datamodule.hparams``.
+            margin: ``"binsearch"`` only: lower the size found by this fraction (``0 <= margin < 1``).
+            max_val: the largest size tried.
 
         Returns:
             The batch size found (also set on the model/datamodule), or ``None`` under ``fast_dev_run``.
@@ -91,7 +95,7 @@ class Tuner:
                 " use the Tuner."
             )
         finder = BatchSizeFinder(mode=mode, steps_per_trial=steps_per_trial, init_val=init_val,
-                                 max_trials=max_trials, batch_arg_name=batch_arg_name)
+                                 max_trials=max_trials, batch_arg_name=batch_arg_name, margin=margin, max_val=max_val)
         finder._early_exit = True
         self._fit_with(finder, model, train_dataloaders, val_dataloaders, datamodule)
         return finder.optimal_batch_size
@@ -206,6 +210,7 @@ def _tune(
         kwargs = dict(scale_batch_size_kwargs or {})
         if isinstance(config.auto_scale_batch_size, str):
             kwargs.setdefault("mode", config.auto_scale_batch_size)
+        kwargs.setdefault("margin", 0.0)  # Lightning 1.x's finder returned the size it found, with no margin
         result["scale_batch_size"] = tuner.scale_batch_size(
             model, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders, dataloaders=dataloaders,
             datamodule=datamodule, method=method, **kwargs)

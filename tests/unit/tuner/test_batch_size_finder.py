@@ -67,7 +67,7 @@ def test_power_mode_returns_the_largest_power_of_two_below_the_oom_threshold():
 
 def test_binsearch_returns_the_largest_size_below_the_oom_threshold():
     model = OOMModel(threshold=40)
-    size = Tuner(_trainer()).scale_batch_size(model, mode="binsearch")
+    size = Tuner(_trainer()).scale_batch_size(model, mode="binsearch", margin=0.0)
     assert size == 40 == model.hparams.batch_size
     assert model.tried == [2, 4, 8, 16, 32, 64, 48, 40, 44, 42, 41]
 
@@ -134,7 +134,7 @@ def test_batch_size_on_the_datamodule_is_set():
 
 def test_callback_trains_with_the_size_found():
     model = OOMModel(threshold=40)
-    trainer = _trainer(callbacks=[BatchSizeFinder(mode="binsearch")])
+    trainer = _trainer(callbacks=[BatchSizeFinder(mode="binsearch", margin=0.0)])
     trainer.fit(model)
     assert trainer.train_dataloader.batch_size == 40
     assert trainer.global_step == -(-512 // 40)
@@ -164,3 +164,24 @@ def test_trainer_tune_with_auto_scale_batch_size_mode():
     with pytest.warns(DeprecationWarning, match="trainer.tune"):
         result = trainer.tune(model)
     assert result == {"scale_batch_size": 40}
+
+
+def test_binsearch_lowers_the_size_found_by_the_margin_lightnings_default_five_percent():
+    model = OOMModel(threshold=40)
+    assert Tuner(_trainer()).scale_batch_size(model, mode="binsearch") == 38 == model.hparams.batch_size
+    model = OOMModel(threshold=40)
+    assert Tuner(_trainer()).scale_batch_size(model, mode="binsearch", margin=0.2) == 32
+
+
+@pytest.mark.parametrize("mode", ["power", "binsearch"])
+def test_max_val_caps_every_size_tried(mode: str):
+    model = OOMModel(threshold=40)
+    size = Tuner(_trainer()).scale_batch_size(model, mode=mode, max_val=12, margin=0.0)
+    assert size == 12 and max(model.tried) == 12
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"margin": 1.0}, "margin"), ({"margin": -0.1}, "margin"),
+                                               ({"max_val": 0}, "max_val")])
+def test_bad_margin_or_max_val_is_refused(kwargs, match):
+    with pytest.raises(MisconfigurationException, match=match):
+        Tuner(_trainer()).scale_batch_size(OOMModel(), **kwargs)
