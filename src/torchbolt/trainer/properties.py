@@ -45,6 +45,7 @@ class TrainerProperties:
     _fit_loop: FitLoop | None
     _predict_loop: Any
     _lightning_module: LightningModule | None
+    _eval_loaders: dict[str, list[Any]]
     _resolved: Any
 
     # the state of the run in progress: a tuner trial's while one runs, else the Trainer's own
@@ -290,11 +291,28 @@ class TrainerProperties:
 
     @property
     def val_dataloaders(self) -> Any:
+        """The validation loaders: of ``validate`` while or after it runs, else of the fit's validation."""
+        if self.state.fn == TrainerFn.VALIDATING and "val" in self._eval_loaders:
+            return _one_or_list(self._eval_loaders["val"])
         loop = self.fit_loop
         if loop is None or loop.val_loaders is None:
-            return None
-        loaders = loop.val_loaders
-        return loaders[0] if len(loaders) == 1 else loaders
+            return _one_or_list(self._eval_loaders.get("val"))
+        return _one_or_list(loop.val_loaders)
+
+    @property
+    def test_dataloaders(self) -> Any:
+        """The loaders of the current or last ``test`` (one loader, or a list of them)."""
+        return _one_or_list(self._eval_loaders.get("test"))
+
+    @property
+    def predict_dataloaders(self) -> Any:
+        """The loaders of the current or last ``predict`` (one loader, or a list of them)."""
+        return _one_or_list(self._eval_loaders.get("predict"))
+
+    @property
+    def is_last_batch(self) -> bool:
+        """Whether the training batch being (or last) processed is the epoch's last."""
+        return self._live_progress().last_batch_seen
 
     @property
     def sanity_checking(self) -> bool:
@@ -394,3 +412,9 @@ class TrainerProperties:
     # Lightning 1.x tuner flags, read by ``trainer.tune()``
     auto_lr_find = property(lambda self: self._config.auto_lr_find)
     auto_scale_batch_size = property(lambda self: self._config.auto_scale_batch_size)
+
+
+def _one_or_list(loaders: list[Any] | None) -> Any:
+    if not loaders:
+        return None
+    return loaders[0] if len(loaders) == 1 else loaders

@@ -183,6 +183,8 @@ class Trainer(TrainerProperties):
         self._runs: list[RunContext] = []
         self._fit_loop: FitLoop | None = None
         self._predict_loop: PredictionLoop | None = None
+        #: the loaders of the last validate/test/predict run, by stage (``trainer.test_dataloaders``...)
+        self._eval_loaders: dict[str, list[Any]] = {}
         self._lightning_module: LightningModule | None = None
         self.datamodule: LightningDataModule | None = None
         self._enable_autolog_hparams = enable_autolog_hparams
@@ -519,6 +521,7 @@ class Trainer(TrainerProperties):
                     " `trainer.predict(model, dataloaders=...)` or implement `predict_dataloader`."
                 )
             ctx.sizes.predict = limits
+            self._eval_loaders["predict"] = loaders
             self._predict_loop = PredictionLoop(ctx, self._config.inference_mode, options.return_predictions)
             return self._predict_loop.run(loaders, limits)
         stage: Literal["val", "test"] = "val" if fn == TrainerFn.VALIDATING else "test"
@@ -535,6 +538,7 @@ class Trainer(TrainerProperties):
             ctx.sizes.val = limits
         else:
             ctx.sizes.test = limits
+        self._eval_loaders[stage] = loaders
         loop = EvaluationLoop(ctx, running, inference_mode=self._config.inference_mode)
         results = [scalars(r) for r in loop.run(loaders, limits)]
         if options.verbose and self.is_global_zero and results:

@@ -89,6 +89,25 @@ class ProgressBar(Callback):
     def total_predict_batches_current_dataloader(self) -> int | float:
         return self._eval_total(self.trainer.num_predict_batches)
 
+    @property
+    def total_val_batches(self) -> int | float:
+        """The validation batches of every dataloader this epoch (0 when this epoch does not validate)."""
+        trainer = self.trainer
+        every = trainer.check_val_every_n_epoch
+        if not trainer.enable_validation or (every is not None and (trainer.current_epoch + 1) % every != 0):
+            return 0
+        return sum(trainer.num_val_batches)
+
+    @property
+    def total_test_batches(self) -> int | float:
+        """The test batches of every dataloader."""
+        return sum(self.trainer.num_test_batches)
+
+    @property
+    def total_predict_batches(self) -> int | float:
+        """The predict batches of every dataloader."""
+        return sum(self.trainer.num_predict_batches)
+
     def _eval_total(self, totals: list[int | float]) -> int | float:
         idx = self._current_eval_dataloader_idx or 0
         return totals[idx] if idx < len(totals) else 0
