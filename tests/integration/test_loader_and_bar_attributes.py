@@ -72,3 +72,12 @@ def test_each_stage_exposes_its_loaders() -> None:
     assert trainer.progress_bar_callback.total_predict_batches == 5
     trainer.validate(model, two, verbose=False)
     assert trainer.val_dataloaders is two
+
+
+def test_the_strategy_creates_tensors_in_the_precisions_dtype() -> None:
+    trainer = _trainer(precision="bf16-true")
+    with trainer.strategy.tensor_init_context():
+        layer = torch.nn.Linear(2, 2)
+    assert layer.weight.dtype == torch.bfloat16 and layer.weight.device == trainer.strategy.root_device
+    with trainer.init_module():
+        assert torch.nn.Linear(2, 2).weight.dtype == torch.bfloat16

@@ -227,6 +227,15 @@ class Strategy(ABC):
         assert self._lightning_module is not None
         self._lightning_module.to(self.root_device)
 
+    @contextmanager
+    def tensor_init_context(self, empty_init: bool | None = None) -> Generator[None, None, None]:
+        """Create tensors on this strategy's device, in its precision's dtype (what ``Trainer.init_module``
+        uses). ``empty_init`` is accepted for Lightning compatibility; tensors are always initialized."""
+        device = self.root_device
+        device_context = device if device.type in ("cpu", "cuda", "mps") else nullcontext()
+        with device_context, self.precision_plugin.module_init_context():
+            yield
+
     def model_sharded_context(self) -> AbstractContextManager:
         """Entered around ``configure_model`` (sharded strategies create layers already sharded)."""
         return nullcontext()

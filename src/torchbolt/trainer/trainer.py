@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import weakref
 from collections.abc import Generator, Iterable
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -637,9 +637,7 @@ class Trainer(TrainerProperties):
         Args:
             empty_init: accepted for Lightning compatibility; weights are always initialized.
         """
-        device = self.strategy.root_device
-        device_context = device if device.type in ("cpu", "cuda", "mps") else nullcontext()
-        with device_context, self.strategy.precision_plugin.module_init_context():
+        with self.strategy.tensor_init_context(empty_init):
             yield
 
     # ------------------------------------------------------------------ checkpoints
