@@ -99,6 +99,9 @@ def _scale_batch_size(
             new_size = reduced
     garbage_collection_cuda()
     lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
+    loop = trainer.fit_loop
+    if loop is not None:
+        loop.setup_train_data()  # the loader at the size found: what the fit trains on, and `trainer.train_dataloader`
     rank_zero_info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
     return new_size
 

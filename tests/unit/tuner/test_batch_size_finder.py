@@ -185,3 +185,10 @@ def test_max_val_caps_every_size_tried(mode: str):
 def test_bad_margin_or_max_val_is_refused(kwargs, match):
     with pytest.raises(MisconfigurationException, match=match):
         Tuner(_trainer()).scale_batch_size(OOMModel(), **kwargs)
+
+
+def test_after_the_search_the_train_dataloader_has_the_size_found():
+    model = OOMModel(threshold=40)
+    trainer = _trainer()
+    size = Tuner(trainer).scale_batch_size(model, mode="power")
+    assert trainer.train_dataloader is not None and trainer.train_dataloader.batch_size == size == 32
