@@ -110,6 +110,21 @@ def _check_limit(arg: str, value: Any, default: int | float = 1.0) -> int | floa
     raise _fail(arg, value, "expected an int (number of batches) or a float in [0.0, 1.0] (fraction)")
 
 
+def _announce_one(arg: str, value: Any) -> None:
+    """``1`` and ``1.0`` look alike but mean one batch and all batches: say which one was understood."""
+    if value is None or isinstance(value, bool) or value != 1:
+        return
+    if _is_int(value):
+        meaning = {"limit_train_batches": "1 batch per epoch will be used.",
+                   "val_check_interval": "validation will run after every batch."}.get(arg, "1 batch will be used.")
+        rank_zero_info(f"`Trainer({arg}=1)` was configured so {meaning}")
+    elif isinstance(value, float):
+        meaning = {"limit_train_batches": "100% of the batches per epoch will be used",
+                   "val_check_interval": "validation will run at the end of the training epoch"}.get(
+                       arg, "100% of the batches will be used")
+        rank_zero_info(f"`Trainer({arg}=1.0)` was configured so {meaning}.")
+
+
 def _check_val_check_interval(value: Any) -> int | float:
     if value is None:
         return 1.0
@@ -242,6 +257,9 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
         for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches")
     }
     overfit_batches = _check_limit("overfit_batches", args["overfit_batches"], default=0.0)
+    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
+                 "overfit_batches", "val_check_interval"):
+        _announce_one(name, args[name])
     val_check_interval = _check_val_check_interval(args["val_check_interval"])
     check_val_every_n_epoch = _check_int("check_val_every_n_epoch", args["check_val_every_n_epoch"], 1,
                                          allow_none=True)
@@ -318,6 +336,11 @@ def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bo
         forbid("profiler", args["profiler"])
     if args["detect_anomaly"]:
         forbid("detect_anomaly", True)
+    rank_zero_info(
+        "You are running in `Trainer(barebones=True)` mode: logging (`self.log`), checkpointing, the progress bar,"
+        " the model summary, sanity checking, `fast_dev_run`, anomaly detection and profiling are off, so the"
+        " Trainer adds as little as possible to each step."
+    )
 
 
 def _apply_overfit_and_fast_dev_run(config: TrainerConfig) -> None:
