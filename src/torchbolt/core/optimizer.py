@@ -160,8 +160,8 @@ def _configure_schedulers(schedulers: Sequence[Any], monitor: str | None) -> lis
             extra = set(scheduler) - _SCHEDULER_KEYS
             if extra:
                 rank_zero_warn(
-                    f"Found unsupported keys in the lr scheduler dict: {sorted(extra)}."
-                    f" Supported keys are: {sorted(_SCHEDULER_KEYS)}",
+                    f"Found unsupported keys in the lr scheduler dict: {_as_set(extra)}. They are ignored;"
+                    f" supported keys are: {sorted(_SCHEDULER_KEYS)}",
                     category=RuntimeWarning,
                 )
             config = {k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS}
@@ -169,6 +169,12 @@ def _configure_schedulers(schedulers: Sequence[Any], monitor: str | None) -> lis
             if interval not in ("step", "epoch"):
                 raise MisconfigurationException(
                     f"The 'interval' key in the lr scheduler dict must be 'step' or 'epoch', got {interval!r}."
+                )
+            if interval == "epoch" and isinstance(config["scheduler"], torch.optim.lr_scheduler.OneCycleLR):
+                rank_zero_warn(
+                    "A `OneCycleLR` scheduler with 'interval': 'epoch' steps once per epoch, but its schedule is"
+                    " usually counted in optimizer steps. Are you sure you didn't mean 'interval': 'step'?",
+                    category=RuntimeWarning,
                 )
             frequency = config.get("frequency", 1)
             if not isinstance(frequency, int) or frequency < 1:
@@ -253,8 +259,13 @@ def _check_optim_dict(d: Mapping[str, Any]) -> None:
         )
     extra = set(d) - {"optimizer", "lr_scheduler", "monitor"}
     if extra:
-        rank_zero_warn(f"Found unsupported keys in the optimizer configuration: {sorted(map(str, extra))}",
+        rank_zero_warn(f"Found unsupported keys in the optimizer configuration: {_as_set(extra)}",
                        category=RuntimeWarning)
+
+
+def _as_set(keys: set[Any]) -> str:
+    """``{'a', 'b'}``, sorted, so the message is the same on every run."""
+    return "{" + ", ".join(repr(k) for k in sorted(keys, key=str)) + "}"
 
 
 def _init_optimizers_and_lr_schedulers(
