@@ -37,7 +37,7 @@ def _parse_duration(duration: str | timedelta | dict[str, int] | None) -> timede
         if match is None:
             raise MisconfigurationException(
                 f"`Trainer(max_time={duration!r})` / `Timer(duration=...)`: a string must be 'DD:HH:MM:SS'"
-                " (e.g. '00:12:00:00' for 12 hours)."
+                " (the format DD:HH:MM:SS, e.g. '00:12:00:00' for 12 hours)."
             )
         days, hours, minutes, seconds = (int(g) for g in match.groups())
         return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
@@ -80,7 +80,8 @@ class Timer(Callback):
     ) -> None:
         super().__init__()
         if interval not in ("step", "epoch"):
-            raise MisconfigurationException(f"`Timer(interval={interval!r})`: use 'step' or 'epoch'.")
+            raise MisconfigurationException(
+                f"`Timer(interval={interval!r})`: Unsupported parameter value; use 'step' or 'epoch'.")
         self._duration = _parse_duration(duration)
         self._duration_seconds = self._duration.total_seconds() if self._duration is not None else None
         self._interval = interval

@@ -168,7 +168,7 @@ def _configure_schedulers(schedulers: Sequence[Any], monitor: str | None) -> lis
             interval = config.get("interval", "epoch")
             if interval not in ("step", "epoch"):
                 raise MisconfigurationException(
-                    f"The 'interval' key in the lr scheduler dict must be 'step' or 'epoch', got {interval!r}."
+                    f"The \"interval\" key in lr scheduler dict must be 'step' or 'epoch', got {interval!r}."
                 )
             if interval == "epoch" and isinstance(config["scheduler"], torch.optim.lr_scheduler.OneCycleLR):
                 rank_zero_warn(
@@ -245,7 +245,8 @@ def _parse_optim_conf(optim_conf: Any) -> tuple[list[Optimizer], list[Any], str 
         if len(items) == 2 and isinstance(items[0], Optimizer) and _is_scheduler(items[1]):
             return [items[0]], [items[1]], None
     raise MisconfigurationException(
-        f"`configure_optimizers` returned an unsupported value: {type(optim_conf).__name__}. Return one of:"
+        f"`configure_optimizers` returned an unsupported value: {type(optim_conf).__name__} (Unknown configuration"
+        " for model optimizers). Return one of:"
         " an optimizer; a list of optimizers; a tuple `([optimizers], [schedulers])`; a dict"
         ' `{"optimizer": opt, "lr_scheduler": scheduler_or_config, "monitor": "metric"}`; or a list of such dicts.'
     )

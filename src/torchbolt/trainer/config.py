@@ -75,12 +75,22 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Lightning's wording for some of these errors, kept after ours because code matches on it
+_LIGHTNING_INT_WORDING = {
+    "max_epochs": "`max_epochs` must be a non-negative integer or -1",
+    "max_steps": "`max_steps` must be a non-negative integer or -1",
+    "check_val_every_n_epoch": "`check_val_every_n_epoch` should be an integer",
+    "reload_dataloaders_every_n_epochs": "`reload_dataloaders_every_n_epochs` should be an int >= 0",
+}
+
+
 def _check_int(arg: str, value: Any, minimum: int, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
     if not _is_int(value) or value < minimum:
         extra = " or None" if allow_none else ""
-        raise _fail(arg, value, f"expected an int >= {minimum}{extra}")
+        also = f" ({_LIGHTNING_INT_WORDING[arg]})" if arg in _LIGHTNING_INT_WORDING else ""
+        raise _fail(arg, value, f"expected an int >= {minimum}{extra}{also}")
     return int(value)
 
 
@@ -104,7 +114,8 @@ def _check_limit(arg: str, value: Any, default: int | float = 1.0) -> int | floa
         if not 0.0 <= value <= 1.0:
             raise _fail(
                 arg, value,
-                "a float is a fraction of the batches and must be in [0.0, 1.0]; pass an int for a number of batches",
+                "a float is a fraction of the batches and must be in [0.0, 1.0]; pass an int for a number of batches"
+                f" (you have passed invalid value {value} for {arg})",
             )
         return value
     raise _fail(arg, value, "expected an int (number of batches) or a float in [0.0, 1.0] (fraction)")
@@ -135,7 +146,8 @@ def _check_val_check_interval(value: Any) -> int | float:
     if isinstance(value, float):
         if not 0.0 < value <= 1.0:
             raise _fail("val_check_interval", value,
-                        "a float is a fraction of the training epoch and must be in (0.0, 1.0]")
+                        "a float is a fraction of the training epoch and must be in (0.0, 1.0] (you have passed"
+                        f" invalid value {value} for val_check_interval)")
         return value
     raise _fail("val_check_interval", value, "expected an int (batches) or a float in (0.0, 1.0] (fraction)")
 
@@ -182,7 +194,7 @@ def _check_fast_dev_run(value: Any) -> int:
     if isinstance(value, bool):
         return int(value)
     if not _is_int(value) or value < 0:
-        raise _fail("fast_dev_run", value, "expected a bool or an int >= 0 (number of batches)")
+        raise _fail("fast_dev_run", value, "expected a bool or an int >= 0 (number of batches); it should be >= 0")
     return int(value)
 
 
@@ -215,7 +227,8 @@ def _check_clipping(clip_val: Any, clip_algo: Any) -> tuple[float | None, GradCl
         raise _fail("gradient_clip_val", clip_val, "expected a non-negative number or None")
     if clip_algo is not None:
         if not isinstance(clip_algo, str) or clip_algo.lower() not in ("norm", "value"):
-            raise _fail("gradient_clip_algorithm", clip_algo, "expected 'norm' or 'value'")
+            raise _fail("gradient_clip_algorithm", clip_algo,
+                        f"expected 'norm' or 'value' (`gradient_clip_algorithm` {clip_algo} is invalid)")
         clip_algo = cast(GradClipAlgorithm, clip_algo.lower())
     return (None if clip_val is None else float(clip_val)), clip_algo
 

@@ -92,8 +92,8 @@ def num_batches(loader: Any, limit: int | float, stage: DataStage) -> int | floa
     if total == float("inf"):
         if limit != 1.0:
             raise MisconfigurationException(
-                f"When using an iterable without `__len__` for `{_STAGE_METHOD[stage]}`, `Trainer({arg})` must be"
-                " `1.0` or an int (a number of batches)."
+                f"When using an `IterableDataset` (or any iterable without `__len__`) for `{_STAGE_METHOD[stage]}`,"
+                f" `Trainer({arg})` must be `1.0` or an int (a number of batches)."
             )
         return total
     count = int(total * limit)

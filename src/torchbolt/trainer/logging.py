@@ -330,7 +330,8 @@ class ResultCollection:
             raise MisconfigurationException(f"`self.log(name={name!r})`: the name must be a string.")
         if _DATALOADER_SUFFIX.format("") in name:
             raise MisconfigurationException(
-                f"`self.log({name!r}, ...)`: the name contains '/dataloader_idx_', which is reserved."
+                f"`self.log({name!r}, ...)`: the name contains '/dataloader_idx_', which is reserved (you called"
+                f" `self.log` with the key `{name}`); torchbolt adds that suffix itself."
             )
         on_step, on_epoch = _log_levels(fx, name, on_step, on_epoch)
         if reduce_fx not in _REDUCE_FX:

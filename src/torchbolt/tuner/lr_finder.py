@@ -265,7 +265,7 @@ def _lr_find(
     if len(optimizers) != 1:
         raise MisconfigurationException(
             f"`model.configure_optimizers()` returned {len(optimizers)} optimizers, but the learning rate finder"
-            " works with exactly one."
+            " works with exactly one (it only works with single optimizer)."
         )
     finder = _LRFinder(mode, min_lr, max_lr, num_training)
     recorder = _LRCallback(num_training, early_stop_threshold)
