@@ -61,3 +61,23 @@ def test_deepspeed_checkpoint_converts_to_one_fp32_file(ds_out: Path, stage: int
     assert checkpoint["global_step"] == 4
     model = Regressor()
     model.load_state_dict(checkpoint["state_dict"])
+
+
+@pytest.fixture(scope="module")
+def zero_ddp_out(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("deepspeed_ddp")
+    run(python("deepspeed_ddp_checks.py", out), env=script_env(), timeout=400)
+    return out
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_zero_on_two_cpu_processes_trains_like_ddp(zero_ddp_out: Path, stage: int) -> None:
+    ddp = read_results_safe(zero_ddp_out, "ddp")
+    zero = read_results_safe(zero_ddp_out, f"zero{stage}")
+    for rank in (0, 1):
+        assert zero[rank]["world_size"] == 2
+        assert zero[rank]["step"] == ddp[rank]["step"] == 4
+        # the same gradients, averaged over the same two shards: the weights DDP reaches
+        _close(zero[rank]["weights"], ddp[rank]["weights"])
+    # each rank holds only its half of the optimizer state (10 parameters, padded to 12, split in two)
+    assert [r["partition_numel"] for r in zero] == [6, 6]
