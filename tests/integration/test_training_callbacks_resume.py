@@ -152,6 +152,6 @@ def test_learning_rate_finder_does_not_search_again_after_resume(tmp_path):
 
 def test_batch_size_finder_does_not_search_again_after_resume(tmp_path):
     full_model, _, resumed_model, _ = _resume_matches(
-        tmp_path, lambda: BatchSizeFinder(init_val=4, max_trials=2), max_epochs=3, save_epoch=1, batch_size=4)
+        tmp_path, lambda: BatchSizeFinder(init_val=4, max_trials=3), max_epochs=3, save_epoch=1, batch_size=4)
     assert resumed_model.hparams.batch_size == full_model.hparams.batch_size == 16
     assert resumed_model.steps == 2 * 3

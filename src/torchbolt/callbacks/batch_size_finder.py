@@ -1,4 +1,5 @@
-"""``BatchSizeFinder``: the batch-size search as a callback (runs at the start of ``fit``)."""
+"""``BatchSizeFinder``: the batch-size search as a callback (runs at the start of ``fit``, ``validate``,
+``test`` or ``predict``)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ if TYPE_CHECKING:
 
 
 class BatchSizeFinder(Callback):
-    """Finds the largest batch size that fits in memory at the start of ``fit`` and trains with it.
+    """Finds the largest batch size that fits in memory at the start of a run and runs with it.
 
-    Each trial trains ``steps_per_trial`` steps; out-of-memory errors (``torch.OutOfMemoryError``,
+    In ``fit`` each trial trains ``steps_per_trial`` steps; in ``validate``/``test``/``predict`` it
+    evaluates (predicts) ``steps_per_trial`` batches, with the run's single loader of that stage, and
+    the run then goes on with the loader re-created at the size found. Out-of-memory errors (``torch.OutOfMemoryError``,
     CUDA/cuDNN and CPU allocator errors) end a trial, any other error propagates. Afterwards the
     model, optimizer and Trainer are exactly as before; only the batch-size attribute (on the model,
     ``model.hparams``, the datamodule or its ``hparams``) holds the size found. The model's or
@@ -39,7 +42,7 @@ class BatchSizeFinder(Callback):
             (then bisect between the last success and the first failure).
         steps_per_trial: training steps at each size.
         init_val: the first size tried.
-        max_trials: the most sizes tried.
+        max_trials: the most trials (``"binsearch"``: successful trials); ``0`` keeps ``init_val``.
         batch_arg_name: the attribute holding the batch size.
         margin: ``"binsearch"`` only: lower the size found by this fraction (``0 <= margin < 1``), a buffer
             for memory use that varies between batches.
@@ -47,6 +50,8 @@ class BatchSizeFinder(Callback):
 
     Raises:
         ValueError: for an unknown ``mode``.
+        MisconfigurationException: (at ``setup``) under a distributed strategy; (at the search) for loaders
+            passed directly, several evaluation loaders, or a missing batch-size attribute.
     """
 
     SUPPORTED_MODES = ("power", "binsearch")
@@ -89,11 +94,33 @@ class BatchSizeFinder(Callback):
         if self._early_exit:
             raise _TunerExitException()
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str | None = None) -> None:
+        """Refuse what cannot be searched before the run starts: a distributed strategy (each rank would
+        search on its own) and, for ``validate``/``test``/``predict``, several loaders of the stage (their
+        loaders are requested here to count them)."""
+        from torchbolt.tuner.batch_size_scaling import _check_eval_setup, _check_not_distributed
+
+        _check_not_distributed(trainer)
+        if stage is not None and stage != "fit":
+            _check_eval_setup(trainer)
+
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._restored and self.optimal_batch_size is not None:
             # resumed: train with the size the interrupted run used, so the data order matches
             lightning_setattr(pl_module, self._batch_arg_name, self.optimal_batch_size)
             return
+        self.scale_batch_size(trainer, pl_module)
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # `trainer.validate` only: validation inside `fit` runs at the training batch size search's result
+        if trainer.sanity_checking or trainer.state.fn != "validate":
+            return
+        self.scale_batch_size(trainer, pl_module)
+
+    def on_test_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.scale_batch_size(trainer, pl_module)
+
+    def on_predict_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.scale_batch_size(trainer, pl_module)
 
     def state_dict(self) -> dict[str, Any]:

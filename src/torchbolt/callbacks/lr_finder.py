@@ -34,9 +34,10 @@ class LearningRateFinder(Callback):
     call ``self.lr_find(trainer, pl_module)`` from another hook.
 
     Args:
-        min_lr: the first learning rate tried.
-        max_lr: the last learning rate tried.
-        num_training_steps: how many steps (learning rates) to try.
+        min_lr: the first learning rate tried (> 0).
+        max_lr: the last learning rate tried (> 0; below ``min_lr`` the rate decreases, with a warning).
+        num_training_steps: how many steps (learning rates) to try (>= 1). Called in the middle of a
+            fit (from a later hook), the search trains that many steps from the current ``global_step``.
         mode: ``"exponential"`` (log-spaced rates) or ``"linear"``.
         early_stop_threshold: stop when the smoothed loss exceeds this times the best one (``None``: never).
         update_attr: set the suggestion on the model's learning-rate attribute.

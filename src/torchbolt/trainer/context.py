@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from torchbolt.profilers.profiler import Profiler
     from torchbolt.strategies.strategy import Strategy
     from torchbolt.trainer.config import TrainerConfig
-    from torchbolt.trainer.data import DataPreparer
+    from torchbolt.trainer.data import DataPreparer, DataSource
+    from torchbolt.trainer.eval_loop import EvaluationLoop, PredictionLoop
     from torchbolt.trainer.fit_loop import FitLoop
     from torchbolt.trainer.hooks import HookDispatcher
     from torchbolt.trainer.logging import MetricSink
@@ -79,6 +80,8 @@ class RunContext:
         signals: turns SIGTERM / requeue signals into a stop at a step boundary.
         profiler: the profiler timing this run, or ``None`` when not profiling (decided once).
         fit_loop: the fit loop (``fit`` only; also read when a checkpoint is written).
+        eval_loop: the loop of a ``validate``/``test``/``predict`` run (``None`` in ``fit``).
+        source: where the run's loaders come from (the loaders passed in, the datamodule, the module).
         active: the stack of live contexts shared with the Trainer: its properties read the top one.
     """
 
@@ -100,6 +103,8 @@ class RunContext:
     profiler: Profiler | None
     active: list[RunContext]
     fit_loop: FitLoop | None = None
+    eval_loop: EvaluationLoop | PredictionLoop | None = None
+    source: DataSource | None = None
     #: a SIGTERM (or requeue signal) was agreed on by every rank during this run
     signal_received: bool = False
 

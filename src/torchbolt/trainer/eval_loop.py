@@ -73,6 +73,21 @@ def _batches(loader: Any, limit: int | float, profiler: Profiler | None = None,
             return
 
 
+def _replace_loaders(loop: Any, loaders: list[Any], limits: list[int | float]) -> None:
+    """Swap a running loop's loaders before its batches start (from an ``on_<stage>_start`` hook).
+
+    In place: the lists are the ones the Trainer shows (``trainer.val_dataloaders``,
+    ``trainer.num_val_batches``...), which then show the new loaders too.
+
+    Raises:
+        ValueError: when the number of loaders changes (the loop's per-loader state is sized already).
+    """
+    if len(loaders) != len(loop.loaders) or len(limits) != len(loaders):
+        raise ValueError(f"Expected {len(loop.loaders)} loaders (and as many limits), got {len(loaders)}.")
+    loop.loaders[:] = loaders
+    loop.limits[:] = limits
+
+
 class EvaluationLoop:
     """Runs ``validation_step`` or ``test_step`` over loaders and reduces the logged metrics."""
 
@@ -83,6 +98,13 @@ class EvaluationLoop:
         self._prefix = _HOOK_PREFIX[stage]
         self.results = ResultCollection(training=False, reduce_fn=ctx.strategy.reduce_fn,
                                         device=ctx.strategy.root_device)
+        #: the loaders and batch counts of the current run
+        self.loaders: list[Any] = []
+        self.limits: list[int | float] = []
+
+    def replace_loaders(self, loaders: list[Any], limits: list[int | float]) -> None:
+        """Run on other loaders (same count); call from ``on_<stage>_start``, before the batches."""
+        _replace_loaders(self, loaders, limits)
 
     def _grad_context(self) -> Any:
         return torch.inference_mode() if self._inference_mode else torch.no_grad()
@@ -95,6 +117,7 @@ class EvaluationLoop:
         metrics = ctx.metrics
         prefix = self._prefix
         sanity = self.stage == RunningStage.SANITY_CHECKING
+        self.loaders, self.limits = loaders, limits
         self.results.clear()
         metrics.collect_into(self.results)
         modes = _capture_modes(module)
@@ -114,6 +137,7 @@ class EvaluationLoop:
             with self._grad_context():
                 hooks.both(f"on_{prefix}_start")
                 hooks.both(f"on_{prefix}_epoch_start")
+                loaders, limits = self.loaders, self.limits  # a start hook may have replaced them
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     module.__dict__["_current_dataloader_idx"] = dl_idx if multiple else None
                     for batch_idx, batch in _batches(loader, limit, profiler, next_action):
@@ -172,6 +196,13 @@ class PredictionLoop:
         self._predictions: list[list[Any]] = []
         self.current_batch_indices: list[int] = []
         self.epoch_batch_indices: list[list[list[int]]] = []
+        #: the loaders and batch counts of the current run
+        self.loaders: list[Any] = []
+        self.limits: list[int | float] = []
+
+    def replace_loaders(self, loaders: list[Any], limits: list[int | float]) -> None:
+        """Run on other loaders (same count); call from ``on_predict_start``, before the batches."""
+        _replace_loaders(self, loaders, limits)
 
     @property
     def predictions(self) -> list[Any]:
@@ -191,8 +222,7 @@ class PredictionLoop:
         writers = [cb for cb in ctx.callbacks if isinstance(cb, BasePredictionWriter)]
         track_indices = bool(writers)
         keep_for_epoch = any(w.interval.on_epoch for w in writers)
-        if track_indices:
-            loaders = [_with_batch_indices(loader) for loader in loaders]
+        self.loaders, self.limits = loaders, limits
         modes = _capture_modes(module)
         hooks.module("on_predict_model_eval")
         self._predictions = [[] for _ in loaders]
@@ -203,6 +233,9 @@ class PredictionLoop:
             with context:
                 hooks.both("on_predict_start")
                 hooks.both("on_predict_epoch_start")
+                loaders, limits = self.loaders, self.limits  # a start hook may have replaced them
+                if track_indices:
+                    loaders = [_with_batch_indices(loader) for loader in loaders]
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     for batch_idx, batch in _batches(loader, limit, ctx.profiler,
                                                      "[_PredictionLoop].predict_next"):

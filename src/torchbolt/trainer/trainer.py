@@ -455,6 +455,7 @@ class Trainer(TrainerProperties):
         if self.datamodule is not None:
             self.datamodule.trainer = self
         ctx = self._new_context(fn, model)
+        ctx.source = source
         self._runs[:] = [ctx]  # `self.log` and `manual_backward` reach the run through `trainer.run_context`
         self._metric_store.reset()
         self._progress.request_stop(False)
@@ -523,6 +524,7 @@ class Trainer(TrainerProperties):
             ctx.sizes.predict = limits
             self._eval_loaders["predict"] = loaders
             self._predict_loop = PredictionLoop(ctx, self._config.inference_mode, options.return_predictions)
+            ctx.eval_loop = self._predict_loop
             return self._predict_loop.run(loaders, limits)
         stage: Literal["val", "test"] = "val" if fn == TrainerFn.VALIDATING else "test"
         running = RunningStage.VALIDATING if fn == TrainerFn.VALIDATING else RunningStage.TESTING
@@ -540,6 +542,7 @@ class Trainer(TrainerProperties):
             ctx.sizes.test = limits
         self._eval_loaders[stage] = loaders
         loop = EvaluationLoop(ctx, running, inference_mode=self._config.inference_mode)
+        ctx.eval_loop = loop
         results = [scalars(r) for r in loop.run(loaders, limits)]
         if options.verbose and self.is_global_zero and results:
             print_results(results, stage)

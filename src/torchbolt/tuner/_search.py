@@ -1,11 +1,12 @@
-"""Short training runs inside a running ``fit`` (the tuners' trials), with everything put back afterwards.
+"""Short runs inside a running ``fit`` or evaluation (the tuners' trials), with everything put back afterwards.
 
-A tuner callback runs at ``on_fit_start``: the model, optimizers and LR schedulers exist, no batch
-has been trained. :class:`SearchRun` snapshots the state a training run changes in place (weights
-and buffers, optimizer state and param groups, schedulers, precision state, random generators),
-runs fresh fit loops in a nested run context (its own counters, metrics, loader sizes and settings;
-only the tuner's own callback receives hooks; no loggers), then restores the snapshot, so the real
-run starts exactly as it would have without the search. The snapshot lives in host memory: it costs
+A tuner callback runs at ``on_fit_start`` (the batch-size finder also at ``on_validation_start``,
+``on_test_start``, ``on_predict_start``): the model, optimizers and LR schedulers exist, no batch has
+been run. :class:`SearchRun` snapshots the state a training run changes in place (weights and
+buffers, optimizer state and param groups, schedulers, precision state, random generators), runs
+fresh loops (fit loops, or evaluation loops when tuning an evaluation) in a nested run context (its
+own counters, metrics, loader sizes and settings; only the tuner's own callback receives hooks; no
+loggers), then restores the snapshot, so the real run starts exactly as it would have without the search. The snapshot lives in host memory: it costs
 no device memory, which matters to the batch-size finder.
 """
 
@@ -24,7 +25,8 @@ from torchbolt.trainer.context import LoaderSizes, RunContext
 from torchbolt.trainer.data import DataPreparer
 from torchbolt.trainer.hooks import HookDispatcher
 from torchbolt.trainer.logging import MetricSink, MetricStore
-from torchbolt.trainer.states import Progress
+from torchbolt.trainer.states import DataStage, Progress, RunningStage
+from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.seed import _collect_rng_states, _set_rng_states
 
@@ -124,35 +126,56 @@ class _Snapshot:
         _set_rng_states(self.rng)
 
 
+_EVAL_STAGES: dict[str, tuple[DataStage, RunningStage]] = {
+    "validate": ("val", RunningStage.VALIDATING),
+    "test": ("test", RunningStage.TESTING),
+    "predict": ("predict", RunningStage.PREDICTING),
+}
+
+
 class SearchRun:
-    """Context manager for tuner trials inside a running ``fit``.
+    """Context manager for tuner trials inside a running ``fit`` (or ``validate``/``test``/``predict``).
 
     Args:
-        trainer: the Trainer whose ``fit`` is running (call from ``on_fit_start`` or a later hook).
+        trainer: the Trainer whose run is in progress (call from ``on_fit_start``, ``on_<stage>_start``
+            or a later hook).
         callbacks: the only callbacks that receive hooks during the trials.
+        continue_progress: ``fit`` only: each trial starts at the run's current ``global_step`` and
+            epoch (hooks see the counters go on from where the run is) instead of at 0.
         config_overrides: Trainer settings for the trials (e.g. ``max_steps``), as ``TrainerConfig`` fields.
 
     Example::
 
         with SearchRun(trainer, [recorder], max_steps=10) as search:
-            search.run()     # a fresh fit loop over the fit's training data; may be called repeatedly
+            search.run()     # a fresh loop over the run's data; may be called repeatedly
 
     Raises:
-        MisconfigurationException: when no ``fit`` is running.
+        MisconfigurationException: when no run is in progress.
     """
 
-    def __init__(self, trainer: Trainer, callbacks: list[Callback], **config_overrides: Any) -> None:
+    def __init__(self, trainer: Trainer, callbacks: list[Callback], *, continue_progress: bool = False,
+                 **config_overrides: Any) -> None:
         ctx = trainer.run_context
-        if ctx is None or ctx.fit_loop is None or trainer.state.fn != "fit":
+        fn = trainer.state.fn.value if trainer.state.fn is not None else None
+        source: DataSource | None = None
+        if ctx is not None and fn == "fit" and ctx.fit_loop is not None:
+            source = ctx.fit_loop.source
+        elif ctx is not None and fn in _EVAL_STAGES:
+            source = ctx.source
+        if ctx is None or source is None:
             raise MisconfigurationException(
-                "The tuners run inside `trainer.fit`: use `Tuner(trainer)` or add the tuner callback to"
-                " `Trainer(callbacks=...)` and call `trainer.fit(model)`."
+                "The tuners run inside a running `trainer.fit` (the batch size finder also inside `validate`,"
+                " `test` or `predict`): use `Tuner(trainer)` or add the tuner callback to `Trainer(callbacks=...)`"
+                " and call `trainer.fit(model)`."
             )
         self.trainer = trainer
         self.parent = ctx
         self.callbacks = list(callbacks)
+        self.continue_progress = continue_progress
         self.config_overrides = config_overrides
-        self.source: DataSource = ctx.fit_loop.source
+        self.source: DataSource = source
+        #: ``None`` for ``fit``, else the loader kind and running stage of the evaluation being tuned
+        self.eval_stage: tuple[DataStage, RunningStage] | None = _EVAL_STAGES.get(fn) if fn else None
         self.ctx: RunContext | None = None
         self._snapshot: _Snapshot | None = None
         self._scope: Any = None
@@ -168,22 +191,72 @@ class SearchRun:
         self._scope = parent.nested(
             config=config, hooks=hooks, callbacks=list(self.callbacks), loggers=loggers, progress=progress,
             metrics=MetricSink(MetricStore(), loggers, progress, config.barebones), sizes=LoaderSizes(),
-            data=DataPreparer(config, parent.strategy, hooks), profiler=None, fit_loop=None,
+            data=DataPreparer(config, parent.strategy, hooks), profiler=None, fit_loop=None, eval_loop=None,
         )
         self.ctx = self._scope.__enter__()
         return self
 
+    def loaders(self) -> list[Any]:
+        """The loaders a trial would run on now (re-created: they read the current batch size)."""
+        ctx = self.ctx
+        assert ctx is not None, "SearchRun.loaders() is called inside `with SearchRun(...)`"
+        if self.eval_stage is None:
+            loader, _ = ctx.data.train_loader(self.source)
+            return list(loader.flattened) if isinstance(loader, CombinedLoader) else [loader]
+        loaders, _ = ctx.data.eval_loaders(self.source, self.eval_stage[0])
+        return loaders
+
     def run(self) -> None:
-        """One trial: a fresh fit loop from step 0 with the current model, optimizer and schedulers."""
+        """One trial: a fresh loop with the current model (and, in ``fit``, optimizer and schedulers)."""
+        from torchbolt.trainer.eval_loop import EvaluationLoop, PredictionLoop
         from torchbolt.trainer.fit_loop import FitLoop
 
         ctx = self.ctx
         assert ctx is not None, "SearchRun.run() is called inside `with SearchRun(...)`"
         ctx.progress.reset()
-        ctx.module.zero_grad(set_to_none=True)
         ctx.metrics.collect_into(None)
-        ctx.fit_loop = loop = FitLoop(ctx, self.source)
-        loop.run()
+        if self.eval_stage is None:
+            if self.continue_progress:
+                counters = self.parent.progress
+                ctx.progress.global_step = counters.global_step
+                ctx.progress.current_epoch = counters.current_epoch
+                ctx.progress.batches_that_stepped = counters.batches_that_stepped
+            ctx.module.zero_grad(set_to_none=True)
+            ctx.fit_loop = loop = FitLoop(ctx, self.source)
+            loop.run()
+            return
+        kind, running = self.eval_stage
+        loaders, limits = ctx.data.eval_loaders(self.source, kind)
+        setattr(ctx.sizes, kind, limits)
+        eval_loop: EvaluationLoop | PredictionLoop
+        if kind == "predict":
+            eval_loop = PredictionLoop(ctx, ctx.config.inference_mode, return_predictions=False)
+        else:
+            eval_loop = EvaluationLoop(ctx, running, inference_mode=ctx.config.inference_mode)
+        ctx.eval_loop = eval_loop
+        ctx.state.stage = running
+        eval_loop.run(loaders, limits)
+
+    def reload_run_loaders(self) -> None:
+        """After the search: re-create the run's loaders (they read the size found), so the run uses them.
+
+        In ``fit`` the training and validation loaders are rebuilt (``trainer.train_dataloader``,
+        ``trainer.val_dataloaders``); in an evaluation, the
+        running loop's loaders are replaced before its first batch (``trainer.val_dataloaders``...).
+        """
+        parent = self.parent
+        if self.eval_stage is None:
+            loop = parent.fit_loop
+            if loop is not None:
+                loop.setup_train_data()
+                if loop.validation_enabled():
+                    loop._setup_val_data()  # the validation loaders read the batch-size attribute too
+            return
+        eval_loop = parent.eval_loop
+        if eval_loop is None:
+            return
+        loaders, limits = parent.data.eval_loaders(self.source, self.eval_stage[0])
+        eval_loop.replace_loaders(loaders, limits)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:

@@ -1,17 +1,24 @@
-"""The batch-size finder: the largest batch size whose training steps do not run out of memory.
+"""The batch-size finder: the largest batch size whose steps do not run out of memory.
 
-Each trial trains ``steps_per_trial`` steps at one batch size (re-creating the training dataloader,
-which reads the size from the model or datamodule attribute). ``"power"`` doubles the size until a
-trial runs out of memory and keeps the last size that worked; ``"binsearch"`` then bisects between
-the last success and the first failure.
+Each trial runs ``steps_per_trial`` steps at one batch size (re-creating the loaders, which read the
+size from the model or datamodule attribute): training steps inside ``fit``, or evaluation steps
+inside ``validate``/``test``/``predict``. ``"power"`` doubles the size until a trial runs out of memory
+and keeps the last size that worked; ``"binsearch"`` then bisects between the last success and the
+first failure.
+
+``max_trials`` bounds the search: in ``"power"`` mode it is the number of trials; in ``"binsearch"``
+mode the number of successful trials (failures narrow the interval, which ends the search on its
+own). The size after the last trial is never one that was not tried (no doubling after the last
+trial); ``max_trials=0`` runs no trial and keeps ``init_val``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from torchbolt.trainer.data import _flatten_eval
+from torchbolt.trainer.states import DataStage
 from torchbolt.tuner._search import SearchRun
-from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.memory import garbage_collection_cuda, is_oom_error
 from torchbolt.utilities.parsing import lightning_getattr, lightning_hasattr, lightning_setattr
@@ -19,6 +26,8 @@ from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
     from torchbolt.trainer.trainer import Trainer
+
+_EVAL_KINDS: dict[str, DataStage] = {"validate": "val", "test": "test", "predict": "predict"}
 
 
 def _check_batch_size_finder_args(mode: str, steps_per_trial: int, init_val: int, max_trials: int,
@@ -33,22 +42,58 @@ def _check_batch_size_finder_args(mode: str, steps_per_trial: int, init_val: int
         raise MisconfigurationException(
             f"`scale_batch_size(mode={mode!r})` is invalid: use 'power' or 'binsearch'."
         )
-    for name, value in (("steps_per_trial", steps_per_trial), ("init_val", init_val), ("max_trials", max_trials)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise MisconfigurationException(f"`scale_batch_size({name}={value!r})` is invalid: expected an int >= 1.")
+    for name, value, least in (("steps_per_trial", steps_per_trial, 1), ("init_val", init_val, 1),
+                               ("max_trials", max_trials, 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            raise MisconfigurationException(
+                f"`scale_batch_size({name}={value!r})` is invalid: expected an int >= {least}."
+            )
 
 
-def _check_can_scale(trainer: Trainer, batch_arg_name: str) -> None:
-    """Raises MisconfigurationException when the batch size cannot be searched in this fit."""
-    model = trainer.lightning_module
+def _check_not_distributed(trainer: Trainer) -> None:
+    """Raises MisconfigurationException under a multi-process strategy (each rank would search alone)."""
     if trainer.world_size > 1 or trainer.strategy.distributed_sampler_kwargs is not None:
         raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
-    fit_loop = trainer.fit_loop
-    if fit_loop is not None and fit_loop.source.explicit.get("train") is not None:
+
+
+def _refuse_several_loaders(kind: str, count: int) -> None:
+    if count > 1:
+        method = "val_dataloader" if kind == "val" else f"{kind}_dataloader"
         raise MisconfigurationException(
-            "The Batch size finder cannot be used with dataloaders passed directly to `.fit()`. Please disable"
-            " the feature or incorporate the dataloader into your LightningModule or LightningDataModule."
+            f"The Batch size finder cannot be used with multiple {kind} dataloaders ({count} here): it searches the"
+            f" batch size of one loader. Return a single loader from `{method}` while searching."
         )
+
+
+def _check_eval_setup(trainer: Trainer) -> None:
+    """At ``setup`` of ``validate``/``test``/``predict``: refuse several loaders of the stage before the loop
+    starts (the loop's own checks of the step's signature would otherwise fail first, less clearly).
+
+    Requests the stage's loaders (the datamodule's ``setup`` has run; the LightningModule's has not yet).
+    """
+    ctx = trainer.run_context
+    fn = trainer.state.fn
+    if ctx is None or ctx.source is None or fn is None or fn.value not in _EVAL_KINDS:
+        return
+    kind = _EVAL_KINDS[fn.value]
+    _refuse_several_loaders(kind, len(_flatten_eval(ctx.source.request(kind, ctx.hooks))))
+
+
+def _check_can_scale(trainer: Trainer, search: SearchRun, batch_arg_name: str) -> None:
+    """Raises MisconfigurationException when the batch size cannot be searched in this run."""
+    model = trainer.lightning_module
+    _check_not_distributed(trainer)
+    stage = search.eval_stage
+    kind = "train" if stage is None else stage[0]
+    if search.source.explicit.get(kind) is not None:
+        fn = trainer.state.fn.value if trainer.state.fn is not None else "fit"
+        raise MisconfigurationException(
+            f"The Batch size finder cannot be used with dataloaders passed directly to `.{fn}()`: it re-creates"
+            " the loaders at each size it tries. Please disable the feature or incorporate the dataloader into"
+            " your LightningModule or LightningDataModule."
+        )
+    if stage is not None and search.parent.eval_loop is not None:
+        _refuse_several_loaders(kind, len(search.parent.eval_loop.loaders))
     if not lightning_hasattr(model, batch_arg_name):
         raise MisconfigurationException(
             f"Field {batch_arg_name} not found in `model`, `datamodule`, nor their `hparams` attributes."
@@ -72,10 +117,12 @@ def _scale_batch_size(
     margin: float = 0.05,
     max_val: int = 8192,
 ) -> int | None:
-    """Find the batch size inside the running ``fit``; set it on the model/datamodule; restore the rest.
+    """Find the batch size inside the running ``fit`` (or ``validate``/``test``/``predict``); set it on the
+    model/datamodule; restore the rest; re-create the run's loaders at the size found.
 
-    ``max_val`` caps every size tried (the search stops once a trial at the cap succeeds); ``margin``
-    (binsearch only) lowers the size found by that fraction, a safety buffer for memory that varies.
+    ``max_trials`` bounds the trials (``"binsearch"``: the successful ones); ``max_val`` caps every
+    size tried (the search stops once a trial at the cap succeeds); ``margin`` (binsearch only) lowers
+    the size found by that fraction, a safety buffer for memory that varies.
 
     Returns:
         The batch size found, or ``None`` under ``fast_dev_run``.
@@ -84,14 +131,22 @@ def _scale_batch_size(
     if trainer.fast_dev_run:
         rank_zero_warn("Skipping batch size scaler since `fast_dev_run` is enabled.")
         return None
-    _check_can_scale(trainer, batch_arg_name)
-    # validation is skipped: a training step at a batch size needs more memory than evaluating one
-    with SearchRun(trainer, [], max_steps=steps_per_trial, max_epochs=-1, min_epochs=None, min_steps=None,
-                   limit_train_batches=1.0, limit_val_batches=0, num_sanity_val_steps=0,
-                   val_check_interval=1.0) as search:
-        new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, value=init_val, max_val=max_val)
-        run = _run_power_scaling if mode == "power" else _run_binary_scaling
-        new_size = run(trainer, search, new_size, batch_arg_name, max_trials, max_val)
+    _check_not_distributed(trainer)
+    probe = SearchRun(trainer, [])
+    if probe.eval_stage is None:
+        # validation is skipped: a training step at a batch size needs more memory than evaluating one
+        overrides: dict[str, Any] = dict(max_steps=steps_per_trial, max_epochs=-1, min_epochs=None, min_steps=None,
+                         limit_train_batches=1.0, limit_val_batches=0, num_sanity_val_steps=0, val_check_interval=1.0)
+    else:
+        overrides = {f"limit_{probe.eval_stage[0]}_batches": steps_per_trial}
+    _check_can_scale(trainer, probe, batch_arg_name)
+    with SearchRun(trainer, [], **overrides) as search:
+        # the first trial runs at `init_val` whatever the attribute held before
+        new_size = min(init_val, max_val)
+        lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
+        if max_trials > 0:
+            run = _run_power_scaling if mode == "power" else _run_binary_scaling
+            new_size = run(trainer, search, new_size, batch_arg_name, max_trials, max_val)
     if mode == "binsearch" and margin > 0:
         reduced = max(1, int(new_size * (1 - margin)))
         if reduced != new_size:
@@ -99,9 +154,8 @@ def _scale_batch_size(
             new_size = reduced
     garbage_collection_cuda()
     lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
-    loop = trainer.fit_loop
-    if loop is not None:
-        loop.setup_train_data()  # the loader at the size found: what the fit trains on, and `trainer.train_dataloader`
+    # the loaders at the size found: what the run goes on with (`trainer.train_dataloader`, `val_dataloaders`...)
+    search.reload_run_loaders()
     rank_zero_info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
     return new_size
 
@@ -135,17 +189,21 @@ def _reached_cap(size: int, max_val: int) -> bool:
 
 def _run_power_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch_arg_name: str,
                        max_trials: int, max_val: int = 8192) -> int:
-    """Double until a trial fails, then return the last size that worked (halve while nothing has worked)."""
+    """Double until a trial fails, then return the last size that worked (halve while nothing has worked).
+
+    At most ``max_trials`` trials; after the last one the size is not doubled again, so a success
+    returns a size that was tried.
+    """
     any_success = False
-    for _ in range(max_trials):
+    for trial in range(max_trials):
         if _trial(search):
-            if _reached_cap(new_size, max_val):
+            any_success = True
+            if trial + 1 >= max_trials or _reached_cap(new_size, max_val):
                 break
             new_size, changed = _adjust_batch_size(trainer, search, batch_arg_name, factor=2.0, desc="succeeded",
                                                    max_val=max_val)
             if not changed:
                 break
-            any_success = True
             continue
         new_size, _ = _adjust_batch_size(trainer, search, batch_arg_name, factor=0.5, desc="failed")
         if any_success:
@@ -155,12 +213,16 @@ def _run_power_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch
 
 def _run_binary_scaling(trainer: Trainer, search: SearchRun, new_size: int, batch_arg_name: str,
                         max_trials: int, max_val: int = 8192) -> int:
-    """Double until a trial fails, then bisect between the last success and the first failure."""
-    low, high, count = 1, None, 0
+    """Double until a trial fails, then bisect between the last success and the first failure.
+
+    Stops after ``max_trials`` successful trials (returning the last size that succeeded), when the
+    interval closes, or at ``max_val``.
+    """
+    low, high, successes = 1, None, 0
     while True:
         if _trial(search):
-            count += 1
-            if count > max_trials or _reached_cap(new_size, max_val):
+            successes += 1
+            if successes >= max_trials or _reached_cap(new_size, max_val):
                 break
             low = new_size
             if high is not None:
@@ -181,9 +243,8 @@ def _run_binary_scaling(trainer: Trainer, search: SearchRun, new_size: int, batc
     return new_size
 
 
-def _dataset_length(loader: Any) -> int | None:
-    """The number of samples behind a training loader (the largest dataset of a combined loader)."""
-    loaders = loader.flattened if isinstance(loader, CombinedLoader) else [loader]
+def _dataset_length(loaders: list[object]) -> int | None:
+    """The number of samples behind the loaders (the largest dataset), ``None`` when none has a length."""
     lengths = []
     for item in loaders:
         dataset = getattr(item, "dataset", None)
@@ -197,8 +258,8 @@ def _dataset_length(loader: Any) -> int | None:
 def _adjust_batch_size(trainer: Trainer, search: SearchRun, batch_arg_name: str = "batch_size", factor: float = 1.0,
                        value: int | None = None, desc: str | None = None, max_val: int | None = None
                        ) -> tuple[int, bool]:
-    """Set the batch size to ``value`` (or the current one times ``factor``), capped at the dataset size
-    and at ``max_val``.
+    """Set the batch size to ``value`` (or the current one times ``factor``), capped at ``max_val``;
+    unchanged when the current size already covers the whole dataset.
 
     Returns:
         The new batch size and whether it differs from the current one.
@@ -208,11 +269,11 @@ def _adjust_batch_size(trainer: Trainer, search: SearchRun, batch_arg_name: str 
     """
     model = trainer.lightning_module
     batch_size = lightning_getattr(model, batch_arg_name)
-    assert search.ctx is not None
-    loader, _ = search.ctx.data.train_loader(search.source)
-    length = _dataset_length(loader)
+    length = _dataset_length(search.loaders())
     if length is not None and batch_size >= length:
-        rank_zero_info(f"The batch size {batch_size} is greater or equal than the length of your dataset.")
+        rank_zero_info(
+            f"The batch size {batch_size} is greater or equal than the length of your dataset: {length}."
+        )
         return batch_size, False
     new_size = value if value is not None else int(batch_size * factor)
     if max_val is not None and new_size > max_val:
@@ -228,4 +289,3 @@ def _adjust_batch_size(trainer: Trainer, search: SearchRun, batch_arg_name: str 
         rank_zero_info(f"Batch size {batch_size} {desc}, trying batch size {new_size}")
     lightning_setattr(model, batch_arg_name, new_size)
     return new_size, new_size != batch_size
-

@@ -81,6 +81,8 @@ class _LRFinder:
         self.num_training = num_training
         self.results: dict[str, Any] = {}
         self._optimal_idx: int | None = None
+        #: index of the last training batch of the search (counted from 0 in the search; for debugging)
+        self._total_batch_idx = -1
 
     def suggestion(self, skip_begin: int = 10, skip_end: int = 1) -> float | None:
         """The learning rate where the smoothed loss falls fastest.
@@ -225,13 +227,20 @@ class _LinearLR(LRScheduler):
 def _check_lr_find_args(min_lr: float, max_lr: float, num_training: int, mode: str) -> None:
     if mode not in ("linear", "exponential"):
         raise MisconfigurationException(f"`lr_find(mode={mode!r})` is invalid: use 'exponential' or 'linear'.")
-    if not (isinstance(min_lr, (int, float)) and isinstance(max_lr, (int, float)) and 0 < min_lr < max_lr):
+    for name, value in (("min_lr", min_lr), ("max_lr", max_lr)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+            raise MisconfigurationException(
+                f"`lr_find({name}={value!r})` is invalid: expected a positive, finite learning rate."
+            )
+    if isinstance(num_training, bool) or not isinstance(num_training, int) or num_training < 1:
         raise MisconfigurationException(
-            f"`lr_find(min_lr={min_lr!r}, max_lr={max_lr!r})` is invalid: expected 0 < min_lr < max_lr."
+            f"`lr_find(num_training={num_training!r})` is invalid: expected an int >= 1 (the number of steps)."
         )
-    if not isinstance(num_training, int) or num_training < 2:
-        raise MisconfigurationException(
-            f"`lr_find(num_training={num_training!r})` is invalid: expected an int >= 2 (the number of steps)."
+    if min_lr > max_lr:
+        # allowed (the rate then decreases step by step), but usually the two were swapped by mistake
+        rank_zero_warn(
+            f"`lr_find(min_lr={min_lr}, max_lr={max_lr})`: min_lr is larger than max_lr, so the learning rate"
+            " decreases during the search. Swap them to test increasing learning rates."
         )
 
 
@@ -256,6 +265,11 @@ def _lr_find(
         AttributeError: when ``update_attr`` and no learning-rate attribute is found.
     """
     _check_lr_find_args(min_lr, max_lr, num_training, mode)
+    if trainer.state.fn is not None and trainer.state.fn.value != "fit":
+        raise MisconfigurationException(
+            f"The learning rate finder runs inside `trainer.fit` (it trains), not inside"
+            f" `trainer.{trainer.state.fn.value}`."
+        )
     if trainer.fast_dev_run:
         rank_zero_warn("Skipping learning rate finder since `fast_dev_run` is enabled.")
         return None
@@ -269,9 +283,13 @@ def _lr_find(
         )
     finder = _LRFinder(mode, min_lr, max_lr, num_training)
     recorder = _LRCallback(num_training, early_stop_threshold)
+    # the search goes on from the fit's current step (hooks see `global_step` continue; a search in the
+    # middle of a fit trains `num_training` more steps), and the counters are put back afterwards
+    start = trainer.global_step
     # validation and the sanity check cost time and do not change the loss curve
-    with SearchRun(trainer, [recorder], max_steps=num_training, max_epochs=-1, min_epochs=None, min_steps=None,
-                   limit_val_batches=0, num_sanity_val_steps=0, val_check_interval=1.0) as search:
+    with SearchRun(trainer, [recorder], continue_progress=True, max_steps=start + num_training, max_epochs=-1,
+                   min_epochs=None, min_steps=None, limit_val_batches=0, num_sanity_val_steps=0,
+                   val_check_interval=1.0) as search:
         optimizer = optimizers[0]
         for group in optimizer.param_groups:
             group["lr"] = min_lr
@@ -280,7 +298,8 @@ def _lr_find(
         scheduler = scheduler_cls(optimizer, max_lr, num_training)
         trainer.strategy.lr_scheduler_configs = [LRSchedulerConfig(scheduler, interval="step")]
         search.run()
-        steps = trainer.global_step
+        steps = trainer.global_step - start
+        finder._total_batch_idx = trainer.fit_loop.total_batch_idx if trainer.fit_loop is not None else -1
     if steps < num_training:
         rank_zero_info(f"LR finder stopped early after {steps} steps due to diverging loss.")
     finder.results = trainer.strategy.broadcast({"lr": recorder.lrs, "loss": recorder.losses})

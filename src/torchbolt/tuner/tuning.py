@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -19,8 +20,9 @@ _METHODS = ("fit", "validate", "test", "predict")
 class Tuner:
     """Finds a good learning rate or the largest batch size that fits, for a Trainer and a model.
 
-    Each method runs ``trainer.fit`` just long enough to search, restores the model, optimizer and
-    Trainer to where they were, sets the found value on the model (or datamodule), and returns.
+    Each method runs ``trainer.fit`` (``scale_batch_size(method=...)``: or ``validate``/``test``/``predict``)
+    just long enough to search, restores the model, optimizer and Trainer to where they were, sets the
+    found value on the model (or datamodule), and returns.
 
     Example::
 
@@ -54,20 +56,27 @@ class Tuner:
         margin: float = 0.05,
         max_val: int = 8192,
     ) -> int | None:
-        """Find the largest batch size whose training steps do not run out of memory.
+        """Find the largest batch size whose steps do not run out of memory.
+
+        With ``method="fit"`` each trial trains ``steps_per_trial`` steps; with ``"validate"``, ``"test"``
+        or ``"predict"`` it runs that many batches of the stage's loader (``val_dataloader``,
+        ``test_dataloader``, ``predict_dataloader``), which must be a single one. Training needs more
+        memory than evaluating at the same size: tune each method you run.
 
         Args:
             model: the model; its (or the datamodule's) ``*_dataloader`` must read ``batch_arg_name``.
             train_dataloaders: not supported (the loader must be re-created for each size); use a
                 datamodule or the model's ``train_dataloader``.
             val_dataloaders: validation loaders for the ``fit`` the search runs in.
-            dataloaders: for ``method != "fit"`` (not supported yet).
+            dataloaders: not supported for the same reason as ``train_dataloaders`` (``method != "fit"``).
             datamodule: a LightningDataModule.
-            method: only ``"fit"`` is supported.
+            method: the Trainer method the size is searched for: ``"fit"``, ``"validate"``, ``"test"`` or
+                ``"predict"``.
             mode: ``"power"`` (double until out of memory) or ``"binsearch"`` (then bisect).
-            steps_per_trial: training steps run at each size.
+            steps_per_trial: steps (batches) run at each size.
             init_val: the first size tried.
-            max_trials: the most sizes tried.
+            max_trials: the most trials (``"binsearch"``: successful trials; failures narrow the
+                interval and end the search on their own); ``0`` runs none and keeps ``init_val``.
             batch_arg_name: the attribute holding the batch size, looked up on the model, ``model.hparams``,
                 the datamodule and ``datamodule.hparams``.
             margin: ``"binsearch"`` only: lower the size found by this fraction (``0 <= margin < 1``).
@@ -77,16 +86,11 @@ class Tuner:
             The batch size found (also set on the model/datamodule), or ``None`` under ``fast_dev_run``.
 
         Raises:
-            MisconfigurationException: for an unsupported method, dataloaders passed directly, a missing
-                attribute, or a distributed strategy.
+            MisconfigurationException: for dataloaders passed directly, several loaders of an evaluation
+                stage, a missing attribute, or a distributed strategy.
             ValueError: when the Trainer already has a ``BatchSizeFinder`` callback.
         """
         _check_tuner_configuration(train_dataloaders, val_dataloaders, dataloaders, method)
-        if method != "fit":
-            raise MisconfigurationException(
-                f"`scale_batch_size(method={method!r})`: torchbolt's batch size finder runs on `fit` only. Tune with"
-                " method='fit' (a training step needs more memory than an evaluation step at the same size)."
-            )
         from torchbolt.callbacks.batch_size_finder import BatchSizeFinder
 
         if any(isinstance(cb, BatchSizeFinder) for cb in self._trainer.callbacks):
@@ -97,7 +101,14 @@ class Tuner:
         finder = BatchSizeFinder(mode=mode, steps_per_trial=steps_per_trial, init_val=init_val,
                                  max_trials=max_trials, batch_arg_name=batch_arg_name, margin=margin, max_val=max_val)
         finder._early_exit = True
-        self._fit_with(finder, model, train_dataloaders, val_dataloaders, datamodule)
+        trainer = self._trainer
+        run: dict[str, Any] = {
+            "fit": lambda: trainer.fit(model, train_dataloaders, val_dataloaders, datamodule),
+            "validate": lambda: trainer.validate(model, dataloaders, datamodule=datamodule),
+            "test": lambda: trainer.test(model, dataloaders, datamodule=datamodule),
+            "predict": lambda: trainer.predict(model, dataloaders, datamodule=datamodule),
+        }
+        self._run_with(finder, run[method])
         return finder.optimal_batch_size
 
     def lr_find(
@@ -125,9 +136,10 @@ class Tuner:
             dataloaders: must be ``None`` (``method="fit"``).
             datamodule: a LightningDataModule.
             method: must be ``"fit"``.
-            min_lr: the first learning rate tried.
-            max_lr: the last learning rate tried.
-            num_training: how many steps (learning rates) to try.
+            min_lr: the first learning rate tried (> 0).
+            max_lr: the last learning rate tried (> 0; below ``min_lr`` the rate decreases, with a warning).
+            num_training: how many steps (learning rates) to try (>= 1; ``suggestion()`` needs at least 13
+                with its default skips, and returns ``None`` with fewer).
             mode: ``"exponential"`` (log-spaced rates) or ``"linear"``.
             early_stop_threshold: stop when the smoothed loss exceeds this times the best loss (``None``: never).
             update_attr: set the suggestion on ``model.lr``/``model.learning_rate`` (and ``hparams``).
@@ -155,15 +167,16 @@ class Tuner:
                                     early_stop_threshold=early_stop_threshold, update_attr=update_attr,
                                     attr_name=attr_name)
         finder._early_exit = True
-        self._fit_with(finder, model, train_dataloaders, val_dataloaders, datamodule)
+        trainer = self._trainer
+        self._run_with(finder, lambda: trainer.fit(model, train_dataloaders, val_dataloaders, datamodule))
         return finder.optimal_lr
 
-    def _fit_with(self, callback: Any, model: LightningModule, train_dataloaders: Any, val_dataloaders: Any,
-                  datamodule: LightningDataModule | None) -> None:
+    def _run_with(self, callback: Any, run: Callable[[], Any]) -> None:
+        """Run the Trainer method with the tuner callback first among the callbacks, then remove it."""
         trainer = self._trainer
         trainer.callbacks = [callback, *trainer.callbacks]
         try:
-            trainer.fit(model, train_dataloaders, val_dataloaders, datamodule)
+            run()
         finally:
             trainer.callbacks = [cb for cb in trainer.callbacks if cb is not callback]
 
