@@ -8,7 +8,9 @@
   two writes): then that one (see :func:`newest_resumable_checkpoint`); a warning and no restore
   when there is none (so it can be set before the first run);
 * ``None`` with an ``OnExceptionCheckpoint`` while fitting: as ``"last"``;
-* ``None`` in ``validate``/``test``/``predict`` called without a model after a fit: as ``"best"``.
+* ``None`` in ``validate``/``test``/``predict`` called without a model after a fit: as ``"best"``;
+* ``None`` in ``fit`` after torchrun restarted the workers: the newest complete checkpoint of this run
+  (:mod:`torchbolt.trainer.elastic_resume`); in a requeued SLURM job: its newest ``hpc_ckpt_<n>.ckpt``.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ if TYPE_CHECKING:
 
 
 def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_provided: bool = True,
-                      weights_only: bool | None = None) -> str | None:
+                      weights_only: bool | None = None, environment: Any = None) -> str | None:
     """``None``, a path, ``"last"``, ``"best"`` or ``"hpc"`` -> the checkpoint file to load (or ``None``).
 
     ``model_provided``: the entry point was given a model (``False``: it reuses the previous run's model).
     ``weights_only``: how candidate files are read when ``"last"`` has to compare several.
+    ``environment``: the run's cluster environment (a restarted torchrun worker group resumes by itself).
 
     Raises:
         ValueError: ``"best"`` without a checkpoint callback that recorded a best model.
@@ -61,7 +64,11 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
             " to use the last model. If you pass a value, this warning will be silenced."
         )
     if ckpt_path is None:
-        return _slurm_requeue_resume_path(trainer, fn)
+        from torchbolt.trainer.elastic_resume import elastic_resume_path
+
+        # a torchrun restart of this run (self-healing), else a requeued SLURM job
+        path = elastic_resume_path(trainer, fn, environment, weights_only)
+        return path if path is not None else _slurm_requeue_resume_path(trainer, fn)
     if ckpt_path == "hpc":
         return _hpc(trainer, name)
     if ckpt_path == "best":
