@@ -8,7 +8,8 @@ uninterrupted run.
 
 When it applies: ``fit`` with ``ckpt_path=None``, under torchrun (``TorchElasticEnvironment``, detected
 or passed) with ``auto_resume=True`` (the default) and ``TORCHELASTIC_MAX_RESTARTS`` > 0. A checkpoint
-is looked for only in a restart (``TORCHELASTIC_RESTART_COUNT`` > 0).
+is looked for only in a restart (``TORCHELASTIC_RESTART_COUNT`` > 0 on some rank: torchrun counts per
+node, and the nodes whose workers did not fail keep their count).
 
 How the run is identified: in every attempt, rank 0 keeps a small record file,
 ``<default_root_dir>/.torchbolt-elastic-run.json``: the run id (``TORCHELASTIC_RUN_ID``), the moment the
@@ -68,10 +69,12 @@ def elastic_resume_path(trainer: Trainer, fn: TrainerFn, environment: Any,
         return None
     if environment.max_restarts() <= 0:
         return None  # no restart can follow: nothing to record
+    # torchrun counts restarts per node (per agent): a node whose workers did not fail may still say 0
+    restarted = trainer.strategy.reduce_boolean_decision(environment.restart_count() > 0, all=False)
     outcome: tuple[str, str | None] = ("ok", None)
     if trainer.is_global_zero:
         try:
-            outcome = ("ok", _decide(trainer, environment, weights_only))
+            outcome = ("ok", _decide(trainer, environment, restarted, weights_only))
         except Exception as e:  # told to every rank below, so none of them waits in a collective
             outcome = ("error", f"{type(e).__name__}: {e}")
     status, value = trainer.strategy.broadcast(outcome)
@@ -88,16 +91,19 @@ def record_path(trainer: Trainer) -> str:
     return _join(str(trainer.default_root_dir), RECORD_NAME)
 
 
-def _decide(trainer: Trainer, environment: Any, weights_only: bool | None) -> str | None:
-    """Rank 0: keep the run record up to date and choose the checkpoint (``None`` in a first attempt)."""
+def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: bool | None) -> str | None:
+    """Rank 0: keep the run record up to date and choose the checkpoint (``None`` in a first attempt).
+
+    ``restarted``: some rank's ``TORCHELASTIC_RESTART_COUNT`` is above 0.
+    """
     path = record_path(trainer)
     run_id = str(environment.run_id())
-    restart = environment.restart_count()
+    restart = max(environment.restart_count(), int(restarted))
     dirs = _checkpoint_dirs(trainer)
     record = _read_record(path)
     same_run = record is not None and record["run_id"] == run_id
-    if record is None or not same_run or (restart == 0 and path not in _JOINED):
-        if restart > 0:
+    if record is None or not same_run or (not restarted and path not in _JOINED):
+        if restarted:
             why = "it is missing" if record is None else f"it belongs to the run {record['run_id']!r}"
             rank_zero_info(
                 f"torchrun restart {restart}: no record of the earlier attempts of the run {run_id!r} in {path}"
@@ -112,7 +118,7 @@ def _decide(trainer: Trainer, environment: Any, weights_only: bool | None) -> st
     if any(d not in known for d in dirs):
         record["checkpoint_dirs"] = known + [d for d in dirs if d not in known]
         _write_json(path, record)
-    if restart == 0:
+    if not restarted:
         return None  # a later `fit` of the first attempt
     choice = _newest_checkpoint_of_run(trainer, record, weights_only)
     if choice is None:
