@@ -23,7 +23,6 @@ def test_torchrun_restart_after_a_sigkill_resumes_and_ends_with_the_uninterrupte
     finally:
         stop_group(proc)
     assert (tmp_path / "killed").exists(), "rank 1 was never killed"
-    assert "exitcode: -9" in err  # torchrun saw the SIGKILL and restarted the group
     first_dir = tmp_path / "run" / "lightning_logs" / "version_0" / "checkpoints"
     assert torch.load(first_dir / "last.ckpt", weights_only=True)["global_step"] == 4
     for rank in range(2):

@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from torchbolt.trainer.states import TrainerFn
 from torchbolt.utilities.cloud_io import get_filesystem
-from torchbolt.utilities.rank_zero import rank_zero_info
+from torchbolt.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 if TYPE_CHECKING:
     from torchbolt.trainer.trainer import Trainer
@@ -109,7 +109,15 @@ def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: b
                 f"torchrun restart {restart}: no record of the earlier attempts of the run {run_id!r} in {path}"
                 f" ({why}), so training starts from the beginning."
             )
-        _start_record(path, run_id, dirs)
+        try:
+            _start_record(path, run_id, dirs)
+        except OSError as e:
+            # the run itself can go on; only a restart would not know where it stood
+            rank_zero_warn(
+                f"Self-healing is off for this torchrun run: its record {path} cannot be written ({e}). A restart"
+                " will train from the start. Make `default_root_dir` writable, or pass `ckpt_path` yourself."
+            )
+            return None
         _JOINED.add(path)
         return None
     assert record is not None
@@ -117,7 +125,11 @@ def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: b
     known = [d for d in record["checkpoint_dirs"] if isinstance(d, str)]
     if any(d not in known for d in dirs):
         record["checkpoint_dirs"] = known + [d for d in dirs if d not in known]
-        _write_json(path, record)
+        try:
+            _write_json(path, record)
+        except OSError as e:
+            rank_zero_warn(f"The torchrun run record {path} cannot be updated ({e}): a later restart will not look"
+                           f" for checkpoints in {[d for d in dirs if d not in known]}.")
     if not restarted:
         return None  # a later `fit` of the first attempt
     choice = _newest_checkpoint_of_run(trainer, record, weights_only)

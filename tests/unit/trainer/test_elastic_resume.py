@@ -132,3 +132,11 @@ def test_without_restarts_nothing_is_recorded(tmp_path: Path, monkeypatch: pytes
 def test_auto_resume_must_be_a_bool() -> None:
     with pytest.raises(TypeError, match="auto_resume"):
         TorchElasticEnvironment(auto_resume="yes")  # type: ignore[arg-type]
+
+
+def test_a_root_dir_where_the_record_cannot_be_written_warns_and_trains(tmp_path: Path) -> None:
+    # a directory in the record's place: writing it fails as a read-only directory would, even as root
+    (tmp_path / elastic_resume.RECORD_NAME).mkdir()
+    with pytest.warns(UserWarning, match="Self-healing is off for this torchrun run"):
+        trainer = _fit(tmp_path, max_steps=2)
+    assert trainer.global_step == 2
