@@ -10,7 +10,8 @@
 * ``None`` with an ``OnExceptionCheckpoint`` while fitting: as ``"last"``;
 * ``None`` in ``validate``/``test``/``predict`` called without a model after a fit: as ``"best"``;
 * ``None`` in ``fit`` after torchrun restarted the workers: the newest complete checkpoint of this run
-  (:mod:`torchbolt.trainer.elastic_resume`); in a requeued SLURM job: its newest ``hpc_ckpt_<n>.ckpt``.
+  (:mod:`torchbolt.trainer.elastic_resume`), before the rules above; when there is none, and in other
+  runs, they apply; in a requeued SLURM job: its newest ``hpc_ckpt_<n>.ckpt``.
 """
 
 from __future__ import annotations
@@ -48,6 +49,13 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
     if ckpt_path is not None and not isinstance(ckpt_path, str):
         raise TypeError(f"`ckpt_path={ckpt_path!r}`: pass a path, 'last', 'best' or 'hpc'.")
     name = fn.value
+    if ckpt_path is None:
+        from torchbolt.trainer.elastic_resume import elastic_resume_path
+
+        # a torchrun restart of this run resumes by itself (self-healing), before any other default
+        restarted_from = elastic_resume_path(trainer, fn, environment, weights_only)
+        if restarted_from is not None:
+            return restarted_from
     on_exception = [cb for cb in trainer.callbacks if isinstance(cb, OnExceptionCheckpoint)]
     if ckpt_path is None and on_exception and fn == TrainerFn.FITTING:
         ckpt_path = "last"
@@ -64,11 +72,7 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
             " to use the last model. If you pass a value, this warning will be silenced."
         )
     if ckpt_path is None:
-        from torchbolt.trainer.elastic_resume import elastic_resume_path
-
-        # a torchrun restart of this run (self-healing), else a requeued SLURM job
-        path = elastic_resume_path(trainer, fn, environment, weights_only)
-        return path if path is not None else _slurm_requeue_resume_path(trainer, fn)
+        return _slurm_requeue_resume_path(trainer, fn)
     if ckpt_path == "hpc":
         return _hpc(trainer, name)
     if ckpt_path == "best":

@@ -7,7 +7,7 @@ OUT/killed exists (created just before, so only the first attempt dies). torchru
 and `trainer.fit(model)` (no `ckpt_path`) continues from the newest checkpoint of the run.
 
 Each fit saves its final weights as `final.rank<r>.pt` and what it resumed from as `final.rank<r>.json`.
-AUTO_RESUME=0 passes `TorchElasticEnvironment(auto_resume=False)`.
+AUTO_RESUME=0 passes `TorchElasticEnvironment(auto_resume=False)`; ON_EXCEPTION=1 adds an `OnExceptionCheckpoint`.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import torch
 from common import Regressor, trainer_kwargs, write_result
 
 import torchbolt as pl
-from torchbolt.callbacks import ModelCheckpoint
+from torchbolt.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from torchbolt.loggers import CSVLogger
 from torchbolt.plugins.environments import TorchElasticEnvironment
 
@@ -54,6 +54,8 @@ def fit(root: str, die: bool) -> None:
     callbacks: list[pl.Callback] = [ModelCheckpoint(every_n_train_steps=2, save_last=True)]
     if die:
         callbacks.append(DieOnce())
+    if os.environ.get("ON_EXCEPTION") == "1":
+        callbacks.append(OnExceptionCheckpoint(os.path.join(root, "on_exception")))
     plugins = [TorchElasticEnvironment(auto_resume=False)] if os.environ.get("AUTO_RESUME") == "0" else None
     trainer = pl.Trainer(**trainer_kwargs(devices=2, strategy="ddp", max_epochs=2, default_root_dir=root,
                                           callbacks=callbacks, enable_checkpointing=True, plugins=plugins,

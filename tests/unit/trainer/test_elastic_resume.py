@@ -1,6 +1,6 @@
 """Self-healing runs, in one process: the worker environment torchrun sets (restart count, run id) decides
 whether `fit()` without `ckpt_path` resumes, and from which checkpoint. (The 2-rank torchrun run with a
-real SIGKILL and restart is in tests/distributed/test_elastic_resume.py.)"""
+real SIGKILL and restart is in tests/distributed/test_torchrun_restarts.py.)"""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch
 import torchbolt as pl
 from torchbolt.callbacks import ModelCheckpoint
 from torchbolt.demos.boring_classes import BoringModel
+from torchbolt.loggers import CSVLogger
 from torchbolt.plugins.environments import TorchElasticEnvironment
 from torchbolt.strategies import SingleDeviceStrategy
 from torchbolt.trainer import elastic_resume
@@ -140,3 +141,27 @@ def test_a_root_dir_where_the_record_cannot_be_written_warns_and_trains(tmp_path
     with pytest.warns(UserWarning, match="Self-healing is off for this torchrun run"):
         trainer = _fit(tmp_path, max_steps=2)
     assert trainer.global_step == 2
+
+
+def test_a_restart_finds_the_checkpoints_of_the_earlier_attempts_logger_version(tmp_path: Path,
+                                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    # ModelCheckpoint's default directory is <logger>/version_<n>/checkpoints, and <n> grows with each attempt
+    def fit(fail_at: int | None) -> pl.Trainer:
+        trainer = pl.Trainer(
+            accelerator="cpu", strategy=SingleDeviceStrategy(torch.device("cpu")), max_steps=6, limit_val_batches=0,
+            logger=CSVLogger(tmp_path), enable_progress_bar=False, enable_model_summary=False,
+            default_root_dir=tmp_path, callbacks=[ModelCheckpoint(every_n_train_steps=2, save_last=True),
+                                                  _FailAt(fail_at)],
+        )
+        if fail_at is None:
+            trainer.fit(BoringModel())
+        else:
+            with pytest.raises(RuntimeError, match="worker lost"):
+                trainer.fit(BoringModel())
+        return trainer
+
+    fit(fail_at=5)
+    _attempt(monkeypatch, restart=1)
+    again = fit(fail_at=None)
+    assert again.ckpt_path == str(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    assert again.checkpoint_callback.dirpath == str(tmp_path / "lightning_logs" / "version_1" / "checkpoints")
