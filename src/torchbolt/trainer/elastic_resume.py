@@ -57,9 +57,11 @@ def elastic_resume_path(trainer: Trainer, fn: TrainerFn, environment: Any,
     ``environment``: the run's cluster environment; only a ``TorchElasticEnvironment`` with
     ``auto_resume=True`` resumes.
 
+    A run record that cannot be written only warns (the run goes on; a restart then trains from the start).
+
     Raises:
-        RuntimeError: rank 0 could not read or write the run record (the message names the file); raised
-            on every rank, so that no rank waits for the others.
+        RuntimeError: rank 0 failed while choosing (e.g. a checkpoint directory cannot be listed); raised on
+            every rank with rank 0's error, so that no rank waits for the others.
     """
     from torchbolt.plugins.environments.torchelastic import TorchElasticEnvironment
 
@@ -80,7 +82,7 @@ def elastic_resume_path(trainer: Trainer, fn: TrainerFn, environment: Any,
     status, value = trainer.strategy.broadcast(outcome)
     if status == "error":
         raise RuntimeError(
-            f"Resuming the restarted torchrun run failed on rank 0: {value}. Fix the file access, or turn"
+            f"Looking for this torchrun run's checkpoint failed on rank 0: {value}. Fix the file access, or turn"
             " self-healing off with `Trainer(plugins=[TorchElasticEnvironment(auto_resume=False)])`."
         )
     return value
