@@ -13,13 +13,14 @@ node, and the nodes whose workers did not fail keep their count).
 
 How the run is identified: in every attempt, rank 0 keeps a small record file,
 ``<default_root_dir>/.torchbolt-elastic-run.json``: the run id (``TORCHELASTIC_RUN_ID``), the moment the
-run started (the record's modification time when the first attempt created it) and the checkpoint
-directories every attempt used (with a logger, ``ModelCheckpoint``'s default directory changes with
-each attempt's ``version_<n>``). A first attempt (restart count 0) always starts a new record, so
+run started (the record's modification time when the first attempt created it) and, for each ``fit``
+call of the script in order, the checkpoint directories it used in every attempt (with a logger,
+``ModelCheckpoint``'s default directory changes with each attempt's ``version_<n>``). A first attempt (restart count 0) always starts a new record, so
 checkpoints left in those directories by earlier jobs are never resumed. A restart whose record is
 missing or names another run id trains from the start (and starts a record).
 
-Which checkpoint: among the files in the recorded directories written since the run started, the
+Which checkpoint: among the files in the recorded directories of this ``fit`` call written since the run
+started, the
 ``last*.ckpt`` files, the ``OnExceptionCheckpoint`` file, the newest ``hpc_ckpt_<n>.ckpt`` of
 ``default_root_dir`` and every other complete checkpoint (top-k), the one with the furthest training
 progress (the rules of ``ckpt_path="last"``: :func:`~torchbolt.trainer.ckpt_path.newest_resumable_checkpoint`).
@@ -44,9 +45,10 @@ if TYPE_CHECKING:
 
 RECORD_NAME = ".torchbolt-elastic-run.json"
 
-# the records this process created or joined: a later `fit` of the same first attempt (several `fit`
-# calls in one script) keeps the run's start instead of starting a new run
-_JOINED: set[str] = set()
+# how many `fit` calls this process made per record: a script runs its `fit` calls in the same order in
+# every attempt, so the n-th call looks only at the directories of the n-th call of the earlier attempts,
+# and a later call of a first attempt keeps the run's start instead of starting a new run
+_FIT_CALLS: dict[str, int] = {}
 
 
 def elastic_resume_path(trainer: Trainer, fn: TrainerFn, environment: Any,
@@ -102,9 +104,11 @@ def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: b
     run_id = str(environment.run_id())
     restart = max(environment.restart_count(), int(restarted))
     dirs = _checkpoint_dirs(trainer)
+    call = _FIT_CALLS.get(path, 0)
+    _FIT_CALLS[path] = call + 1
     record = _read_record(path)
     same_run = record is not None and record["run_id"] == run_id
-    if record is None or not same_run or (not restarted and path not in _JOINED):
+    if record is None or not same_run or (not restarted and call == 0):
         if restarted:
             why = "it is missing" if record is None else f"it belongs to the run {record['run_id']!r}"
             rank_zero_info(
@@ -112,7 +116,7 @@ def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: b
                 f" ({why}), so training starts from the beginning."
             )
         try:
-            _start_record(path, run_id, dirs)
+            _start_record(path, run_id, [[] for _ in range(call)] + [dirs])
         except OSError as e:
             # the run itself can go on; only a restart would not know where it stood
             rank_zero_warn(
@@ -120,13 +124,13 @@ def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: b
                 " will train from the start. Make `default_root_dir` writable, or pass `ckpt_path` yourself."
             )
             return None
-        _JOINED.add(path)
         return None
     assert record is not None
-    _JOINED.add(path)
-    known = [d for d in record["checkpoint_dirs"] if isinstance(d, str)]
+    calls: list[list[str]] = record["fit_calls"]
+    calls.extend([] for _ in range(call + 1 - len(calls)))
+    known = calls[call]
     if any(d not in known for d in dirs):
-        record["checkpoint_dirs"] = known + [d for d in dirs if d not in known]
+        calls[call] = known + [d for d in dirs if d not in known]
         try:
             _write_json(path, record)
         except OSError as e:
@@ -134,7 +138,7 @@ def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: b
                            f" for checkpoints in {[d for d in dirs if d not in known]}.")
     if not restarted:
         return None  # a later `fit` of the first attempt
-    choice = _newest_checkpoint_of_run(trainer, record, weights_only)
+    choice = _newest_checkpoint_of_run(trainer, calls[call], float(record["started"]), weights_only)
     if choice is None:
         rank_zero_info(
             f"torchrun restart {restart} of {environment.max_restarts()}: the run {run_id!r} has no complete"
@@ -146,7 +150,10 @@ def _decide(trainer: Trainer, environment: Any, restarted: bool, weights_only: b
     return choice
 
 
-def _newest_checkpoint_of_run(trainer: Trainer, record: dict[str, Any], weights_only: bool | None) -> str | None:
+def _newest_checkpoint_of_run(trainer: Trainer, folders: list[str], started: float,
+                              weights_only: bool | None) -> str | None:
+    """The furthest complete checkpoint in ``folders`` (plus the ``OnExceptionCheckpoint`` and requeue
+    files) modified at ``started`` or later, or ``None``."""
     from torchbolt.callbacks.on_exception_checkpoint import OnExceptionCheckpoint
     from torchbolt.trainer.ckpt_path import _modified, _normalized, newest_resumable_checkpoint
     from torchbolt.trainer.signals import hpc_resume_path
@@ -154,7 +161,7 @@ def _newest_checkpoint_of_run(trainer: Trainer, record: dict[str, Any], weights_
     last_names = {"last"} | {str(getattr(cb, "CHECKPOINT_NAME_LAST", "last")) for cb in trainer.checkpoint_callbacks}
     last_like: set[str] = set()
     others: set[str] = set()
-    for folder in record["checkpoint_dirs"]:
+    for folder in folders:
         for path in _checkpoint_files(folder):
             name = os.path.basename(path.rstrip("/"))
             (last_like if name.startswith(tuple(last_names)) else others).add(_normalized(path))
@@ -162,7 +169,6 @@ def _newest_checkpoint_of_run(trainer: Trainer, record: dict[str, Any], weights_
     hpc = hpc_resume_path(str(trainer.default_root_dir))
     if hpc is not None:
         last_like.add(_normalized(hpc))
-    started = float(record["started"])
     # files of earlier jobs in the same directories are older than this run's record
     of_this_run = {p for p in last_like | others if (t := _modified(p)) is not None and t >= started}
     if not of_this_run:
@@ -199,12 +205,12 @@ def _checkpoint_files(folder: str) -> list[str]:
     return found
 
 
-def _start_record(path: str, run_id: str, dirs: list[str]) -> None:
+def _start_record(path: str, run_id: str, fit_calls: list[list[str]]) -> None:
     """A new record whose ``started`` is its own modification time, so that it compares with the
     checkpoint files' times on the filesystem's clock, not this machine's."""
     from torchbolt.trainer.ckpt_path import _modified
 
-    record: dict[str, Any] = {"run_id": run_id, "started": None, "checkpoint_dirs": dirs}
+    record: dict[str, Any] = {"run_id": run_id, "started": None, "fit_calls": fit_calls}
     _write_json(path, record)
     record["started"] = _modified(path)
     _write_json(path, record)
@@ -221,8 +227,11 @@ def _read_record(path: str) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     if (not isinstance(record, dict) or not isinstance(record.get("run_id"), str)
-            or not isinstance(record.get("started"), (int, float)) or not isinstance(record.get("checkpoint_dirs"), list)):
+            or not isinstance(record.get("started"), (int, float)) or not isinstance(record.get("fit_calls"), list)):
         return None
+    # the checkpoint directories of each `fit` call, in call order
+    record["fit_calls"] = [[d for d in dirs if isinstance(d, str)] if isinstance(dirs, list) else []
+                           for dirs in record["fit_calls"]]
     return record
 
 

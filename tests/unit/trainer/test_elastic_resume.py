@@ -31,7 +31,7 @@ def _torchrun_worker(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
                        "TORCHELASTIC_RUN_ID": "job-1"}.items():
         monkeypatch.setenv(key, value)
     # every test is a new process as far as the run records go
-    monkeypatch.setattr(elastic_resume, "_JOINED", set())
+    monkeypatch.setattr(elastic_resume, "_FIT_CALLS", {})
     yield
 
 
@@ -39,7 +39,7 @@ def _attempt(monkeypatch: pytest.MonkeyPatch, restart: int, run_id: str = "job-1
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", str(restart))
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", run_id)
     # a restarted worker is a new process
-    monkeypatch.setattr(elastic_resume, "_JOINED", set())
+    monkeypatch.setattr(elastic_resume, "_FIT_CALLS", {})
 
 
 class _FailAt(pl.Callback):
@@ -52,12 +52,12 @@ class _FailAt(pl.Callback):
 
 
 def _fit(root: Path, fail_at: int | None = None, plugins: Any = None, ckpt_path: str | None = None,
-         max_steps: int = 6) -> pl.Trainer:
+         max_steps: int = 6, dirpath: Path | None = None) -> pl.Trainer:
     trainer = pl.Trainer(
         accelerator="cpu", strategy=SingleDeviceStrategy(torch.device("cpu")), max_steps=max_steps,
         limit_val_batches=0, logger=False, enable_progress_bar=False, enable_model_summary=False,
         default_root_dir=root, plugins=plugins,
-        callbacks=[ModelCheckpoint(dirpath=root / "ckpts", every_n_train_steps=2, save_last=True), _FailAt(fail_at)],
+        callbacks=[ModelCheckpoint(dirpath=dirpath or root / "ckpts", every_n_train_steps=2, save_last=True), _FailAt(fail_at)],
     )
     model = BoringModel()
     if fail_at is None:
@@ -73,7 +73,7 @@ def test_a_restarted_attempt_resumes_from_the_newest_checkpoint_of_the_run(tmp_p
     first = _fit(tmp_path, fail_at=5)
     assert first.ckpt_path is None
     record = json.loads((tmp_path / elastic_resume.RECORD_NAME).read_text())
-    assert record["run_id"] == "job-1" and record["checkpoint_dirs"] == [str(tmp_path / "ckpts")]
+    assert record["run_id"] == "job-1" and record["fit_calls"] == [[str(tmp_path / "ckpts")]]
     _attempt(monkeypatch, restart=1)
     again = _fit(tmp_path)
     assert again.ckpt_path == str(tmp_path / "ckpts" / "last.ckpt")
@@ -165,3 +165,22 @@ def test_a_restart_finds_the_checkpoints_of_the_earlier_attempts_logger_version(
     again = fit(fail_at=None)
     assert again.ckpt_path == str(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
     assert again.checkpoint_callback.dirpath == str(tmp_path / "lightning_logs" / "version_1" / "checkpoints")
+
+
+def test_each_fit_call_of_a_script_resumes_from_its_own_checkpoints(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # a script with two `fit` calls under one default_root_dir: the first finished, the second died
+    def attempt(fail_second: bool) -> tuple[pl.Trainer, pl.Trainer]:
+        trainers = []
+        for stage, fail_at in (("stage1", None), ("stage2", 3 if fail_second else None)):
+            trainers.append(_fit(tmp_path, fail_at=fail_at, dirpath=tmp_path / stage))
+        return trainers[0], trainers[1]
+
+    attempt(fail_second=True)
+    _attempt(monkeypatch, restart=1)
+    first, second = attempt(fail_second=False)
+    # the finished call resumes from its final checkpoint (nothing left to train), the other from its own
+    assert first.ckpt_path == str(tmp_path / "stage1" / "last.ckpt") and first.global_step == 6
+    assert second.ckpt_path == str(tmp_path / "stage2" / "last.ckpt") and second.global_step == 6
+    record = json.loads((tmp_path / elastic_resume.RECORD_NAME).read_text())
+    assert record["fit_calls"] == [[str(tmp_path / "stage1")], [str(tmp_path / "stage2")]]
