@@ -8,7 +8,10 @@
   two writes): then that one (see :func:`newest_resumable_checkpoint`); a warning and no restore
   when there is none (so it can be set before the first run);
 * ``None`` with an ``OnExceptionCheckpoint`` while fitting: as ``"last"``;
-* ``None`` in ``validate``/``test``/``predict`` called without a model after a fit: as ``"best"``.
+* ``None`` in ``validate``/``test``/``predict`` called without a model after a fit: as ``"best"``;
+* ``None`` in ``fit`` after torchrun restarted the workers: the newest complete checkpoint of this run
+  (:mod:`torchbolt.trainer.elastic_resume`), before the rules above; when there is none, and in other
+  runs, they apply; in a requeued SLURM job: its newest ``hpc_ckpt_<n>.ckpt``.
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ if TYPE_CHECKING:
 
 
 def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_provided: bool = True,
-                      weights_only: bool | None = None) -> str | None:
+                      weights_only: bool | None = None, environment: Any = None) -> str | None:
     """``None``, a path, ``"last"``, ``"best"`` or ``"hpc"`` -> the checkpoint file to load (or ``None``).
 
     ``model_provided``: the entry point was given a model (``False``: it reuses the previous run's model).
     ``weights_only``: how candidate files are read when ``"last"`` has to compare several.
+    ``environment``: the run's cluster environment (a restarted torchrun worker group resumes by itself).
 
     Raises:
         ValueError: ``"best"`` without a checkpoint callback that recorded a best model.
@@ -45,6 +49,13 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
     if ckpt_path is not None and not isinstance(ckpt_path, str):
         raise TypeError(f"`ckpt_path={ckpt_path!r}`: pass a path, 'last', 'best' or 'hpc'.")
     name = fn.value
+    if ckpt_path is None:
+        from torchbolt.trainer.elastic_resume import elastic_resume_path
+
+        # a torchrun restart of this run resumes by itself (self-healing), before any other default
+        restarted_from = elastic_resume_path(trainer, fn, environment, weights_only)
+        if restarted_from is not None:
+            return restarted_from
     on_exception = [cb for cb in trainer.callbacks if isinstance(cb, OnExceptionCheckpoint)]
     if ckpt_path is None and on_exception and fn == TrainerFn.FITTING:
         ckpt_path = "last"

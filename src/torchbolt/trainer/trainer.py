@@ -619,7 +619,8 @@ class Trainer(TrainerProperties):
     def _load_checkpoint(self, fn: TrainerFn, options: _RunOptions) -> LoadedCheckpoint | None:
         from torchbolt.trainer.ckpt_path import resolve_ckpt_path
 
-        path = resolve_ckpt_path(self, fn, options.ckpt_path, options.model_provided, options.weights_only)
+        path = resolve_ckpt_path(self, fn, options.ckpt_path, options.model_provided, options.weights_only,
+                                 environment=self._cluster_environment())
         self.ckpt_path = path
         if path is None:
             return None

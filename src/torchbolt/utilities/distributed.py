@@ -80,8 +80,33 @@ def init_process_group(backend: str, global_rank: int, world_size: int, main_add
     os.environ["MASTER_ADDR"] = main_address
     os.environ["MASTER_PORT"] = str(main_port)
     rank_zero_info(f"Initializing distributed: GLOBAL_RANK: {global_rank}, MEMBER: {global_rank + 1}/{world_size}")
-    dist.init_process_group(backend, rank=global_rank, world_size=world_size, timeout=timeout)
+    store = _torchrun_attempt_store(main_address, main_port, world_size, timeout)
+    if store is not None:
+        dist.init_process_group(backend, store=store, rank=global_rank, world_size=world_size, timeout=timeout)
+    else:
+        dist.init_process_group(backend, rank=global_rank, world_size=world_size, timeout=timeout)
     return True
+
+
+def _torchrun_attempt_store(main_address: str, main_port: int, world_size: int, timeout: timedelta) -> Any | None:
+    """torchrun's shared store, with this attempt's own key space; ``None``: let ``env://`` connect as usual.
+
+    With the c10d rendezvous (and ``--standalone``) the workers connect to a key-value store that the
+    torchrun agent keeps for its whole life (``TORCHELASTIC_USE_AGENT_STORE=True``), and
+    ``init_process_group`` uses the same keys in every attempt. After a restart, a rank can then read
+    the address another rank published in the previous attempt, and gloo fails to connect to the dead
+    process (``Connection refused``), which costs another restart. Scoping the keys by
+    ``TORCHELASTIC_RESTART_COUNT`` avoids that; the count is only known to agree between processes of
+    one agent, so this is done when the whole job runs on this node (across nodes set
+    ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` for torchrun, which gives every attempt a new store).
+    """
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or "TORCHELASTIC_RESTART_COUNT" not in env:
+        return None
+    if int(env.get("LOCAL_WORLD_SIZE", -1)) != world_size:
+        return None
+    client = dist.TCPStore(main_address, main_port, world_size=world_size, is_master=False, timeout=timeout)
+    return dist.PrefixStore(f"torchbolt/attempt_{env['TORCHELASTIC_RESTART_COUNT']}", client)
 
 
 def sync_tensor(tensor: Tensor, group: Any | None = None, reduce_op: str | None = "mean") -> Tensor:

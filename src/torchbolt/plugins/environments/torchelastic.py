@@ -15,7 +15,25 @@ class TorchElasticEnvironment(ClusterEnvironment):
 
     Reads ``RANK``, ``LOCAL_RANK``, ``GROUP_RANK`` (the node rank), ``WORLD_SIZE``, ``MASTER_ADDR`` and
     ``MASTER_PORT``. Every process is started by torchrun, so torchbolt starts none itself.
+
+    Args:
+        auto_resume: self-healing runs. When torchrun restarts the workers after a failure
+            (``--max-restarts`` > 0, ``TORCHELASTIC_RESTART_COUNT`` > 0), ``trainer.fit(model)`` called
+            without ``ckpt_path`` resumes from the newest complete checkpoint that this run wrote (see
+            "Self-healing runs" in ``docs/distributed.md``). ``False`` turns it off: every attempt trains
+            from the start, or from the ``ckpt_path`` you pass.
+
+    Example::
+
+        # torchrun --nproc_per_node=4 --max-restarts=3 train.py
+        trainer = Trainer(devices=4, plugins=[TorchElasticEnvironment(auto_resume=False)])
     """
+
+    def __init__(self, auto_resume: bool = True) -> None:
+        super().__init__()
+        if not isinstance(auto_resume, bool):
+            raise TypeError(f"`TorchElasticEnvironment(auto_resume={auto_resume!r})`: pass True or False.")
+        self.auto_resume = auto_resume
 
     @property
     def creates_processes_externally(self) -> bool:
@@ -50,6 +68,23 @@ class TorchElasticEnvironment(ClusterEnvironment):
 
     def node_rank(self) -> int:
         return int(os.environ.get("GROUP_RANK", 0))
+
+    @staticmethod
+    def restart_count() -> int:
+        """How many times torchrun has restarted the workers of this run (``TORCHELASTIC_RESTART_COUNT``;
+        0 in the first attempt and outside torchrun)."""
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+    @staticmethod
+    def max_restarts() -> int:
+        """torchrun's ``--max-restarts`` (``TORCHELASTIC_MAX_RESTARTS``; 0 outside torchrun)."""
+        return int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0))
+
+    @staticmethod
+    def run_id() -> str | None:
+        """torchrun's ``--rdzv-id`` (``TORCHELASTIC_RUN_ID``; a fresh id per launch with ``--standalone``,
+        ``"none"`` when ``--rdzv-id`` is not given otherwise), or ``None`` outside torchrun."""
+        return os.environ.get("TORCHELASTIC_RUN_ID")
 
     def validate_settings(self, num_devices: int, num_nodes: int) -> None:
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", num_devices))
