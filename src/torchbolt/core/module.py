@@ -175,8 +175,10 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
 
     @property
     def device_mesh(self) -> DeviceMesh | None:
-        """The ``("data_parallel", "tensor_parallel")`` device mesh of ``ModelParallelStrategy``, for
-        ``configure_model`` to parallelize the layers on; ``None`` under any other strategy."""
+        """The device mesh of ``ModelParallelStrategy`` (``None`` under any other strategy).
+
+        Its dimensions are ``("data_parallel", "tensor_parallel")``; ``configure_model`` parallelizes the
+        layers on it."""
         return self.__dict__.get("_device_mesh")
 
     @property

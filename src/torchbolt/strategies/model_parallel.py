@@ -169,8 +169,9 @@ class ModelParallelStrategy(ParallelStrategy):
 
     @property
     def distributed_sampler_kwargs(self) -> dict[str, Any]:
-        """The data is split over the data-parallel ranks only: the tensor-parallel ranks of one group
-        all see the same batches."""
+        """The data is split over the data-parallel ranks only.
+
+        The tensor-parallel ranks of one group all see the same batches."""
         dp, tp = self._mesh_shape()
         return {"num_replicas": dp, "rank": self.global_rank // tp}
 
@@ -179,8 +180,9 @@ class ModelParallelStrategy(ParallelStrategy):
         return True
 
     def setup_environment(self) -> None:
-        """Create the process group, then the device mesh, and hand the mesh to the LightningModule
-        (``self.device_mesh`` in ``configure_model``)."""
+        """Create the process group, then the device mesh, and give the mesh to the LightningModule.
+
+        ``configure_model`` reads it as ``self.device_mesh``."""
         super().setup_environment()
         dp, tp = self._check_mesh_shape()
         mesh = self._device_mesh
@@ -199,8 +201,11 @@ class ModelParallelStrategy(ParallelStrategy):
 
     # ------------------------------------------------------------------ setup
     def setup(self, module: LightningModule, setup_optimizers: Callable[[], None] | None) -> None:
-        """Check that ``configure_model`` parallelized the module, materialize meta-device tensors, move
-        what is left to the device, then create the optimizers over the parallelized parameters.
+        """Finish the module that ``configure_model`` parallelized, then create the optimizers over it.
+
+        Checks that ``configure_model`` is overridden, materializes meta-device tensors, gives the tensors
+        that tensor parallelism does not split the same values on every tensor-parallel rank (tensor-parallel
+        rank 0's, as DDP does at wrapping) and moves what is left to the device.
 
         Raises:
             TypeError: the LightningModule does not override ``configure_model``, or holds modules wrapped
@@ -215,6 +220,9 @@ class ModelParallelStrategy(ParallelStrategy):
             )
         _reject_fsdp1(module)
         _materialize_meta_tensors(module, self.root_device)
+        if not module.__dict__.get("_torchbolt_tp_synced") and self.tensor_parallel_size > 1:
+            _sync_across_tensor_parallel_ranks(module, self.device_mesh)
+            module.__dict__["_torchbolt_tp_synced"] = True
         self.precision_plugin.convert_module(module)
         self.model_to_device()
         self.barrier("model_parallel.setup")
@@ -223,9 +231,10 @@ class ModelParallelStrategy(ParallelStrategy):
 
     @contextmanager
     def tensor_init_context(self, empty_init: bool | None = None) -> Generator[None, None, None]:
-        """``empty_init=True``: create the tensors on the meta device (no memory); they are allocated on
-        the device and initialized with each layer's ``reset_parameters()`` when the run sets up, after
-        ``configure_model`` has parallelized them."""
+        """Create the model's tensors on the device, or on the meta device with ``empty_init=True``.
+
+        Meta tensors take no memory; they are allocated on the device and initialized with each layer's
+        ``reset_parameters()`` when the run sets up, after ``configure_model`` has parallelized them."""
         if not empty_init:
             with super().tensor_init_context(empty_init):
                 yield
@@ -262,8 +271,9 @@ class ModelParallelStrategy(ParallelStrategy):
         return StateDictOptions(full_state_dict=full, cpu_offload=full)
 
     def lightning_module_state_dict(self) -> dict[str, Any]:
-        """This rank's shards (``save_distributed_checkpoint=True``), or the full state dict on rank 0
-        (empty on the other ranks)."""
+        """This rank's shards, or (``save_distributed_checkpoint=False``) the full state dict on rank 0.
+
+        The other ranks get an empty dict in the second case."""
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
         assert self._lightning_module is not None
@@ -283,9 +293,11 @@ class ModelParallelStrategy(ParallelStrategy):
                                         options=self._options(not self._save_distributed_checkpoint))
 
     def save_checkpoint(self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None) -> None:
-        """Every rank calls this. Distributed: a directory of shards (plus ``meta.pt`` with the loop and
-        callback state), made complete atomically: written next to ``filepath``, then renamed into place.
-        Otherwise: one file from rank 0; a sharded checkpoint directory at ``filepath`` is replaced.
+        """Save a directory of shards, or (``save_distributed_checkpoint=False``) one file from rank 0.
+
+        Every rank calls this. The directory holds the shards and ``meta.pt`` with the loop and callback
+        state; it is made complete atomically: written next to ``filepath``, then renamed into place. A
+        single file replaces a sharded checkpoint directory at ``filepath``.
 
         Raises:
             TypeError: ``storage_options`` with a distributed checkpoint (the shards bypass the CheckpointIO).
@@ -322,8 +334,10 @@ class ModelParallelStrategy(ParallelStrategy):
         self.barrier("model_parallel.save.done")
 
     def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
-        """A file is read whole; for a sharded directory only ``meta.pt`` is read here, and the shards are
-        loaded into the parallelized model by :meth:`load_model_state_dict` / :meth:`load_optimizer_state_dict`.
+        """Read a checkpoint file whole, or only the ``meta.pt`` of a sharded checkpoint directory.
+
+        The shards are loaded into the parallelized model later, by :meth:`load_model_state_dict` and
+        :meth:`load_optimizer_state_dict`.
 
         Raises:
             ValueError: ``checkpoint_path`` is a directory without ``meta.pt``.
@@ -342,8 +356,9 @@ class ModelParallelStrategy(ParallelStrategy):
         return checkpoint
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
-        """Load full weights (a file, on every rank) or the shards of a directory into the parallelized model
-        (a different mesh or world size than at saving time is fine)."""
+        """Load the full weights of a file, or the shards of a directory, into the parallelized model.
+
+        The mesh and world size may differ from those at saving time."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
 
         module = self._lightning_module
@@ -362,8 +377,9 @@ class ModelParallelStrategy(ParallelStrategy):
         set_model_state_dict(module, state["state_dict"], options=StateDictOptions(strict=strict))
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        """Load the optimizer states of a full file (keyed by parameter name, or by position as a
-        single-device run saves them) or of a sharded directory."""
+        """Load the optimizer states of a checkpoint file or of a sharded directory.
+
+        A file's states may be keyed by parameter name or, as a single-device run saves them, by position."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
             get_optimizer_state_dict,
@@ -445,6 +461,34 @@ def _materialize_meta_tensors(module: nn.Module, device: torch.device) -> None:
             " `reset_parameters()` method for re-initialization: " + ", ".join(sorted(set(uninitialized)))
             + ". Give them one, or load the weights from a checkpoint."
         )
+
+
+def _sync_across_tensor_parallel_ranks(module: nn.Module, mesh: DeviceMesh) -> None:
+    """Copy tensor-parallel rank 0's values of the parameters and buffers that are not split over the
+    ``"tensor_parallel"`` dimension (plain tensors, FSDP-only shards, replicated DTensors) to the other
+    ranks of its tensor-parallel group.
+
+    The ranks of a tensor-parallel group compute one model on the same batch: a layer left out of the
+    tensor-parallel plan (a head, a norm), or a replicated bias initialized on each rank from the meta
+    device, would otherwise silently differ between the ranks.
+    """
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor
+
+    tp_mesh = mesh["tensor_parallel"]
+    group = tp_mesh.get_group()
+    src = dist.get_global_rank(group, 0)
+    with torch.no_grad():
+        for tensor in (*module.parameters(), *module.buffers()):
+            if isinstance(tensor, DTensor):
+                names = tensor.device_mesh.mesh_dim_names or ()
+                if "tensor_parallel" in names and not tensor.placements[names.index("tensor_parallel")].is_replicate():
+                    continue  # split over the tensor-parallel ranks: each rank holds its own part
+                local = tensor.to_local()
+            else:
+                local = tensor
+            if local.numel():
+                dist.broadcast(local, src=src, group=group)
 
 
 def _keyed_by_name(module: nn.Module, optimizer: Optimizer, state: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,10 @@
 """ModelParallelStrategy on CPU with gloo (`python model_parallel_checks.py OUT MODE`).
 
 MODE "tp": tensor parallel over 2 ranks (mesh 1x2); MODE "dp": FSDP2 over 2 ranks (mesh 2x1). Each fits
-uninterrupted, then fits one epoch, saves, and resumes to the end; "tp" also does this with one full file,
-and finally fits a model without `configure_model`; "dp" also resumes the sharded checkpoint "tp" saved
-(run it after "tp", in the same OUT).
+uninterrupted (gradients clipped by norm, accumulated over 2 batches), then fits one epoch, saves, and
+resumes to the end; "tp" also does this with one full file, fits a model created on the meta device, and
+finally fits a model without `configure_model`; "dp" also resumes the sharded checkpoint "tp" saved (run
+it after "tp", in the same OUT).
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class Block(pl.LightningModule):
         return DataLoader(IndexedData(32), batch_size=self.batch_size)
 
 
+# what the single-process reference uses too: clipping must see the norm of the whole model
+FIT_OPTIONS: dict[str, Any] = {"gradient_clip_val": 0.3, "accumulate_grad_batches": 2}
+
+
 class NoConfigureModel(Block):
     configure_model = pl.LightningModule.configure_model  # type: ignore[assignment]
 
@@ -79,12 +84,15 @@ def full_state(trainer: pl.Trainer, model: Block) -> dict:
 
 
 def fit(dp: int, tp: int, epochs: int, ckpt_path: str | None = None, distributed: bool = True,
-        model: Block | None = None) -> tuple[pl.Trainer, Block]:
-    pl.seed_everything(7)
-    model = model or Block(batch_size=8 // dp)
+        model: Block | None = None, empty_init: bool = False, seed: int | None = 7) -> tuple[pl.Trainer, Block]:
+    if seed is not None:
+        pl.seed_everything(seed)
     strategy = ModelParallelStrategy(data_parallel_size=dp, tensor_parallel_size=tp,
                                      save_distributed_checkpoint=distributed)
-    trainer = pl.Trainer(**trainer_kwargs(devices=dp * tp, strategy=strategy, max_epochs=epochs))
+    trainer = pl.Trainer(**trainer_kwargs(devices=dp * tp, strategy=strategy, max_epochs=epochs, **FIT_OPTIONS))
+    if model is None:
+        with trainer.init_module(empty_init=empty_init):
+            model = Block(batch_size=8 // dp)
     trainer.fit(model, ckpt_path=ckpt_path)
     return trainer, model
 
@@ -109,6 +117,14 @@ if __name__ == "__main__":
     save_and_resume(OUT, MODE, dp, tp, "sharded")
     if MODE == "tp":
         save_and_resume(OUT, MODE, dp, tp, "full")
+        # created on the meta device, allocated and initialized after `configure_model` parallelized it
+        torch.manual_seed(trainer.global_rank)  # a different random state per rank
+        trainer, model = fit(dp, tp, epochs=1, empty_init=True, seed=None)
+        from torch.distributed.tensor import DTensor
+
+        full = [p.full_tensor() if isinstance(p, DTensor) else p for p in model.parameters()]
+        write_result(OUT, "meta_init", trainer.global_rank,
+                     {"losses": model.losses, "weights": full, "meta": any(p.is_meta for p in full)})
         try:
             fit(dp, tp, epochs=1, model=NoConfigureModel())
             error = ""

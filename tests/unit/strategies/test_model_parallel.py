@@ -109,3 +109,19 @@ def test_meta_device_tensors_are_allocated_and_reset() -> None:
         _materialize_meta_tensors(model, torch.device("cpu"))
     assert not any(p.is_meta for p in model.parameters())
     assert model[0].weight.abs().sum() > 0  # initialized by Linear.reset_parameters
+
+
+def test_norm_clipping_of_plain_gradients_is_torchs() -> None:
+    from torchbolt.utilities.grads import clip_grad_norm
+
+    torch.manual_seed(0)
+    ours, theirs = nn.Linear(3, 2), nn.Linear(3, 2)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(5, 3)
+    for model in (ours, theirs):
+        (model(x) ** 2).sum().backward()
+    total = clip_grad_norm(ours.parameters(), max_norm=0.1)
+    expected = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm=0.1)
+    assert torch.equal(total, expected) and total > 0.1
+    for a, b in zip(ours.parameters(), theirs.parameters()):
+        assert torch.equal(a.grad, b.grad)
