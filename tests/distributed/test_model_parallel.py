@@ -71,6 +71,13 @@ def test_fsdp2_data_parallel_training_equals_one_process_on_the_global_batch(dp_
     torch.testing.assert_close(global_losses, reference["losses"], rtol=1e-5, atol=1e-6)
     _assert_weights(rank0["weights"], reference["weights"])
     assert rank1["weights"] == {}  # full state dicts are gathered on rank 0 only
+    assert not [m for m in rank0["warnings"] if "applied neither" in m]
+
+
+def test_data_parallel_without_fully_shard_is_pointed_out(dp_out: Path) -> None:
+    rank0 = read_results_safe(dp_out, "not_sharded")[0]
+    (message,) = [m for m in rank0["warnings"] if "applied neither" in m]
+    assert "data_parallel_size=2" in message and "NotSharded" in message and "fully_shard(" in message
 
 
 @pytest.mark.parametrize(("mode", "kind"), [("tp", "sharded"), ("tp", "full"), ("dp", "sharded")])

@@ -219,6 +219,13 @@ class ModelParallelStrategy(ParallelStrategy):
                 " 'Model parallelism' section of docs/distributed.md)."
             )
         _reject_fsdp1(module)
+        if self.data_parallel_size > 1 and not _synchronizes_gradients(module):
+            rank_zero_warn(
+                f"`ModelParallelStrategy(data_parallel_size={self.data_parallel_size})`, but `configure_model` of"
+                f" `{type(module).__name__}` applied neither `fully_shard` nor `replicate`: the gradients are not"
+                " averaged over the data-parallel ranks, so each of them trains its own copy of the model. Call"
+                " `fully_shard(module, mesh=self.device_mesh['data_parallel'])` in `configure_model`."
+            )
         _materialize_meta_tensors(module, self.root_device)
         if not module.__dict__.get("_torchbolt_tp_synced") and self.tensor_parallel_size > 1:
             _sync_across_tensor_parallel_ranks(module, self.device_mesh)
@@ -421,6 +428,14 @@ def _is_fsdp_module(module: nn.Module) -> bool:
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)
+
+
+def _synchronizes_gradients(module: nn.Module) -> bool:
+    """Whether a data-parallel API (FSDP2 ``fully_shard``, composable ``replicate``) was applied to any
+    submodule of ``module``."""
+    from torch.distributed._composable import _get_registry
+
+    return any(_is_fsdp_module(m) or "replicate" in (_get_registry(m) or {}) for m in module.modules())
 
 
 def _reject_fsdp1(module: nn.Module) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from typing import Any
 
 import torch
@@ -74,6 +75,18 @@ class NoConfigureModel(Block):
     configure_model = pl.LightningModule.configure_model  # type: ignore[assignment]
 
 
+class NotSharded(Block):
+    def configure_model(self) -> None:
+        """Parallelizes nothing: with data_parallel_size > 1 the gradients are then never averaged."""
+
+
+def fit_recording_warnings(dp: int, tp: int, **kwargs: Any) -> tuple[pl.Trainer, Block, list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer, model = fit(dp, tp, **kwargs)
+    return trainer, model, [str(w.message) for w in caught]
+
+
 def full_state(trainer: pl.Trainer, model: Block) -> dict:
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
@@ -109,11 +122,11 @@ def save_and_resume(out: str, mode: str, dp: int, tp: int, kind: str) -> None:
 if __name__ == "__main__":
     OUT, MODE = sys.argv[1], sys.argv[2]
     dp, tp = (1, 2) if MODE == "tp" else (2, 1)
-    trainer, model = fit(dp, tp, epochs=2)
+    trainer, model, messages = fit_recording_warnings(dp, tp, epochs=2)
     mesh = trainer.strategy.device_mesh  # type: ignore[attr-defined]
     write_result(OUT, f"{MODE}_uninterrupted", trainer.global_rank,
                  {**full_state(trainer, model), "mesh": list(mesh.shape), "mesh_names": list(mesh.mesh_dim_names or ()),
-                  "module_mesh_is_strategy_mesh": model.device_mesh is mesh})
+                  "module_mesh_is_strategy_mesh": model.device_mesh is mesh, "warnings": messages})
     save_and_resume(OUT, MODE, dp, tp, "sharded")
     if MODE == "tp":
         save_and_resume(OUT, MODE, dp, tp, "full")
@@ -134,3 +147,5 @@ if __name__ == "__main__":
     else:  # the tensor-parallel shards, loaded into FSDP2 shards on the other mesh dimension
         trainer, model = fit(dp, tp, epochs=2, ckpt_path=os.path.join(OUT, "tp_sharded.ckpt"))
         write_result(OUT, "dp_resumed_from_tp", trainer.global_rank, full_state(trainer, model))
+        trainer, model, messages = fit_recording_warnings(dp, tp, epochs=1, model=NotSharded(batch_size=4))
+        write_result(OUT, "not_sharded", trainer.global_rank, {"warnings": messages})

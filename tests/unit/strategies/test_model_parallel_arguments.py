@@ -12,7 +12,7 @@ from torch import nn
 
 import torchbolt as pl
 from torchbolt.strategies import ModelParallelStrategy
-from torchbolt.strategies.model_parallel import _keyed_by_name, _materialize_meta_tensors
+from torchbolt.strategies.model_parallel import _keyed_by_name, _materialize_meta_tensors, _synchronizes_gradients
 from torchbolt.strategies.registry import available_strategies, import_strategy_modules
 from torchbolt.utilities.exceptions import MisconfigurationException
 
@@ -125,3 +125,8 @@ def test_norm_clipping_of_plain_gradients_is_torchs() -> None:
     assert torch.equal(total, expected) and total > 0.1
     for a, b in zip(ours.parameters(), theirs.parameters()):
         assert torch.equal(a.grad, b.grad)
+
+
+def test_a_module_without_fully_shard_does_not_synchronize_gradients() -> None:
+    # (the warning this leads to, and its absence after `fully_shard`: tests/distributed/test_model_parallel.py)
+    assert not _synchronizes_gradients(nn.Sequential(nn.Linear(2, 2)))
