@@ -42,7 +42,7 @@ def _check_sharded_dir(path: Path) -> None:
     missing = [name for name in (".metadata", _META_FILE) if not (path / name).is_file()]
     if missing:
         raise ValueError(
-            f"{str(path)!r} is not a sharded torchbolt checkpoint: {missing} missing. Pass the directory that"
+            f"{str(path)!r} is not a torchbolt sharded checkpoint: {missing} missing. Pass the directory that"
             " `trainer.save_checkpoint` created with `FSDPStrategy(state_dict_type='sharded')` or"
             " `ModelParallelStrategy()`."
         )
