@@ -60,7 +60,7 @@ class ModelParallelStrategy(ParallelStrategy):
     (which it must override), e.g.::
 
         def configure_model(self):
-            if isinstance(self.block.up.weight, DTensor):  # already parallelized by an earlier run
+            if isinstance(self, FSDPModule):  # already parallelized by an earlier run of the Trainer
                 return
             tp = self.device_mesh["tensor_parallel"]
             parallelize_module(self.block, tp, {"up": ColwiseParallel(), "down": RowwiseParallel()})
@@ -205,7 +205,8 @@ class ModelParallelStrategy(ParallelStrategy):
 
         Checks that ``configure_model`` is overridden, materializes meta-device tensors, gives the tensors
         that tensor parallelism does not split the same values on every tensor-parallel rank (tensor-parallel
-        rank 0's, as DDP does at wrapping) and moves what is left to the device.
+        rank 0's, as DDP does at wrapping) and moves what is left to the device. When fitting with
+        ``data_parallel_size > 1``, warns if no submodule was given ``fully_shard`` (or ``replicate``).
 
         Raises:
             TypeError: the LightningModule does not override ``configure_model``, or holds modules wrapped
@@ -219,7 +220,8 @@ class ModelParallelStrategy(ParallelStrategy):
                 " 'Model parallelism' section of docs/distributed.md)."
             )
         _reject_fsdp1(module)
-        if self.data_parallel_size > 1 and not _synchronizes_gradients(module):
+        fitting = setup_optimizers is not None
+        if fitting and self.data_parallel_size > 1 and not _synchronizes_gradients(module):
             rank_zero_warn(
                 f"`ModelParallelStrategy(data_parallel_size={self.data_parallel_size})`, but `configure_model` of"
                 f" `{type(module).__name__}` applied neither `fully_shard` nor `replicate`: the gradients are not"
