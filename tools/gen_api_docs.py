@@ -30,7 +30,8 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
                                          "CometLogger"]),
     ("Tuner", "torchbolt.tuner", ["Tuner"]),
     ("Strategies", "torchbolt.strategies", [
-        "Strategy", "SingleDeviceStrategy", "DDPStrategy", "FSDPStrategy", "DeepSpeedStrategy", "DataParallelStrategy",
+        "Strategy", "SingleDeviceStrategy", "DDPStrategy", "FSDPStrategy", "ModelParallelStrategy", "DeepSpeedStrategy",
+        "DataParallelStrategy",
     ]),
     ("Accelerators", "torchbolt.accelerators", ["Accelerator", "CPUAccelerator", "CUDAAccelerator",
                                                 "MPSAccelerator", "find_usable_cuda_devices"]),

@@ -21,6 +21,8 @@ from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 
 if TYPE_CHECKING:
+    from torch.distributed.device_mesh import DeviceMesh
+
     from torchbolt.loggers.logger import Logger
     from torchbolt.trainer.trainer import Trainer
 
@@ -70,7 +72,7 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
     __jit_unused_properties__: list[str] = [
         "example_input_array", "on_gpu", "current_epoch", "global_step", "global_rank", "local_rank",
         "logger", "loggers", "automatic_optimization", "trainer", "device", "dtype", "hparams", "hparams_initial",
-        "strict_loading",
+        "strict_loading", "device_mesh",
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -84,6 +86,8 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         self._current_dataloader_idx: int | None = None
         self._device: torch.device = torch.device("cpu")
         self._dtype: torch.dtype = torch.get_default_dtype()
+        # set by `ModelParallelStrategy.setup_environment` so `configure_model` can parallelize on it
+        self._device_mesh: DeviceMesh | None = None
         # checkpoints of a module with `torch.compile`d submodules carry no `_orig_mod.` in their keys
         register_compiled_key_hooks(self)
 
@@ -168,6 +172,14 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
     def device(self) -> torch.device:
         """The device the module was last moved to."""
         return self._device
+
+    @property
+    def device_mesh(self) -> DeviceMesh | None:
+        """The device mesh of ``ModelParallelStrategy`` (``None`` under any other strategy).
+
+        Its dimensions are ``("data_parallel", "tensor_parallel")``; ``configure_model`` parallelizes the
+        layers on it."""
+        return self.__dict__.get("_device_mesh")
 
     @property
     def dtype(self) -> torch.dtype:

@@ -15,10 +15,11 @@ _LAZY = {
     "FSDPStrategy": "torchbolt.strategies.fsdp",
     "DeepSpeedStrategy": "torchbolt.strategies.deepspeed",
     "DataParallelStrategy": "torchbolt.strategies.dp",
+    "ModelParallelStrategy": "torchbolt.strategies.model_parallel",
 }
 
-__all__ = ["DDPStrategy", "DataParallelStrategy", "DeepSpeedStrategy", "FSDPStrategy", "ParallelStrategy",
-           "SingleDeviceStrategy", "Strategy", "StrategyRegistry"]
+__all__ = ["DDPStrategy", "DataParallelStrategy", "DeepSpeedStrategy", "FSDPStrategy", "ModelParallelStrategy",
+           "ParallelStrategy", "SingleDeviceStrategy", "Strategy", "StrategyRegistry"]
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ def import_strategy_modules() -> None:
     import importlib
 
     for module in ("torchbolt.strategies.ddp", "torchbolt.strategies.fsdp", "torchbolt.strategies.deepspeed",
-                   "torchbolt.strategies.dp"):
+                   "torchbolt.strategies.dp", "torchbolt.strategies.model_parallel"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:

@@ -1,6 +1,7 @@
-"""Merge a sharded FSDP checkpoint directory into one ordinary checkpoint file.
+"""Merge a sharded checkpoint directory (FSDP or model parallel) into one ordinary checkpoint file.
 
-``FSDPStrategy(state_dict_type="sharded")`` saves a directory written through
+``FSDPStrategy(state_dict_type="sharded")`` and ``ModelParallelStrategy()`` (tensor parallel and/or FSDP2
+shards, ``save_distributed_checkpoint=True``) save a directory written through
 ``torch.distributed.checkpoint`` (one shard file per rank, ``.metadata``) plus ``meta.pt`` with the loop
 and callback state. This command reads every shard in one process, no process group needed, and writes
 a single file with the full ``state_dict`` (and the full optimizer states) next to that state, which
@@ -22,7 +23,7 @@ from typing import Any
 
 import torch
 
-_META_FILE = "meta.pt"  # written by FSDPStrategy.save_checkpoint next to the shards
+_META_FILE = "meta.pt"  # written by FSDPStrategy/ModelParallelStrategy.save_checkpoint next to the shards
 
 
 def _check_sharded_dir(path: Path) -> None:
@@ -41,8 +42,9 @@ def _check_sharded_dir(path: Path) -> None:
     missing = [name for name in (".metadata", _META_FILE) if not (path / name).is_file()]
     if missing:
         raise ValueError(
-            f"{str(path)!r} is not a sharded torchbolt FSDP checkpoint: {missing} missing. Pass the directory that"
-            " `trainer.save_checkpoint` created with `FSDPStrategy(state_dict_type='sharded')`."
+            f"{str(path)!r} is not a torchbolt sharded checkpoint: {missing} missing. Pass the directory that"
+            " `trainer.save_checkpoint` created with `FSDPStrategy(state_dict_type='sharded')` or"
+            " `ModelParallelStrategy()`."
         )
 
 
@@ -61,7 +63,7 @@ def _load_shards(path: Path) -> dict[str, Any]:
 
 
 def consolidate_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    """The checkpoint dict of a sharded FSDP checkpoint directory, with the full model and optimizer states.
+    """The checkpoint dict of a sharded checkpoint directory, with the full model and optimizer states.
 
     Raises:
         FileNotFoundError, ValueError: ``checkpoint_dir`` is not a sharded checkpoint directory.
@@ -82,7 +84,7 @@ def consolidate_checkpoint(checkpoint_dir: str | os.PathLike[str]) -> dict[str, 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m torchbolt.utilities.consolidate_checkpoint",
-        description="Merge a sharded FSDP checkpoint directory into one checkpoint file.",
+        description="Merge a sharded (FSDP or model-parallel) checkpoint directory into one checkpoint file.",
     )
     parser.add_argument("checkpoint_folder", type=Path, help="the sharded checkpoint directory")
     parser.add_argument("--output_file", type=Path, default=None,

@@ -103,7 +103,9 @@ class Precision:
         if gradient_clip_algorithm == "value":
             torch.nn.utils.clip_grad_value_(params, clip_value=clip_val)
         else:
-            torch.nn.utils.clip_grad_norm_(params, max_norm=clip_val)
+            from torchbolt.utilities.grads import clip_grad_norm
+
+            clip_grad_norm(params, max_norm=clip_val)  # torch's, extended to DTensors on several meshes
 
     def state_dict(self) -> dict[str, Any]:
         """State to save in checkpoints (the gradient scaler's)."""
