@@ -43,7 +43,8 @@ def _check_can_scale(trainer: Trainer, batch_arg_name: str) -> None:
     model = trainer.lightning_module
     if trainer.world_size > 1 or trainer.strategy.distributed_sampler_kwargs is not None:
         raise MisconfigurationException("The Batch size finder is not supported with distributed strategies.")
-    fit_loop = trainer.fit_loop
+    ctx = trainer.run_context
+    fit_loop = ctx.fit_loop if ctx is not None else None
     if fit_loop is not None and fit_loop.source.explicit.get("train") is not None:
         raise MisconfigurationException(
             "The Batch size finder cannot be used with dataloaders passed directly to `.fit()`. Please disable"
@@ -99,7 +100,8 @@ def _scale_batch_size(
             new_size = reduced
     garbage_collection_cuda()
     lightning_setattr(trainer.lightning_module, batch_arg_name, new_size)
-    loop = trainer.fit_loop
+    ctx = trainer.run_context
+    loop = ctx.fit_loop if ctx is not None else None
     if loop is not None:
         loop.setup_train_data()  # the loader at the size found: what the fit trains on, and `trainer.train_dataloader`
     rank_zero_info(f"Finished batch size finder, will continue with full run using batch size {new_size}")
