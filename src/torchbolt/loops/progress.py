@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 #: a tracker's stages, in Lightning's order
 STAGES: tuple[str, ...] = ("ready", "started", "processed", "completed")
@@ -83,6 +83,18 @@ def _check_count(name: str, value: Any) -> int:
     return value
 
 
+class CountSource(Protocol):
+    """Where a :class:`Tracker` reads its counts and writes assignments (kept picklable: no closures)."""
+
+    def read(self, which: str) -> dict[str, int]:
+        """The stage counts of ``which`` (``"total"`` or ``"current"``), computed from the owner."""
+        ...
+
+    def write(self, which: str, stage: str, value: int) -> None:
+        """Set the owner so that ``which.stage`` reads ``value``."""
+        ...
+
+
 class Tracker:
     """One half (``total`` or ``current``) of a progress: its stage counts, read from their owner.
 
@@ -90,30 +102,29 @@ class Tracker:
         name: the attribute path, for error messages (``"fit_loop.epoch_progress.current"``).
         stages: the stages this tracker has (Lightning's optimizer-step progress has only ``ready`` and
             ``completed``).
-        read: returns the stage counts, computed from the owner.
-        write: sets the owner so that ``stage`` reads ``value`` (``None``: read-only).
+        source: reads the counts from the owner and writes assignments to it.
+        which: ``"total"`` or ``"current"``.
     """
 
-    __slots__ = ("_name", "_read", "_stages", "_write")
+    __slots__ = ("_name", "_source", "_stages", "_which")
 
-    def __init__(self, name: str, stages: tuple[str, ...], read: Callable[[], dict[str, int]],
-                 write: Callable[[str, int], None] | None = None) -> None:
+    def __init__(self, name: str, stages: tuple[str, ...], source: CountSource, which: str) -> None:
         self._name = name
         self._stages = stages
-        self._read = read
-        self._write = write
+        self._source = source
+        self._which = which
+
+    def _check_stage(self, stage: str) -> None:
+        if stage not in self._stages:
+            raise AttributeError(f"`{self._name}` has no `{stage}` count (it has {', '.join(self._stages)}).")
 
     def _get(self, stage: str) -> int:
-        if stage not in self._stages:
-            raise AttributeError(f"`{self._name}` has no `{stage}` count (it has {', '.join(self._stages)}).")
-        return self._read()[stage]
+        self._check_stage(stage)
+        return self._source.read(self._which)[stage]
 
     def _set(self, stage: str, value: int) -> None:
-        if stage not in self._stages:
-            raise AttributeError(f"`{self._name}` has no `{stage}` count (it has {', '.join(self._stages)}).")
-        if self._write is None:
-            raise AttributeError(f"`{self._name}.{stage}` is read-only: it is derived from other counters.")
-        self._write(stage, _check_count(f"{self._name}.{stage}", value))
+        self._check_stage(stage)
+        self._source.write(self._which, stage, _check_count(f"{self._name}.{stage}", value))
 
     ready = property(lambda self: self._get("ready"), lambda self, v: self._set("ready", v))
     started = property(lambda self: self._get("started"), lambda self, v: self._set("started", v))
@@ -122,7 +133,7 @@ class Tracker:
 
     def state_dict(self) -> dict[str, int]:
         """The stage counts, as Lightning's checkpoints store them."""
-        counts = self._read()
+        counts = self._source.read(self._which)
         return {stage: counts[stage] for stage in self._stages}
 
     def __repr__(self) -> str:
@@ -138,9 +149,10 @@ class ProgressView:
 
     __slots__ = ("_is_last_batch", "current", "total")
 
-    def __init__(self, total: Tracker, current: Tracker, is_last_batch: Callable[[], bool] | None = None) -> None:
-        self.total = total
-        self.current = current
+    def __init__(self, name: str, stages: tuple[str, ...], source: CountSource,
+                 is_last_batch: Callable[[], bool] | None = None) -> None:
+        self.total = Tracker(f"{name}.total", stages, source, "total")
+        self.current = Tracker(f"{name}.current", stages, source, "current")
         self._is_last_batch = is_last_batch
 
     @property
@@ -160,21 +172,20 @@ class ProgressView:
         return f"{type(self).__name__}(total={self.total!r}, current={self.current!r})"
 
 
-def counter_progress(name: str, counter: Callable[[], BatchCounter]) -> ProgressView:
-    """The batch progress of an evaluation or prediction loop, over the :class:`BatchCounter` ``counter()``
-    returns (every stage is the count of finished batches)."""
+class CounterSource:
+    """The counts of the :class:`BatchCounter` that ``counter()`` returns (every stage is the count of finished
+    batches); ``counter`` is a bound method, so that the view pickles with its Trainer."""
 
-    def half(which: str) -> Tracker:
-        def read() -> dict[str, int]:
-            n = getattr(counter(), which)
-            return dict.fromkeys(STAGES, n)
+    __slots__ = ("_counter",)
 
-        def write(stage: str, value: int) -> None:
-            counter().set(**{which: value})
+    def __init__(self, counter: Callable[[], BatchCounter]) -> None:
+        self._counter = counter
 
-        return Tracker(f"{name}.{which}", STAGES, read, write)
+    def read(self, which: str) -> dict[str, int]:
+        return dict.fromkeys(STAGES, getattr(self._counter(), which))
 
-    return ProgressView(half("total"), half("current"))
+    def write(self, which: str, stage: str, value: int) -> None:
+        self._counter().set(**{which: value})
 
 
-__all__ = ["STAGES", "BatchCounter", "EvalBatchCounts", "ProgressView", "Tracker", "counter_progress"]
+__all__ = ["STAGES", "BatchCounter", "CountSource", "CounterSource", "EvalBatchCounts", "ProgressView", "Tracker"]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from torchbolt.loops.progress import STAGES, BatchCounter, EvalBatchCounts, ProgressView, Tracker, counter_progress
+from torchbolt.loops.progress import STAGES, BatchCounter, CounterSource, EvalBatchCounts, ProgressView
 from torchbolt.trainer.states import RunningStage
 
 if TYPE_CHECKING:
@@ -93,55 +93,74 @@ def _set_counter(owners: LoopOwners, name: str, key: str, value: int) -> None:
 
 
 # ---------------------------------------------------------------------- fit progress (views over Progress)
-def _fit_progress(owners: LoopOwners, name: str, entry: tuple[str, ...], stages: tuple[str, ...],
-                  write: Callable[[str, str, int], None], is_last_batch: Callable[[], bool] | None = None
-                  ) -> ProgressView:
-    """A progress view over one entry of Lightning's fit-loop counters (``entry``: its path in the state dict)."""
+class _FitCounts:
+    """The counts of one entry of Lightning's fit-loop counters (``entry``: its path in the state dict), read
+    from ``Progress``; an assignment sets the ``Progress`` counter the entry derives from (``kind``)."""
 
-    def half(which: str) -> Tracker:
-        def read() -> dict[str, int]:
-            state: Any = _fit_state(owners)
-            for key in entry:
-                state = state[key]
-            counts: dict[str, int] = state[which]
-            return counts
+    __slots__ = ("_entry", "_kind", "_name", "_owners")
 
-        return Tracker(f"{name}.{which}", stages, read, lambda stage, value: write(which, stage, value))
+    def __init__(self, owners: LoopOwners, name: str, entry: tuple[str, ...], kind: str) -> None:
+        self._owners = owners
+        self._name = name
+        self._entry = entry
+        self._kind = kind
 
-    return ProgressView(half("total"), half("current"), is_last_batch)
+    def read(self, which: str) -> dict[str, int]:
+        state: Any = _fit_state(self._owners)
+        for key in self._entry:
+            state = state[key]
+        counts: dict[str, int] = state[which]
+        return counts
+
+    def write(self, which: str, stage: str, value: int) -> None:
+        owners, name = self._owners, f"{self._name}.{which}.{stage}"
+        p = _progress(owners)
+        if self._kind == "epoch":
+            # ready/started count the epoch once its start hooks ran, processed once its end hooks started
+            offset = {"ready": p.epoch_started, "started": p.epoch_started, "processed": p.epoch_ending}.get(
+                stage, False)
+            _set_counter(owners, name, "current_epoch", value - int(offset))
+        elif self._kind == "batch":
+            # a batch counts as completed once its post-step work is done (not while it is in its tail)
+            tail = int(stage == "completed" and p.in_batch_tail)
+            if which == "total":
+                _set_counter(owners, name, "total_batch_idx", value - 1 + tail)
+            else:
+                _set_counter(owners, name, "epoch_batches_done", value + tail)
+        else:
+            _set_counter(owners, name, "global_step", value)
+
+    def is_last_batch(self) -> bool:
+        return _progress(self._owners).last_batch_seen
 
 
 def _epoch_progress(owners: LoopOwners) -> ProgressView:
-    def write(which: str, stage: str, value: int) -> None:
-        # ready/started count the epoch once its start hooks ran, processed once its end hooks started
-        p = _progress(owners)
-        offset = {"ready": p.epoch_started, "started": p.epoch_started, "processed": p.epoch_ending}.get(stage, False)
-        _set_counter(owners, f"fit_loop.epoch_progress.{which}.{stage}", "current_epoch", value - int(offset))
-
-    return _fit_progress(owners, "fit_loop.epoch_progress", ("epoch_progress",), STAGES, write)
+    name = "fit_loop.epoch_progress"
+    return ProgressView(name, STAGES, _FitCounts(owners, name, ("epoch_progress",), "epoch"))
 
 
 def _batch_progress(owners: LoopOwners) -> ProgressView:
-    def write(which: str, stage: str, value: int) -> None:
-        # a batch counts as completed once its post-step work is done (not while it is in its tail)
-        p = _progress(owners)
-        tail = int(stage == "completed" and p.in_batch_tail)
-        name = f"fit_loop.epoch_loop.batch_progress.{which}.{stage}"
-        if which == "total":
-            _set_counter(owners, name, "total_batch_idx", value - 1 + tail)
-        else:
-            _set_counter(owners, name, "epoch_batches_done", value + tail)
-
-    return _fit_progress(owners, "fit_loop.epoch_loop.batch_progress", ("epoch_loop.batch_progress",), STAGES,
-                         write, lambda: _progress(owners).last_batch_seen)
+    name = "fit_loop.epoch_loop.batch_progress"
+    counts = _FitCounts(owners, name, ("epoch_loop.batch_progress",), "batch")
+    return ProgressView(name, STAGES, counts, counts.is_last_batch)
 
 
 def _step_progress(owners: LoopOwners, name: str, key: str, stages: tuple[str, ...]) -> ProgressView:
-    def write(which: str, stage: str, value: int) -> None:
-        _set_counter(owners, f"{name}.{which}.{stage}", "global_step", value)
-
     entry = ("epoch_loop.automatic_optimization.optim_progress", "optimizer", key)
-    return _fit_progress(owners, name, entry, stages, write)
+    return ProgressView(name, stages, _FitCounts(owners, name, entry, "step"))
+
+
+class _EvalCounter:
+    """The :class:`BatchCounter` of one evaluation/prediction loop, looked up in the live ``EvalBatchCounts``."""
+
+    __slots__ = ("_loop", "_owners")
+
+    def __init__(self, owners: LoopOwners, loop: str) -> None:
+        self._owners = owners
+        self._loop = loop
+
+    def __call__(self) -> BatchCounter:
+        return _counter(self._owners, self._loop)
 
 
 class OptimizerProgressView:
@@ -189,8 +208,8 @@ class _BatchLoopView:
     def __init__(self, owners: LoopOwners, counter: str, name: str) -> None:
         self._owners = owners
         self._counter_name = counter
-        self.batch_progress: ProgressView = counter_progress(f"{name}.batch_progress",
-                                                             lambda: _counter(owners, counter))
+        self.batch_progress = ProgressView(f"{name}.batch_progress", STAGES,
+                                           CounterSource(_EvalCounter(owners, counter)))
 
     @property
     def max_batches(self) -> list[int | float]:

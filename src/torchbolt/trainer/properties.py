@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from torchbolt.strategies.strategy import Strategy
     from torchbolt.trainer.config import TrainerConfig
     from torchbolt.trainer.context import LoaderSizes, RunContext
+    from torchbolt.trainer.eval_loop import PredictionLoop
     from torchbolt.trainer.fit_loop import FitLoop
     from torchbolt.trainer.logging import MetricStore
     from torchbolt.trainer.states import Progress, TrainerState
@@ -68,6 +69,21 @@ class TrainerProperties:
     def _live_sizes(self) -> LoaderSizes:
         runs = self._runs
         return runs[-1].sizes if runs else self._sizes
+
+    def _live_config(self) -> TrainerConfig:
+        runs = self._runs
+        return runs[-1].config if runs else self._config
+
+    def _live_eval_counts(self) -> EvalBatchCounts:
+        runs = self._runs
+        return runs[-1].eval_counts if runs else self._eval_counts
+
+    def _last_predict_loop(self) -> PredictionLoop | None:
+        loop: PredictionLoop | None = self._predict_loop
+        return loop
+
+    def _running_stage(self) -> RunningStage | None:
+        return self.state.stage
 
     @property
     def current_epoch(self) -> int:

@@ -190,11 +190,11 @@ class Trainer(TrainerProperties):
         # the batch counts of the evaluation/prediction loops, and Lightning's loop objects as views over this
         # Trainer's owners: created once, the same objects before, during and after every run
         self._eval_counts = EvalBatchCounts()
+        # bound methods, not closures: a Trainer is pickled to spawned processes
         owners = LoopOwners(
-            config=lambda: self._runs[-1].config if self._runs else self._config,
-            progress=self._live_progress, sizes=self._live_sizes,
-            counts=lambda: self._runs[-1].eval_counts if self._runs else self._eval_counts,
-            fit_loop=self._active_fit_loop, predict_loop=lambda: self._predict_loop, stage=lambda: self.state.stage,
+            config=self._live_config, progress=self._live_progress, sizes=self._live_sizes,
+            counts=self._live_eval_counts, fit_loop=self._active_fit_loop, predict_loop=self._last_predict_loop,
+            stage=self._running_stage,
         )
         self._fit_loop_view = FitLoopView(owners)
         self._validate_loop_view = EvaluationLoopView(owners, "validate")

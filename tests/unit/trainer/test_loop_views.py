@@ -243,3 +243,15 @@ def test_check_finite_loss_names_the_bad_value() -> None:
     check_finite_loss(None)
     with pytest.raises(ValueError, match="The loss returned in `training_step` is nan"):
         check_finite_loss(torch.tensor(float("nan")))
+
+
+def test_a_pickled_trainer_keeps_loop_views_over_its_own_counters() -> None:
+    # spawned processes receive the Trainer pickled: the views must travel with it and read the copy
+    import pickle
+
+    trainer = quiet_trainer(max_epochs=2)
+    trainer.fit_loop.epoch_progress.current.completed = 1
+    copy = pickle.loads(pickle.dumps(trainer))
+    copy.fit_loop.epoch_progress.current.completed = 2
+    assert (trainer.current_epoch, copy.current_epoch) == (1, 2)
+    assert copy.fit_loop.max_epochs == 2 and copy.validate_loop.batch_progress.total.completed == 0
