@@ -47,7 +47,8 @@ LIGHTNING_PACKAGES = ("pytorch_lightning", "lightning_fabric")
 # everything under it) or "module:name" for one name. Every entry says why.
 ALLOWED: dict[str, str] = {
     # Lightning internals that torchbolt organizes differently (docs/design.md); users do not import them.
-    "loops": "Lightning's loop classes are internal; torchbolt's loops live in torchbolt.trainer (fit_loop, eval_loop)",
+    "loops": "Lightning's loop classes are internal; torchbolt's loops live in torchbolt.trainer (fit_loop, eval_loop),"
+             " and torchbolt.loops has views and the public names (Closure, check_finite_loss)",
     "trainer.connectors": "Lightning's Trainer connectors are internal; torchbolt resolves them in trainer.config/resolve",
     "overrides": "internal wrappers for DDP/DP module forwarding; torchbolt's strategies wrap modules themselves",
     "trainer.call": "internal hook-calling helpers; torchbolt.trainer.hooks.HookDispatcher owns hook calls",

@@ -102,7 +102,7 @@ def test_pinned_batch_moves_to_the_gpu_without_blocking() -> None:
 def test_loaders_torchbolt_recreates_pin_memory_on_cuda() -> None:
     trainer = _trainer(overfit_batches=2)  # overfitting re-creates a shuffled loader as sequential
     trainer.fit(Model(), _loader(pin_memory=False, shuffle=True))
-    assert trainer.fit_loop is not None and trainer.fit_loop.train_loader.pin_memory
+    assert trainer.train_dataloader.pin_memory
 
 
 @pytest.mark.parametrize("precision", ["32-true", "bf16-mixed", "bf16-true"])

@@ -14,6 +14,7 @@ import torchbolt as pl
 from tests.helpers.loggers import RecordingLogger
 from tests.helpers.models import ClassifierModule, Counting, quiet_trainer
 from torchbolt.callbacks import Callback, ModelSummary, TQDMProgressBar
+from torchbolt.utilities.rank_zero import PossibleUserWarning
 
 # 64 samples / batch 8 -> 8 training batches per epoch; 32 / 8 -> 4 validation batches
 
@@ -33,10 +34,14 @@ def test_max_epochs_runs_that_many_epochs() -> None:
     assert trainer.global_step == 24
 
 
-def test_max_epochs_defaults_to_1000_with_a_warning() -> None:
-    with pytest.warns(UserWarning, match="max_epochs` was not set. Setting it to 1000"):
-        trainer = pl.Trainer(logger=False, enable_checkpointing=False)
-    assert trainer.max_epochs == 1000
+def test_max_epochs_defaults_to_1000_with_a_warning_when_fit_starts() -> None:
+    # as in Lightning: unset until a fit gives it its value (and keeps it), warning then, not at construction
+    trainer = quiet_trainer(max_epochs=None, callbacks=[StopAtFirstEpochEnd()])
+    assert trainer.max_epochs is None and trainer.fit_loop.max_epochs is None
+    with pytest.warns(PossibleUserWarning, match="max_epochs` was not set. Setting it to 1000"):
+        trainer.fit(ClassifierModule())
+    assert trainer.max_epochs == trainer.fit_loop.max_epochs == 1000
+    assert trainer.current_epoch == 1
 
 
 class StopAtFirstEpochEnd(Callback):

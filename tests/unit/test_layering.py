@@ -16,7 +16,7 @@ LAYERS = {
     "core": 2,
     "accelerators": 3, "plugins": 3, "strategies": 3,
     "callbacks": 4, "loggers": 4, "profilers": 4,
-    "trainer": 5,
+    "trainer": 5, "loops": 5,
     "tuner": 6, "cli": 6,
 }
 # the tuner's callbacks are its entry points (Lightning's layout puts them in `callbacks`), and the

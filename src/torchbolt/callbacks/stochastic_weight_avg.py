@@ -117,9 +117,7 @@ class StochasticWeightAveraging(Callback):
         if self._model_contains_batch_norm:
             # one more epoch, in which the BatchNorm statistics are recomputed for the averaged weights;
             # the fit loop's limit (owned by the run's config)
-            loop = trainer.fit_loop
-            assert loop is not None, "on_fit_start runs inside fit"
-            loop.max_epochs += 1
+            trainer.fit_loop.max_epochs = self._max_epochs + 1
         if self._scheduler_state is not None:
             # resuming: the SWA scheduler is rebuilt (and its state loaded) at the next epoch start; drop the
             # configured one so the checkpoint's scheduler state is not loaded into the wrong type
@@ -202,9 +200,9 @@ class StochasticWeightAveraging(Callback):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # the fit loop has already counted the last epoch
         if self._model_contains_batch_norm and trainer.current_epoch - 1 == self.swa_end + 1:
-            loop = trainer.fit_loop
-            assert loop is not None, "on_train_end runs inside fit"
-            loop.max_epochs -= 1
+            max_epochs = trainer.fit_loop.max_epochs
+            assert max_epochs is not None, "the fit gave `max_epochs` its value"
+            trainer.fit_loop.max_epochs = max_epochs - 1
             self.reset_momenta()
         elif trainer.current_epoch - 1 == self.swa_end:
             assert self._average_model is not None

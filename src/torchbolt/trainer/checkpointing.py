@@ -18,6 +18,7 @@ from torch import Tensor
 
 import torchbolt
 from torchbolt.core.saving import _to_checkpoint_hparams
+from torchbolt.loops.progress import BatchCounter, EvalBatchCounts
 from torchbolt.trainer.optimization import AutomaticOptimization
 from torchbolt.trainer.resume import (
     ResumePoint,
@@ -69,7 +70,7 @@ def dump_checkpoint(ctx: RunContext, weights_only: bool | None = False) -> dict[
         "torchbolt_version": torchbolt.__version__,
         "torchbolt_format_version": CHECKPOINT_FORMAT_VERSION,
         "state_dict": strategy.lightning_module_state_dict(),
-        "loops": _loops_state(progress, resume_state),
+        "loops": _loops_state(progress, resume_state, ctx.eval_counts),
     }
     if not weights_only:
         checkpoint["callbacks"] = _callbacks_state(ctx.callbacks)
@@ -128,15 +129,17 @@ def _resume_state(ctx: RunContext) -> dict[str, Any]:
     return state
 
 
-def _loops_state(progress: Progress, resume_state: dict[str, Any] | None) -> dict[str, Any]:
-    fit_loop = _lightning_fit_loop_state(progress)
+def _loops_state(progress: Progress, resume_state: dict[str, Any] | None,
+                 counts: EvalBatchCounts | None = None) -> dict[str, Any]:
+    counts = counts if counts is not None else EvalBatchCounts()
+    fit_loop = _lightning_fit_loop_state(progress, counts.fit_val)
     if resume_state is not None:
         fit_loop["torchbolt"] = resume_state
     return {
         "fit_loop": fit_loop,
-        "validate_loop": _lightning_eval_loop_state(),
-        "test_loop": _lightning_eval_loop_state(),
-        "predict_loop": _lightning_eval_loop_state(predict=True),
+        "validate_loop": _lightning_eval_loop_state(counts.validate),
+        "test_loop": _lightning_eval_loop_state(counts.test),
+        "predict_loop": _lightning_eval_loop_state(counts.predict, predict=True),
     }
 
 
@@ -272,8 +275,9 @@ def _progress_entry(total: int, current: int, keys: tuple[str, ...] = ("ready", 
     return {"total": _counts(total, keys), "current": _counts(current, keys)}
 
 
-def _lightning_fit_loop_state(p: Progress) -> dict[str, Any]:
-    """Lightning's fit-loop progress entries, derived from :class:`Progress`."""
+def _lightning_fit_loop_state(p: Progress, val_batches: BatchCounter | None = None) -> dict[str, Any]:
+    """Lightning's fit-loop progress entries, derived from :class:`Progress` (and the batch counter of the
+    fit's validation); ``trainer.fit_loop.state_dict()`` returns them too."""
     batches_total = p.total_batch_idx + 1
     batch = _progress_entry(batches_total, p.epoch_batches_done)
     if p.in_batch_tail:  # Lightning counts a batch completed only after on_train_batch_end
@@ -302,13 +306,16 @@ def _lightning_fit_loop_state(p: Progress) -> dict[str, Any]:
         "epoch_loop.manual_optimization.state_dict": {},
         "epoch_loop.manual_optimization.optim_step_progress": _progress_entry(0, 0, step_keys),
         "epoch_loop.val_loop.state_dict": {},
-        "epoch_loop.val_loop.batch_progress": {**_progress_entry(0, 0), "is_last_batch": False},
+        "epoch_loop.val_loop.batch_progress": _lightning_eval_loop_state(val_batches)["batch_progress"],
         "epoch_progress": epoch,
     }
 
 
-def _lightning_eval_loop_state(predict: bool = False) -> dict[str, Any]:
-    batch: dict[str, Any] = _progress_entry(0, 0)
+def _lightning_eval_loop_state(batches: BatchCounter | None = None, predict: bool = False) -> dict[str, Any]:
+    """Lightning's entries of an evaluation (or prediction) loop: its batch counts (``is_last_batch`` is not
+    tracked for these loops: always ``False``)."""
+    batch: dict[str, Any] = (_progress_entry(batches.total, batches.current) if batches is not None
+                             else _progress_entry(0, 0))
     if not predict:
         batch["is_last_batch"] = False
     return {"state_dict": {}, "batch_progress": batch}

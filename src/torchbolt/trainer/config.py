@@ -16,7 +16,12 @@ from typing import Any, Literal, cast
 from torchbolt.callbacks.timer import _parse_duration
 from torchbolt.trainer.states import GradClipAlgorithm
 from torchbolt.utilities.exceptions import MisconfigurationException
-from torchbolt.utilities.rank_zero import rank_zero_deprecation, rank_zero_info, rank_zero_warn
+from torchbolt.utilities.rank_zero import (
+    PossibleUserWarning,
+    rank_zero_deprecation,
+    rank_zero_info,
+    rank_zero_warn,
+)
 
 _PRECISION_ALIASES: dict[str, str] = {
     "64": "64-true", "64-true": "64-true",
@@ -33,7 +38,8 @@ class TrainerConfig:
     """The validated, normalized Trainer arguments (read-only by convention after construction)."""
 
     fast_dev_run: int
-    max_epochs: int
+    #: ``None`` until the first ``fit`` resolves it (see :func:`resolve_fit_max_epochs`), as in Lightning
+    max_epochs: int | None
     min_epochs: int | None
     max_steps: int
     min_steps: int | None
@@ -198,20 +204,31 @@ def _check_fast_dev_run(value: Any) -> int:
     return int(value)
 
 
-def _resolve_max_epochs(value: Any, max_steps: int, max_time: Any, fast_dev_run: int) -> int:
-    """``max_epochs``: 1000 (with a warning) when no limit at all is set, -1 when another limit is."""
-    if value is not None:
-        checked = _check_int("max_epochs", value, -1)
-        assert checked is not None
-        return checked
-    if max_steps != -1 or max_time is not None:
+def _resolve_max_epochs(value: Any) -> int | None:
+    """``max_epochs`` as given: ``None`` (not set) stays ``None`` until a fit resolves it."""
+    return _check_int("max_epochs", value, -1, allow_none=True)
+
+
+def default_max_epochs(config: TrainerConfig, has_timer: bool = False) -> int:
+    """The epoch limit a fit uses when ``max_epochs`` was not set: -1 (none) when another limit ends the fit
+    (``max_steps``, ``max_time`` or a ``Timer`` callback), else 1000."""
+    if config.max_steps != -1 or config.max_time is not None or has_timer:
         return -1
-    if not fast_dev_run:
+    return 1000
+
+
+def resolve_fit_max_epochs(config: TrainerConfig, has_timer: bool) -> None:
+    """At the start of a fit, give an unset ``max_epochs`` its value (kept afterwards, as in Lightning), with a
+    warning when that value is the 1000-epoch default."""
+    if config.max_epochs is not None:
+        return
+    config.max_epochs = default_max_epochs(config, has_timer)
+    if config.max_epochs == 1000:
         rank_zero_warn(
             "`max_epochs` was not set. Setting it to 1000 epochs. To train without an epoch limit,"
-            " set `max_epochs=-1`."
+            " set `max_epochs=-1`.",
+            category=PossibleUserWarning,
         )
-    return 1000
 
 
 def _check_num_sanity_val_steps(value: Any) -> int | float:
@@ -259,10 +276,10 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     max_steps = _check_int("max_steps", args["max_steps"], -1)
     assert max_steps is not None
     max_time = _parse_duration(args["max_time"])
-    max_epochs = _resolve_max_epochs(args["max_epochs"], max_steps, max_time, fast_dev_run)
+    max_epochs = _resolve_max_epochs(args["max_epochs"])
     min_epochs = _check_int("min_epochs", args["min_epochs"], 0, allow_none=True)
     min_steps = _check_int("min_steps", args["min_steps"], 0, allow_none=True)
-    if min_epochs is not None and max_epochs not in (-1,) and min_epochs > max_epochs:
+    if min_epochs is not None and max_epochs not in (None, -1) and min_epochs > max_epochs:
         raise _fail("min_epochs", min_epochs, f"it exceeds `max_epochs={max_epochs}`")
 
     limits = {

@@ -11,6 +11,8 @@ Who owns what:
 * ``metrics`` (:class:`~torchbolt.trainer.logging.MetricSink`): where ``self.log`` writes, and the one
   place logged values become logger calls, progress-bar values and ``callback_metrics``.
 * ``sizes`` (:class:`LoaderSizes`): how many batches each loop runs (``trainer.num_*_batches``).
+* ``eval_counts`` (:class:`~torchbolt.loops.progress.EvalBatchCounts`): the batches the validation, test and
+  prediction loops finished (``trainer.validate_loop.batch_progress``...).
 * ``hooks`` (:class:`~torchbolt.trainer.hooks.HookDispatcher`): which hooks run, decided once per run;
   the only writer of the module's current hook name.
 
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from torchbolt.loops.progress import EvalBatchCounts
 from torchbolt.trainer.states import Progress, RunningStage, TrainerFn, TrainerState
 
 if TYPE_CHECKING:
@@ -82,6 +85,8 @@ class RunContext:
         fit_loop: the fit loop (``fit`` only; also read when a checkpoint is written).
         eval_loop: the loop of a ``validate``/``test``/``predict`` run (``None`` in ``fit``).
         source: where the run's loaders come from (the loaders passed in, the datamodule, the module).
+        eval_counts: the batch counters of the evaluation and prediction loops (the Trainer's; a tuner
+            trial's own).
         active: the stack of live contexts shared with the Trainer: its properties read the top one.
     """
 
@@ -105,6 +110,7 @@ class RunContext:
     fit_loop: FitLoop | None = None
     eval_loop: EvaluationLoop | PredictionLoop | None = None
     source: DataSource | None = None
+    eval_counts: EvalBatchCounts = field(default_factory=EvalBatchCounts)
     #: a SIGTERM (or requeue signal) was agreed on by every rank during this run
     signal_received: bool = False
 

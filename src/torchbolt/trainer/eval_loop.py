@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from torchbolt.loops.progress import BatchCounter
 from torchbolt.profilers.profiler import Profiler, profiled_iter
 from torchbolt.trainer.logging import ResultCollection
-from torchbolt.trainer.states import RunningStage
+from torchbolt.trainer.states import RunningStage, TrainerFn
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache
 
@@ -101,6 +102,15 @@ class EvaluationLoop:
         #: the loaders and batch counts of the current run
         self.loaders: list[Any] = []
         self.limits: list[int | float] = []
+        counts = ctx.eval_counts
+        #: the owner of this loop's batch counts (``trainer.<stage>_loop.batch_progress``); the sanity check's
+        #: batches are not counted, as in Lightning
+        self.batch_counter: BatchCounter = (
+            BatchCounter() if stage == RunningStage.SANITY_CHECKING
+            else counts.test if stage == RunningStage.TESTING
+            else counts.validate if ctx.fn == TrainerFn.VALIDATING
+            else counts.fit_val
+        )
 
     def replace_loaders(self, loaders: list[Any], limits: list[int | float]) -> None:
         """Run on other loaders (same count); call from ``on_<stage>_start``, before the batches."""
@@ -131,6 +141,8 @@ class EvaluationLoop:
         loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
         _check_dataloader_idx_signature(getattr(module, step_name), step_name, loader_name, multiple)
         eval_step_count = 0
+        counter = self.batch_counter
+        counter.start_run()
         profiler = ctx.profiler
         next_action = f"[_EvaluationLoop].{'val' if prefix == 'validation' else prefix}_next"
         try:
@@ -151,6 +163,7 @@ class EvaluationLoop:
                             hooks.both(batch_end_hook, output, batch, batch_idx, *extra)
                         metrics.publish_eval_step(self.results, eval_step_count, sanity)
                         eval_step_count += 1
+                        counter.current += 1
                 module.__dict__["_current_dataloader_idx"] = None
                 self.results.batch_start(None, None)
                 hooks.both(f"on_{prefix}_epoch_end")
@@ -199,6 +212,8 @@ class PredictionLoop:
         #: the loaders and batch counts of the current run
         self.loaders: list[Any] = []
         self.limits: list[int | float] = []
+        #: the owner of the prediction batch counts (``trainer.predict_loop.batch_progress``)
+        self.batch_counter: BatchCounter = ctx.eval_counts.predict
 
     def replace_loaders(self, loaders: list[Any], limits: list[int | float]) -> None:
         """Run on other loaders (same count); call from ``on_predict_start``, before the batches."""
@@ -228,6 +243,8 @@ class PredictionLoop:
         self._predictions = [[] for _ in loaders]
         self.epoch_batch_indices = [[] for _ in loaders]
         self.current_batch_indices = []
+        counter = self.batch_counter
+        counter.start_run()
         context = torch.inference_mode() if self._inference_mode else torch.no_grad()
         try:
             with context:
@@ -249,6 +266,7 @@ class PredictionLoop:
                         if self.return_predictions or keep_for_epoch:
                             self._predictions[dl_idx].append(output)
                         hooks.both("on_predict_batch_end", output, batch, batch_idx, *extra)
+                        counter.current += 1
                 hooks.both("on_predict_epoch_end")
                 hooks.both("on_predict_end")
         finally:

@@ -32,11 +32,19 @@ from torchbolt.trainer.resume import (
 )
 from torchbolt.trainer.states import EpochPhase, RunningStage
 from torchbolt.utilities.exceptions import MisconfigurationException
-from torchbolt.utilities.rank_zero import PossibleUserWarning, WarningCache, rank_zero_info, rank_zero_warn
+from torchbolt.utilities.rank_zero import (
+    PossibleUserWarning,
+    WarningCache,
+    rank_zero_debug,
+    rank_zero_info,
+    rank_zero_warn,
+)
 from torchbolt.utilities.seed import isolate_rng
 
 if TYPE_CHECKING:
+    from torchbolt.trainer.config import TrainerConfig
     from torchbolt.trainer.context import RunContext
+    from torchbolt.trainer.states import Progress
 
 _warning_cache = WarningCache()
 
@@ -50,6 +58,35 @@ def _set_sampler_epoch(loader: Any, epoch: int) -> None:
             set_epoch(epoch)
     for child in getattr(loader, "flattened", []):
         _set_sampler_epoch(child, epoch)
+
+
+def can_stop_early(config: TrainerConfig, p: Progress) -> bool:
+    """Whether a stop request may end the fit now: ``min_epochs`` and ``min_steps`` are met."""
+    met_epochs = p.current_epoch >= config.min_epochs if config.min_epochs else True
+    met_steps = p.global_step >= config.min_steps if config.min_steps else True
+    return met_epochs and met_steps
+
+
+def fit_done(config: TrainerConfig, p: Progress, num_training_batches: int | float) -> bool:
+    """Whether the fit is over: no training batches, ``max_steps`` or ``max_epochs`` reached, or a stop request
+    that ``min_epochs``/``min_steps`` allow. Checked between epochs by the loop, and by ``trainer.fit_loop.done``.
+
+    An unset ``max_epochs`` (``None``, before the first fit gives it its value) is no epoch limit yet.
+    """
+    if num_training_batches == 0:
+        rank_zero_info("`Trainer.fit` stopped: No training batches.")
+        return True
+    if config.max_steps != -1 and p.global_step >= config.max_steps:
+        rank_zero_info(f"`Trainer.fit` stopped: `max_steps={config.max_steps}` reached.")
+        return True
+    max_epochs = config.max_epochs
+    if max_epochs is not None and max_epochs != -1 and p.current_epoch >= max_epochs:
+        rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={max_epochs}` reached.")
+        return True
+    if p.should_stop and can_stop_early(config, p):
+        rank_zero_debug("`Trainer.fit` stopped: `trainer.should_stop` was set.")
+        return True
+    return False
 
 
 class FitLoop:
@@ -66,7 +103,6 @@ class FitLoop:
             AutomaticOptimization(ctx) if automatic else ManualOptimization(ctx)
         )
         self.val_loop = EvaluationLoop(ctx, RunningStage.VALIDATING, inference_mode=False)
-        self.epoch_loop = _EpochLoopView(self)
         self.train_loader: Any = None
         self._train_loaded_epoch = -1
         self.val_loaders: list[Any] | None = None
@@ -85,37 +121,6 @@ class FitLoop:
         self._epoch_generators: list[torch.Tensor] = []
         self._resume: ResumePoint | None = None
         self._val_enabled = False
-
-    # ------------------------------------------------------------------ entry point
-    # ------------------------------------------------------------------ Lightning's loop attributes (views)
-    @property
-    def max_epochs(self) -> int:
-        return self.ctx.config.max_epochs
-
-    @max_epochs.setter
-    def max_epochs(self, value: int) -> None:
-        # callbacks that extend training (stochastic weight averaging) change the limit of this fit
-        self.ctx.config.max_epochs = value
-
-    @property
-    def min_epochs(self) -> int | None:
-        return self.ctx.config.min_epochs
-
-    @property
-    def max_steps(self) -> int:
-        return self.ctx.config.max_steps
-
-    @property
-    def min_steps(self) -> int | None:
-        return self.ctx.config.min_steps
-
-    @property
-    def total_batch_idx(self) -> int:
-        return self.progress.total_batch_idx
-
-    @property
-    def batch_idx(self) -> int:
-        return self.progress.batch_idx
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
@@ -149,6 +154,11 @@ class FitLoop:
     def resume_from(self, point: ResumePoint) -> None:
         """Continue from a checkpoint's resume state when the run starts (``Progress`` is already restored)."""
         self._resume = point
+
+    def resume_pending(self, in_epoch: bool = False) -> bool:
+        """Whether this fit resumes from a checkpoint and has not yet reached the point it was written at
+        (``in_epoch``: a point inside an epoch): Lightning's ``restarting``."""
+        return self._resume is not None and (not in_epoch or self._epoch_in_flight())
 
     def _epoch_in_flight(self) -> bool:
         return self.progress.cursor()[0] is not EpochPhase.START
@@ -263,24 +273,10 @@ class FitLoop:
 
     # ------------------------------------------------------------------ stopping
     def _can_stop_early(self) -> bool:
-        config, p = self.ctx.config, self.progress
-        met_epochs = p.current_epoch >= config.min_epochs if config.min_epochs else True
-        met_steps = p.global_step >= config.min_steps if config.min_steps else True
-        return met_epochs and met_steps
+        return can_stop_early(self.ctx.config, self.progress)
 
     def _done(self) -> bool:
-        ctx, p = self.ctx, self.progress
-        config = ctx.config
-        if ctx.sizes.train == 0:
-            rank_zero_info("`Trainer.fit` stopped: No training batches.")
-            return True
-        if config.max_steps != -1 and p.global_step >= config.max_steps:
-            rank_zero_info(f"`Trainer.fit` stopped: `max_steps={config.max_steps}` reached.")
-            return True
-        if config.max_epochs != -1 and p.current_epoch >= config.max_epochs:
-            rank_zero_info(f"`Trainer.fit` stopped: `max_epochs={config.max_epochs}` reached.")
-            return True
-        return p.should_stop and self._can_stop_early()
+        return fit_done(self.ctx.config, self.progress, self.ctx.sizes.train)
 
     def _epoch_done(self, batch_idx: int) -> bool:
         p, config = self.progress, self.ctx.config
@@ -510,30 +506,3 @@ class FitLoop:
 def _set_sampler_epoch_all(loaders: list[Any], epoch: int) -> None:
     for loader in loaders:
         _set_sampler_epoch(loader, epoch)
-
-
-class _EpochLoopView:
-    """``trainer.fit_loop.epoch_loop``: Lightning's training-epoch loop attributes, read from ``Progress``."""
-
-    def __init__(self, loop: FitLoop) -> None:
-        self._loop = loop
-
-    @property
-    def _batches_that_stepped(self) -> int:
-        return self._loop.progress.batches_that_stepped
-
-    @property
-    def batch_idx(self) -> int:
-        return self._loop.progress.batch_idx
-
-    @property
-    def total_batch_idx(self) -> int:
-        return self._loop.progress.total_batch_idx
-
-    @property
-    def global_step(self) -> int:
-        return self._loop.progress.global_step
-
-    @property
-    def val_loop(self) -> EvaluationLoop:
-        return self._loop.val_loop

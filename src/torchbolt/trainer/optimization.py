@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
 from torch.optim import Optimizer
@@ -87,6 +87,8 @@ class _Closure:
     """Computes loss and gradients of one batch; the optimizer calls it (possibly several times, e.g. LBFGS)."""
 
     __slots__ = ("_batch", "_batch_idx", "_loop", "_optimizer", "_zero_grad", "called", "extra", "loss")
+    #: the "`training_step` returned `None`" warning is shown once; ``clear()`` shows it again
+    warning_cache: ClassVar[WarningCache] = _warning_cache
 
     def __init__(self, loop: AutomaticOptimization, batch: Any, batch_idx: int, optimizer: Optimizer,
                  zero_grad: bool) -> None:

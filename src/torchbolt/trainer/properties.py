@@ -15,6 +15,7 @@ from torchbolt.callbacks.progress.progress_bar import ProgressBar
 from torchbolt.core.optimizer import LRSchedulerConfig
 from torchbolt.loggers.logger import Logger
 from torchbolt.plugins.precision.precision import Precision
+from torchbolt.trainer.config import default_max_epochs
 from torchbolt.trainer.logging import scalars
 from torchbolt.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -22,9 +23,12 @@ from torchbolt.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule
+    from torchbolt.loops.progress import EvalBatchCounts
+    from torchbolt.loops.views import EvaluationLoopView, FitLoopView, PredictionLoopView
     from torchbolt.strategies.strategy import Strategy
     from torchbolt.trainer.config import TrainerConfig
     from torchbolt.trainer.context import LoaderSizes, RunContext
+    from torchbolt.trainer.eval_loop import PredictionLoop
     from torchbolt.trainer.fit_loop import FitLoop
     from torchbolt.trainer.logging import MetricStore
     from torchbolt.trainer.states import Progress, TrainerState
@@ -44,6 +48,11 @@ class TrainerProperties:
     _loggers: list[Logger]
     _fit_loop: FitLoop | None
     _predict_loop: Any
+    _eval_counts: EvalBatchCounts
+    _fit_loop_view: FitLoopView
+    _validate_loop_view: EvaluationLoopView
+    _test_loop_view: EvaluationLoopView
+    _predict_loop_view: PredictionLoopView
     _lightning_module: LightningModule | None
     _eval_loaders: dict[str, list[Any]]
     _resolved: Any
@@ -60,6 +69,21 @@ class TrainerProperties:
     def _live_sizes(self) -> LoaderSizes:
         runs = self._runs
         return runs[-1].sizes if runs else self._sizes
+
+    def _live_config(self) -> TrainerConfig:
+        runs = self._runs
+        return runs[-1].config if runs else self._config
+
+    def _live_eval_counts(self) -> EvalBatchCounts:
+        runs = self._runs
+        return runs[-1].eval_counts if runs else self._eval_counts
+
+    def _last_predict_loop(self) -> PredictionLoop | None:
+        loop: PredictionLoop | None = self._predict_loop
+        return loop
+
+    def _running_stage(self) -> RunningStage | None:
+        return self.state.stage
 
     @property
     def current_epoch(self) -> int:
@@ -256,9 +280,11 @@ class TrainerProperties:
         Loads the training dataloader if it was not loaded yet (it may be called in ``configure_optimizers``).
         """
         config = self._config
-        if config.max_epochs == -1 and config.max_steps == -1:
+        # before a fit resolves an unset `max_epochs`, the value that fit would use
+        max_epochs = config.max_epochs if config.max_epochs is not None else default_max_epochs(config)
+        if max_epochs == -1 and config.max_steps == -1:
             return math.inf
-        loop = self._runs[-1].fit_loop if self._runs else self._fit_loop
+        loop = self._active_fit_loop()
         if loop is None and self.state.fn == TrainerFn.FITTING and self._lightning_module is not None:
             raise MisconfigurationException("`estimated_stepping_batches` is available once `fit` has started.")
         if loop is not None and loop.train_loader is None:
@@ -268,17 +294,33 @@ class TrainerProperties:
         if total == math.inf:
             return config.max_steps if config.max_steps != -1 else math.inf
         per_epoch = math.ceil(total / config.accumulate_grad_batches)
-        estimated = per_epoch * max(config.max_epochs, 1)
+        estimated = per_epoch * max(max_epochs, 1)
         return min(estimated, config.max_steps) if config.max_steps != -1 else estimated
 
+    # Lightning's loop objects: views over this Trainer's settings and counters, present from ``__init__``
     @property
-    def predict_loop(self) -> Any:
-        """The prediction loop of the current or last ``predict`` (``None`` before the first)."""
-        return self._predict_loop
+    def fit_loop(self) -> FitLoopView:
+        """The fit's limits and counters (``max_epochs``, ``epoch_progress``, ``epoch_loop``...), before, during
+        and after ``fit`` (see :mod:`torchbolt.loops.views`)."""
+        return self._fit_loop_view
 
     @property
-    def fit_loop(self) -> FitLoop | None:
-        """The fit loop of the current or last ``fit`` (Lightning's ``max_epochs``, ``epoch_loop``... on it)."""
+    def validate_loop(self) -> EvaluationLoopView:
+        """``trainer.validate``'s batch counts and limits (``batch_progress``, ``max_batches``, ``verbose``)."""
+        return self._validate_loop_view
+
+    @property
+    def test_loop(self) -> EvaluationLoopView:
+        """``trainer.test``'s batch counts and limits (``batch_progress``, ``max_batches``, ``verbose``)."""
+        return self._test_loop_view
+
+    @property
+    def predict_loop(self) -> PredictionLoopView:
+        """``trainer.predict``'s batch counts and limits, and the last run's ``predictions``."""
+        return self._predict_loop_view
+
+    def _active_fit_loop(self) -> FitLoop | None:
+        """The running fit loop: a tuner trial's while one runs, else that of the current or last ``fit``."""
         runs = self._runs
         if runs and runs[-1].fit_loop is not None:
             return runs[-1].fit_loop
@@ -286,7 +328,7 @@ class TrainerProperties:
 
     @property
     def train_dataloader(self) -> Any:
-        loop = self.fit_loop
+        loop = self._active_fit_loop()
         return loop.train_loader if loop is not None else None
 
     @property
@@ -294,7 +336,7 @@ class TrainerProperties:
         """The validation loaders: of ``validate`` while or after it runs, else of the fit's validation."""
         if self.state.fn == TrainerFn.VALIDATING and "val" in self._eval_loaders:
             return _one_or_list(self._eval_loaders["val"])
-        loop = self.fit_loop
+        loop = self._active_fit_loop()
         if loop is None or loop.val_loaders is None:
             return _one_or_list(self._eval_loaders.get("val"))
         return _one_or_list(loop.val_loaders)
@@ -368,7 +410,7 @@ class TrainerProperties:
 
     @property
     def enable_validation(self) -> bool:
-        loop = self.fit_loop
+        loop = self._active_fit_loop()
         return loop is not None and loop.validation_enabled()
 
     @property

@@ -16,10 +16,13 @@ from typing import Any, Literal
 import torch
 
 from torchbolt.callbacks.callback import Callback
+from torchbolt.callbacks.timer import Timer
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
 from torchbolt.core.optimizer import _init_optimizers_and_lr_schedulers
 from torchbolt.loggers.logger import Logger
+from torchbolt.loops.progress import EvalBatchCounts
+from torchbolt.loops.views import EvaluationLoopView, FitLoopView, LoopOwners, PredictionLoopView
 from torchbolt.profilers.profiler import instrument_optimizers, instrument_strategy
 from torchbolt.strategies.launchers.multiprocessing import WorkerResult
 from torchbolt.strategies.strategy import Strategy
@@ -79,7 +82,8 @@ class Trainer(TrainerProperties):
             or a logger / list of loggers.
         callbacks: callbacks to add to the defaults (progress bar, model summary, checkpointing).
         fast_dev_run: run ``n`` batches (``True``: 1) of train/val/test/predict to find bugs; writes nothing.
-        max_epochs: stop after this many epochs (default 1000 when no other limit is set; ``-1``: no limit).
+        max_epochs: stop after this many epochs (``-1``: no limit). Unset, ``trainer.max_epochs`` is ``None``
+            until the first ``fit``, which uses 1000 (with a warning) when no other limit is set, else -1.
         min_epochs: do not stop early before this many epochs.
         max_steps: stop after this many optimizer steps (``-1``: no limit).
         min_steps: do not stop early before this many optimizer steps.
@@ -183,6 +187,19 @@ class Trainer(TrainerProperties):
         self._runs: list[RunContext] = []
         self._fit_loop: FitLoop | None = None
         self._predict_loop: PredictionLoop | None = None
+        # the batch counts of the evaluation/prediction loops, and Lightning's loop objects as views over this
+        # Trainer's owners: created once, the same objects before, during and after every run
+        self._eval_counts = EvalBatchCounts()
+        # bound methods, not closures: a Trainer is pickled to spawned processes
+        owners = LoopOwners(
+            config=self._live_config, progress=self._live_progress, sizes=self._live_sizes,
+            counts=self._live_eval_counts, fit_loop=self._active_fit_loop, predict_loop=self._last_predict_loop,
+            stage=self._running_stage,
+        )
+        self._fit_loop_view = FitLoopView(owners)
+        self._validate_loop_view = EvaluationLoopView(owners, "validate")
+        self._test_loop_view = EvaluationLoopView(owners, "test")
+        self._predict_loop_view = PredictionLoopView(owners)
         #: the loaders of the last validate/test/predict run, by stage (``trainer.test_dataloaders``...)
         self._eval_loaders: dict[str, list[Any]] = {}
         self._lightning_module: LightningModule | None = None
@@ -347,6 +364,7 @@ class Trainer(TrainerProperties):
             self.datamodule if dataloaders is None else None)
         stage: Literal["val", "test"] = "val" if fn == TrainerFn.VALIDATING else "test"
         source = DataSource(model, datamodule, {stage: dataloaders})
+        (self._validate_loop_view if stage == "val" else self._test_loop_view).verbose = options.verbose
         results = self._run_entry(fn, model, source, options)
         return results if results is not None else []
 
@@ -443,7 +461,7 @@ class Trainer(TrainerProperties):
             trainer=self, fn=fn, config=self._config, state=self.state, progress=self._progress, metrics=sink,
             sizes=self._sizes, hooks=hooks, strategy=self.strategy, module=model, datamodule=self.datamodule,
             callbacks=self.callbacks, loggers=self._loggers, data=DataPreparer(self._config, self.strategy, hooks),
-            signals=self._signals, profiler=None, active=self._runs,
+            signals=self._signals, profiler=None, active=self._runs, eval_counts=self._eval_counts,
         )
 
     def _run(self, model: LightningModule, source: DataSource, options: _RunOptions) -> Any:
@@ -454,6 +472,8 @@ class Trainer(TrainerProperties):
         self.strategy.connect(model)
         if self.datamodule is not None:
             self.datamodule.trainer = self
+        if fn == TrainerFn.FITTING:  # an unset `max_epochs` gets its value now, and keeps it (as in Lightning)
+            _config.resolve_fit_max_epochs(self._config, any(isinstance(cb, Timer) for cb in self.callbacks))
         ctx = self._new_context(fn, model)
         ctx.source = source
         self._runs[:] = [ctx]  # `self.log` and `manual_backward` reach the run through `trainer.run_context`

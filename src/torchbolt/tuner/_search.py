@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from torchbolt.loggers.logger import DummyLogger
+from torchbolt.loops.progress import EvalBatchCounts
 from torchbolt.trainer.context import LoaderSizes, RunContext
 from torchbolt.trainer.data import DataPreparer
 from torchbolt.trainer.hooks import HookDispatcher
@@ -192,6 +193,7 @@ class SearchRun:
             config=config, hooks=hooks, callbacks=list(self.callbacks), loggers=loggers, progress=progress,
             metrics=MetricSink(MetricStore(), loggers, progress, config.barebones), sizes=LoaderSizes(),
             data=DataPreparer(config, parent.strategy, hooks), profiler=None, fit_loop=None, eval_loop=None,
+            eval_counts=EvalBatchCounts(),
         )
         self.ctx = self._scope.__enter__()
         return self

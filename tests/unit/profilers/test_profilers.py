@@ -163,8 +163,8 @@ def test_no_profiler_leaves_the_hot_path_unwrapped(tmp_path):
     strategy = trainer.strategy
     for name in ("training_step", "validation_step", "backward", "batch_to_device"):
         assert name not in vars(strategy), f"{name} was wrapped without a profiler"
-    loop = trainer.fit_loop
-    assert "_run_epoch" not in vars(loop) and "run" not in vars(loop.optimization)
+    loop = trainer.run_context.fit_loop
+    assert loop is not None and "_run_epoch" not in vars(loop) and "run" not in vars(loop.optimization)
     assert not hasattr(strategy._lightning_optimizers[0]._step_fn, "_torchbolt_profiler")
     assert trainer.run_context is not None and trainer.run_context.profiler is None
 

@@ -57,7 +57,7 @@ def test_a_run_has_one_context_that_owns_the_trainers_state() -> None:
     assert trainer.global_step == ctx.progress.global_step == 3
     assert trainer.callback_metrics is ctx.metrics.store.callback and "loss" in trainer.callback_metrics
     assert trainer.num_training_batches == ctx.sizes.train == 3
-    assert trainer.fit_loop is ctx.fit_loop and trainer.fit_loop.epoch_loop._batches_that_stepped == 3
+    assert trainer.run_context.fit_loop is ctx.fit_loop and trainer.fit_loop.epoch_loop._batches_that_stepped == 3
     # a second run gets a fresh context
     trainer.validate(model, DataLoader(TensorDataset(torch.randn(4, 3)), batch_size=4), verbose=False)
     assert trainer.run_context is not ctx

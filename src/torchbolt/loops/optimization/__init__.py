@@ -1,0 +1,1 @@
+"""Lightning's ``loops.optimization`` path: the closure of automatic optimization (see ``automatic``)."""
