@@ -17,6 +17,7 @@ from torchbolt.loggers.logger import Logger
 from torchbolt.plugins.precision.precision import Precision
 from torchbolt.trainer.logging import scalars
 from torchbolt.trainer.states import RunningStage, TrainerFn, TrainerStatus
+from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info
 
@@ -286,8 +287,11 @@ class TrainerProperties:
 
     @property
     def train_dataloader(self) -> Any:
+        """The training loader(s) of the current or last fit, as prepared for it: one loader, or the collection
+        (list/dict, nested as given) of several, not the ``CombinedLoader`` that iterates them together."""
         loop = self.fit_loop
-        return loop.train_loader if loop is not None else None
+        loader = loop.train_loader if loop is not None else None
+        return loader.iterables if isinstance(loader, CombinedLoader) else loader
 
     @property
     def val_dataloaders(self) -> Any:
@@ -395,7 +399,7 @@ class TrainerProperties:
     min_epochs = property(lambda self: self._config.min_epochs)
     max_steps = property(lambda self: self._config.max_steps)
     min_steps = property(lambda self: self._config.min_steps)
-    fast_dev_run = property(lambda self: self._config.fast_dev_run)
+    fast_dev_run = property(lambda self: _fast_dev_run_view(self._config.fast_dev_run))
     gradient_clip_val = property(lambda self: self._config.gradient_clip_val)
     gradient_clip_algorithm = property(lambda self: self._config.gradient_clip_algorithm)
     val_check_interval = property(lambda self: self._config.val_check_interval)
@@ -412,6 +416,14 @@ class TrainerProperties:
     # Lightning 1.x tuner flags, read by ``trainer.tune()``
     auto_lr_find = property(lambda self: self._config.auto_lr_find)
     auto_scale_batch_size = property(lambda self: self._config.auto_scale_batch_size)
+
+
+def _fast_dev_run_view(batches: int) -> int | bool:
+    """``trainer.fast_dev_run`` as Lightning shows it: ``True`` for one batch (``fast_dev_run=1`` or ``True``),
+    ``False`` when off, else the number of batches."""
+    if batches == 1:
+        return True
+    return batches if batches else False
 
 
 def _one_or_list(loaders: list[Any] | None) -> Any:
