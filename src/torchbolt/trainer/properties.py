@@ -429,4 +429,7 @@ def _fast_dev_run_view(batches: int) -> int | bool:
 def _one_or_list(loaders: list[Any] | None) -> Any:
     if not loaders:
         return None
-    return loaders[0] if len(loaders) == 1 else loaders
+    if len(loaders) == 1:
+        # a CombinedLoader evaluated in parallel shows as its collection, as the training loaders do
+        return loaders[0].iterables if isinstance(loaders[0], CombinedLoader) else loaders[0]
+    return loaders

@@ -41,6 +41,8 @@ def test_a_parallel_combined_loader_gives_one_batch_of_each(fn: str, mode: str) 
     }[mode]
     assert seen == expected
     assert (trainer.num_val_batches if fn == "validate" else trainer.num_test_batches) == [3, 2]
+    shown = trainer.val_dataloaders if fn == "validate" else trainer.test_dataloaders
+    assert shown == {"a": [0, 1, 2], "b": [3, 4]}
 
 
 def test_the_step_may_leave_out_batch_idx() -> None:
