@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
@@ -120,6 +120,13 @@ def _flatten_eval(loaders: Any) -> list[Any]:
     return list(CombinedLoader(loaders, "sequential").flattened)
 
 
+def _samples_out_of_order(loader: Any) -> bool:
+    """A ``DataLoader`` over a map-style dataset whose sampler is not sequential (an ``IterableDataset`` has
+    no sampler to replace)."""
+    return (isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
+            and not isinstance(loader.sampler, SequentialSampler))
+
+
 class DataPreparer:
     """Prepares a run's loaders: worker seeding, distributed samplers, overfit mode, batch counts.
 
@@ -139,7 +146,7 @@ class DataPreparer:
             return loader
         given = loader
         config, strategy = self.config, self.strategy
-        if overfit and not isinstance(loader.sampler, SequentialSampler):
+        if overfit and _samples_out_of_order(loader):
             # the same batches every epoch: that is what overfitting a few batches means
             sequential = SequentialSampler(loader.dataset)  # type: ignore[arg-type]
             loader = type(loader)(**_dataloader_init_kwargs(loader, sequential))
@@ -165,7 +172,7 @@ class DataPreparer:
         (with a warning, once for all of them, when any of them samples otherwise)."""
         if self.config.overfit_batches <= 0 or stage not in ("train", "val"):
             return False
-        if any(isinstance(dl, DataLoader) and not isinstance(dl.sampler, SequentialSampler) for dl in loaders):
+        if any(_samples_out_of_order(dl) for dl in loaders):
             rank_zero_warn(
                 f"You requested to overfit but enabled {stage} dataloader shuffling (its sampler is not sequential)."
                 f" We are turning off the {stage} dataloader shuffling for you, so that every epoch sees the same"

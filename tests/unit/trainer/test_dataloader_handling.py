@@ -177,3 +177,19 @@ def test_samplers_learn_the_epoch_once_per_loop_run() -> None:
     with pytest.warns(UserWarning, match="shuffling enabled"):
         trainer.validate(ClassifierModule(), DataLoader(dataset, sampler=after), verbose=False)
     assert after.epochs == [2]  # a later run sees the epoch the fit reached
+
+
+def test_overfitting_leaves_an_iterable_dataset_as_it_is() -> None:
+    data = classification_data(32)
+
+    class Stream(IterableDataset):
+        def __iter__(self) -> Any:
+            return iter(data)
+
+    class Streaming(ClassifierModule):
+        def train_dataloader(self) -> DataLoader:
+            return DataLoader(Stream(), batch_size=8)
+
+    trainer = quiet_trainer(overfit_batches=2, limit_val_batches=0)
+    trainer.fit(Streaming())
+    assert trainer.global_step == 2 and isinstance(trainer.train_dataloader.dataset, Stream)
