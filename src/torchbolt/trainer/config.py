@@ -49,7 +49,8 @@ class TrainerConfig:
     limit_test_batches: int | float
     limit_predict_batches: int | float
     overfit_batches: int | float
-    val_check_interval: int | float
+    #: batches (int), a fraction of the epoch (float) or wall-clock time between validations (timedelta)
+    val_check_interval: int | float | timedelta
     check_val_every_n_epoch: int | None
     num_sanity_val_steps: int | float
     log_every_n_steps: int
@@ -109,7 +110,11 @@ def _check_bool(arg: str, value: Any, default: bool) -> bool:
 
 
 def _check_limit(arg: str, value: Any, default: int | float = 1.0) -> int | float:
-    """An int is a number of batches, a float in [0, 1] a fraction of them."""
+    """An int is a number of batches, a float in [0, 1] a fraction of them.
+
+    A float above 1.0 with no fractional part (``3.0``, ``1e50``) counts as that many batches, as in
+    Lightning; any other float outside [0, 1] is an error.
+    """
     if value is None:
         return default
     if _is_int(value):
@@ -117,6 +122,8 @@ def _check_limit(arg: str, value: Any, default: int | float = 1.0) -> int | floa
             raise _fail(arg, value, "an int is a number of batches and must be >= 0")
         return int(value)
     if isinstance(value, float):
+        if value > 1.0 and value != float("inf") and value.is_integer():
+            return int(value)
         if not 0.0 <= value <= 1.0:
             raise _fail(
                 arg, value,
@@ -142,9 +149,45 @@ def _announce_one(arg: str, value: Any) -> None:
         rank_zero_info(f"`Trainer({arg}=1.0)` was configured so {meaning}.")
 
 
-def _check_val_check_interval(value: Any) -> int | float:
+_TIME_FORMS = "a 'DD:HH:MM:SS' string, a datetime.timedelta or a dict of timedelta arguments such as {'minutes': 30}"
+
+
+def _val_check_time(value: str | timedelta | dict[str, Any]) -> timedelta:
+    """A time-based ``val_check_interval`` as a positive ``timedelta``."""
+    if isinstance(value, timedelta):
+        interval = value
+    elif isinstance(value, dict):
+        try:
+            interval = timedelta(**value)
+        except TypeError as e:
+            raise _fail("val_check_interval", value, f"a dict must hold timedelta arguments ({e})") from e
+    else:
+        parts = value.strip().split(":")
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise _fail("val_check_interval", value,
+                        f"a string must be 'DD:HH:MM:SS' with integer fields, e.g. '00:00:30:00' for 30 minutes"
+                        f" (Invalid time format for `val_check_interval`: {value!r}. Expected 'DD:HH:MM:SS'.)")
+        days, hours, minutes, seconds = (int(p) for p in parts)
+        interval = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    if interval.total_seconds() <= 0:
+        raise _fail("val_check_interval", value, "a time interval must be longer than zero")
+    return interval
+
+
+def _check_val_check_interval(value: Any, check_val_every_n_epoch: int | None) -> int | float | timedelta:
+    """Batches (int), a fraction of the epoch (float) or a wall-clock interval (str/timedelta/dict)."""
     if value is None:
         return 1.0
+    if isinstance(value, (str, timedelta, dict)):
+        return _val_check_time(value)
+    if isinstance(value, float) and check_val_every_n_epoch is None:
+        # a fraction of an epoch means nothing when validation is not tied to epochs
+        raise MisconfigurationException(
+            f"`Trainer(val_check_interval={value!r}, check_val_every_n_epoch=None)` is invalid: without epochs"
+            " to take a fraction of, pass an int (every N training batches) or a time interval. (`val_check_interval`"
+            " should be an integer or a time-based duration (str 'DD:HH:MM:SS', datetime.timedelta, or dict kwargs"
+            " for timedelta) when `check_val_every_n_epoch=None`.)"
+        )
     if _is_int(value):
         if value <= 0:
             raise _fail("val_check_interval", value, "an int is a number of training batches and must be >= 1")
@@ -155,7 +198,8 @@ def _check_val_check_interval(value: Any) -> int | float:
                         "a float is a fraction of the training epoch and must be in (0.0, 1.0] (you have passed"
                         f" invalid value {value} for val_check_interval)")
         return value
-    raise _fail("val_check_interval", value, "expected an int (batches) or a float in (0.0, 1.0] (fraction)")
+    raise _fail("val_check_interval", value,
+                f"expected an int (batches), a float in (0.0, 1.0] (fraction of an epoch) or {_TIME_FORMS}")
 
 
 def normalize_precision(precision: Any) -> str | None:
@@ -290,9 +334,9 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "limit_predict_batches",
                  "overfit_batches", "val_check_interval"):
         _announce_one(name, args[name])
-    val_check_interval = _check_val_check_interval(args["val_check_interval"])
     check_val_every_n_epoch = _check_int("check_val_every_n_epoch", args["check_val_every_n_epoch"], 1,
                                          allow_none=True)
+    val_check_interval = _check_val_check_interval(args["val_check_interval"], check_val_every_n_epoch)
     num_sanity = _check_num_sanity_val_steps(args["num_sanity_val_steps"])
     log_every_n_steps = _check_int("log_every_n_steps", 50 if args["log_every_n_steps"] is None
                                    else args["log_every_n_steps"], 0)

@@ -8,13 +8,18 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from torch.utils.data import DataLoader, SequentialSampler
+from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.module import LightningModule
 from torchbolt.trainer.states import DataStage
 from torchbolt.utilities.combined_loader import CombinedLoader
-from torchbolt.utilities.data import _dataloader_init_kwargs, _is_dataloader_shuffled, sized_len
+from torchbolt.utilities.data import (
+    _dataloader_init_kwargs,
+    _is_dataloader_shuffled,
+    _warn_if_iterable_with_len,
+    sized_len,
+)
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.parsing import is_overridden
 from torchbolt.utilities.rank_zero import PossibleUserWarning, rank_zero_warn
@@ -85,6 +90,8 @@ def num_batches(loader: Any, limit: int | float, stage: DataStage) -> int | floa
             f"Total length of `{type(loader).__name__}` across ranks is zero. Please make sure this was your"
             f" intention: `{_STAGE_METHOD[stage]}` yields no batch, so this loop runs nothing."
         )
+    elif length is not None:
+        _warn_if_iterable_with_len(loader)
     total: int | float = float("inf") if length is None else length
     arg = f"limit_{stage}_batches"
     if isinstance(limit, int):
@@ -110,11 +117,14 @@ def _flatten_eval(loaders: Any) -> list[Any]:
         return []
     if isinstance(loaders, CombinedLoader):
         return list(loaders.flattened)
-    if isinstance(loaders, Mapping):
-        return list(loaders.values())
-    if isinstance(loaders, (list, tuple)):
-        return list(loaders)
-    return [loaders]
+    return list(CombinedLoader(loaders, "sequential").flattened)
+
+
+def _samples_out_of_order(loader: Any) -> bool:
+    """A ``DataLoader`` over a map-style dataset whose sampler is not sequential (an ``IterableDataset`` has
+    no sampler to replace)."""
+    return (isinstance(loader, DataLoader) and not isinstance(loader.dataset, IterableDataset)
+            and not isinstance(loader.sampler, SequentialSampler))
 
 
 class DataPreparer:
@@ -131,24 +141,21 @@ class DataPreparer:
         self.strategy = strategy
         self.hooks = hooks
 
-    def _prepare(self, loader: Any, stage: DataStage) -> Any:
+    def _prepare(self, loader: Any, stage: DataStage, overfit: bool = False) -> Any:
         if not isinstance(loader, DataLoader):
             return loader
         given = loader
         config, strategy = self.config, self.strategy
+        if overfit and _samples_out_of_order(loader):
+            # the same batches every epoch: that is what overfitting a few batches means
+            sequential = SequentialSampler(loader.dataset)  # type: ignore[arg-type]
+            loader = type(loader)(**_dataloader_init_kwargs(loader, sequential))
         if stage != "train" and _is_dataloader_shuffled(loader):
             rank_zero_warn(
                 f"Your `{_STAGE_METHOD[stage]}`'s sampler has shuffling enabled, it is strongly recommended that"
                 " you turn shuffling off for val/test dataloaders.",
                 category=PossibleUserWarning,
             )
-        if stage == "train" and config.overfit_batches > 0 and _is_dataloader_shuffled(loader):
-            rank_zero_warn(
-                "You requested to overfit but enabled training dataloader shuffling."
-                " We are turning off the training dataloader shuffling for you."
-            )
-            sequential = SequentialSampler(loader.dataset)  # type: ignore[arg-type]
-            loader = type(loader)(**_dataloader_init_kwargs(loader, sequential))
         sampler_kwargs = strategy.distributed_sampler_kwargs
         if sampler_kwargs is not None and config.use_distributed_sampler:
             from torchbolt.utilities.distributed import _inject_distributed_sampler
@@ -160,6 +167,19 @@ class DataPreparer:
             loader.pin_memory = True  # a loader torchbolt re-creates pins batches: asynchronous copies to the GPU
         return strategy.process_dataloader(loader)
 
+    def _overfit(self, stage: DataStage, loaders: list[Any]) -> bool:
+        """Whether the ``overfit_batches`` of a fit replace the samplers of ``loaders`` by sequential ones
+        (with a warning, once for all of them, when any of them samples otherwise)."""
+        if self.config.overfit_batches <= 0 or stage not in ("train", "val"):
+            return False
+        if any(_samples_out_of_order(dl) for dl in loaders):
+            rank_zero_warn(
+                f"You requested to overfit but enabled {stage} dataloader shuffling (its sampler is not sequential)."
+                f" We are turning off the {stage} dataloader shuffling for you, so that every epoch sees the same"
+                " batches."
+            )
+        return True
+
     def train_loader(self, source: DataSource) -> tuple[Any, int | float]:
         """The training iterable (a ``CombinedLoader`` for collections) and its number of batches."""
         raw = source.request("train", self.hooks)
@@ -169,27 +189,40 @@ class DataPreparer:
                 " `trainer.fit(model, train_dataloaders=...)`, a datamodule, or implement `train_dataloader`."
             )
         _check_dataloaders("train", raw)
-        if isinstance(raw, CombinedLoader):
-            loader: Any = raw
-            loader.flattened[:] = [self._prepare(dl, "train") for dl in loader.flattened]
-        elif isinstance(raw, (Mapping, list, tuple)):
-            prepared = {k: self._prepare(v, "train") for k, v in raw.items()} if isinstance(raw, Mapping) else [
-                self._prepare(v, "train") for v in raw]
-            loader = CombinedLoader(prepared, "max_size_cycle")
+        loader: Any
+        if isinstance(raw, (CombinedLoader, Mapping, list, tuple)):
+            # a collection (nested lists/dicts too) is iterated together, every loader restarting until the
+            # longest is done, unless the CombinedLoader passed says otherwise
+            loader = raw if isinstance(raw, CombinedLoader) else CombinedLoader(raw, "max_size_cycle")
+            overfit = self._overfit("train", loader.flattened)
+            loader.flattened = [self._prepare(dl, "train", overfit) for dl in loader.flattened]
         else:
-            loader = self._prepare(raw, "train")
+            loader = self._prepare(raw, "train", self._overfit("train", [raw]))
         count = num_batches(loader, self.config.limit_train_batches, "train")
         # every rank must run the same number of batches, or a gradient all-reduce waits forever
         self.strategy.check_num_batches(count, "train")
         return self.strategy.even_batches(loader, count), count
 
-    def eval_loaders(self, source: DataSource, stage: DataStage) -> tuple[list[Any], list[int | float]]:
-        """The flattened loaders of ``stage`` ("val", "test", "predict") and their batch counts."""
+    def eval_loaders(self, source: DataSource, stage: DataStage,
+                     fitting: bool = False) -> tuple[list[Any], list[int | float]]:
+        """The flattened loaders of ``stage`` ("val", "test", "predict") and their batch counts.
+
+        A ``CombinedLoader`` in a mode other than ``"sequential"`` comes back as the only loader (its
+        leaves prepared, its per-leaf limits set), with one batch count per leaf. ``fitting``: the
+        validation of a fit, where ``overfit_batches`` applies.
+        """
         raw = source.request(stage, self.hooks)
         if raw is None:
             return [], []
         _check_dataloaders(stage, raw)
-        loaders = [self._prepare(dl, stage) for dl in _flatten_eval(raw)]
+        flat = _flatten_eval(raw)
+        overfit = fitting and self._overfit(stage, flat)
+        loaders = [self._prepare(dl, stage, overfit) for dl in flat]
         limit = getattr(self.config, f"limit_{stage}_batches")
         counts = [num_batches(dl, limit, stage) for dl in loaders]
+        if isinstance(raw, CombinedLoader) and raw.mode != "sequential":
+            # iterated together: one loader whose batches hold one batch of each (see `EvaluationLoop`)
+            raw.flattened = loaders
+            raw._limits = list(counts)
+            return [raw], counts
         return loaders, counts

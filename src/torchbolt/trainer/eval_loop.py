@@ -13,6 +13,7 @@ One evaluation run::
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,8 +24,11 @@ from torchbolt.loops.progress import BatchCounter
 from torchbolt.profilers.profiler import Profiler, profiled_iter
 from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.states import RunningStage, TrainerFn
+from torchbolt.utilities.combined_loader import CombinedLoader
+from torchbolt.utilities.data import sized_len
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache
+from torchbolt.utilities.signature_utils import is_param_in_hook_signature
 
 if TYPE_CHECKING:
     from torchbolt.trainer.context import RunContext
@@ -44,24 +48,55 @@ def _restore_modes(module: nn.Module, modes: dict[str, bool]) -> None:
             m.training = modes[name]
 
 
-def _check_dataloader_idx_signature(step: Any, step_name: str, loader_name: str, multiple: bool) -> None:
-    """Raise when ``step`` cannot take the ``dataloader_idx`` the loop will (or will not) pass."""
+def _check_dataloader_idx_signature(module: Any, prefix: str, loader_name: str, multiple: bool) -> None:
+    """Raise when the module's ``<prefix>_step`` or ``on_<prefix>_batch_start/end`` cannot take the
+    ``dataloader_idx`` the loop will (or will not) pass.
+
+    With several loaders run one after the other, each needs a parameter named ``dataloader_idx`` (or
+    ``*args``; ``**kwargs`` does not count: the index is passed positionally). With one loader, a
+    ``dataloader_idx`` parameter needs a default value.
+
+    Raises:
+        RuntimeError: naming the method and the fix (Lightning raises the same type).
+    """
+    for name in (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"):
+        fn = getattr(module, name, None)
+        if fn is None:
+            continue
+        try:
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError):
+            continue
+        where = f"`{type(module).__name__}.{name}()`"
+        if multiple and not is_param_in_hook_signature(fn, "dataloader_idx"):
+            raise RuntimeError(
+                f"You provided multiple `{loader_name}`, but no `dataloader_idx` argument in {where}. The loop"
+                " passes each batch's loader index as the last positional argument: try adding `dataloader_idx=0`"
+                " to its signature."
+            )
+        idx = params.get("dataloader_idx")
+        if not multiple and idx is not None and idx.default is inspect.Parameter.empty:
+            raise RuntimeError(
+                f"You provided only a single `{loader_name}`, but have included `dataloader_idx` in {where}, which"
+                " the loop does not pass then. Either remove the argument or give it a default value i.e."
+                " `dataloader_idx=0`."
+            )
+
+
+def _takes_batch_idx(step: Any) -> bool:
+    """Whether ``step`` takes a ``batch_idx`` (by name, ``*args``, or a second positional parameter)."""
     try:
-        params = inspect.signature(step).parameters
-    except (TypeError, ValueError):
-        return
-    has_var = any(p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD) for p in params.values())
-    idx = params.get("dataloader_idx")
-    if multiple and idx is None and not has_var:
-        raise MisconfigurationException(
-            f"You provided multiple `{loader_name}`, but no `dataloader_idx` argument in `{step_name}()`."
-            " Try adding `dataloader_idx=0` to its signature."
-        )
-    if not multiple and idx is not None and idx.default is inspect.Parameter.empty:
-        raise MisconfigurationException(
-            f"You provided only a single `{loader_name}`, but have included `dataloader_idx` in `{step_name}()`."
-            " Either remove the argument or give it a default value i.e. `dataloader_idx=0`."
-        )
+        return is_param_in_hook_signature(step, "batch_idx", min_args=2)
+    except TypeError:  # no inspectable signature: pass it, as always
+        return True
+
+
+def _combined_in_parallel(loaders: list[Any]) -> CombinedLoader | None:
+    """The loader when the stage's loaders are one ``CombinedLoader`` iterated in parallel (a mode other than
+    ``"sequential"``): each batch then holds one batch of every loader, and no ``dataloader_idx`` is passed."""
+    if len(loaders) == 1 and isinstance(loaders[0], CombinedLoader) and loaders[0].mode != "sequential":
+        return loaders[0]
+    return None
 
 
 def _batches(loader: Any, limit: int | float, profiler: Profiler | None = None,
@@ -132,6 +167,12 @@ class EvaluationLoop:
         metrics.collect_into(self.results)
         modes = _capture_modes(module)
         hooks.module(f"on_{prefix}_model_eval")
+        combined = _combined_in_parallel(loaders)
+        if combined is not None:
+            # the per-loader limits (this run's: a sanity check's are smaller) bound the combined iteration
+            combined._limits = list(limits)
+            length = sized_len(combined)
+            limits = [math.inf if length is None else length]
         multiple = len(loaders) > 1
         step_name = f"{prefix}_step"
         # the module's step itself when the strategy would only forward to it (decided once per run)
@@ -139,7 +180,9 @@ class EvaluationLoop:
         batch_start_hook, batch_end_hook = f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"
         active = hooks.active
         loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
-        _check_dataloader_idx_signature(getattr(module, step_name), step_name, loader_name, multiple)
+        _check_dataloader_idx_signature(module, prefix, loader_name, multiple)
+        # `batch_idx` is passed to the step only when its signature can take it (decided once per run)
+        pass_batch_idx = _takes_batch_idx(getattr(module, step_name))
         eval_step_count = 0
         counter = self.batch_counter
         counter.start_run()
@@ -158,7 +201,8 @@ class EvaluationLoop:
                         self.results.batch_start(batch, dl_idx if multiple else None)
                         if batch_start_hook in active:
                             hooks.both(batch_start_hook, batch, batch_idx, *extra)
-                        output = hooks.run_as(step_name, step_fn, batch, batch_idx, *extra)
+                        output = (hooks.run_as(step_name, step_fn, batch, batch_idx, *extra) if pass_batch_idx
+                                  else hooks.run_as(step_name, step_fn, batch, *extra))
                         if batch_end_hook in active:
                             hooks.both(batch_end_hook, output, batch, batch_idx, *extra)
                         metrics.publish_eval_step(self.results, eval_step_count, sanity)
@@ -233,7 +277,7 @@ class PredictionLoop:
         hooks = ctx.hooks
         module = ctx.module
         multiple = len(loaders) > 1
-        _check_dataloader_idx_signature(module.predict_step, "predict_step", "predict_dataloader", multiple)
+        _check_dataloader_idx_signature(module, "predict", "predict_dataloader", multiple)
         writers = [cb for cb in ctx.callbacks if isinstance(cb, BasePredictionWriter)]
         track_indices = bool(writers)
         keep_for_epoch = any(w.interval.on_epoch for w in writers)

@@ -8,7 +8,9 @@ no host synchronization: logged values stay on the device until a logger flush.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -31,6 +33,7 @@ from torchbolt.trainer.resume import (
     set_rng,
 )
 from torchbolt.trainer.states import EpochPhase, RunningStage
+from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import (
     PossibleUserWarning,
@@ -50,11 +53,15 @@ _warning_cache = WarningCache()
 
 
 def _set_sampler_epoch(loader: Any, epoch: int) -> None:
-    """Call ``set_epoch`` on the samplers of ``loader`` (``DistributedSampler`` reshuffles with it)."""
-    for candidate in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
-                      getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+    """Call ``set_epoch`` on the samplers of ``loader`` (``DistributedSampler`` reshuffles with it), once on
+    each: a loader's ``sampler`` is often also its ``batch_sampler.sampler``."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    candidates = (getattr(loader, "sampler", None), batch_sampler, getattr(batch_sampler, "sampler", None))
+    seen: set[int] = set()
+    for candidate in candidates:
         set_epoch = getattr(candidate, "set_epoch", None)
-        if callable(set_epoch):
+        if callable(set_epoch) and id(candidate) not in seen:
+            seen.add(id(candidate))
             set_epoch(epoch)
     for child in getattr(loader, "flattened", []):
         _set_sampler_epoch(child, epoch)
@@ -107,8 +114,16 @@ class FitLoop:
         self._train_loaded_epoch = -1
         self.val_loaders: list[Any] | None = None
         self.val_limits: list[int | float] = []
-        self._val_loaded_epoch = -1
+        # the epoch the validation loaders were last loaded for (-inf: not yet, or only for a sanity check
+        # outside a validation epoch), which `reload_dataloaders_every_n_epochs` counts from
+        self._val_loaded_epoch: float = -math.inf
         self.val_check_batch: int | float = math.inf
+        # time-based `val_check_interval`: seconds between validations (None: batch-based, decided at
+        # construction so the per-batch check reads no clock otherwise) and the clock of the last validation
+        interval = ctx.config.val_check_interval
+        self._val_check_seconds: float | None = (
+            interval.total_seconds() if isinstance(interval, timedelta) else None)
+        self._last_val_time = 0.0
         self._profiler = ctx.profiler
         if self._profiler is not None:
             # decided once: an unprofiled loop runs the plain methods, with no per-batch check
@@ -133,7 +148,7 @@ class FitLoop:
         if self._skip():
             self._resume = None
             return
-        if self.validation_enabled() and self.val_loaders is None:
+        if self.validation_enabled() and self.val_loaders is None and self._is_val_epoch():
             self._setup_val_data()
         self._warn_eval_mode_modules()
         ctx.state.stage = RunningStage.TRAINING
@@ -200,8 +215,17 @@ class FitLoop:
         self.train_loader, ctx.sizes.train = ctx.data.train_loader(self.source)
         self._train_loaded_epoch = self.progress.current_epoch
         n = ctx.sizes.train
+        if isinstance(self.train_loader, CombinedLoader) and self.train_loader.mode == "sequential":
+            raise ValueError(
+                f'`{type(self).__name__}` does not support the `CombinedLoader(mode="sequential")` mode: training'
+                " takes one batch of every loader per step. Use mode 'max_size_cycle', 'min_size' or 'max_size'."
+            )
         interval = config.val_check_interval
-        if isinstance(interval, int):
+        if self._val_check_seconds is not None:
+            # time-based: the clock starts with the (re)loaded training data; no batch count applies
+            self.val_check_batch = math.inf
+            self._last_val_time = time.monotonic()
+        elif isinstance(interval, int):
             if interval > n and config.check_val_every_n_epoch is not None:
                 raise ValueError(
                     f"`val_check_interval` ({interval}) must be less than or equal to the number of the training"
@@ -214,10 +238,12 @@ class FitLoop:
             if interval != 1.0:
                 raise MisconfigurationException(
                     "When using an iterable without `__len__` for `train_dataloader`, `Trainer(val_check_interval)`"
-                    " must be `1.0` or an int. An int k specifies checking validation every k training batches."
+                    " must be `1.0`, an int or a time interval. An int k specifies checking validation every k"
+                    " training batches."
                 )
             self.val_check_batch = math.inf
         else:
+            assert isinstance(interval, float)
             self.val_check_batch = max(1, int(n * interval))
         if ctx.loggers and n < config.log_every_n_steps and not config.fast_dev_run:
             rank_zero_warn(
@@ -227,13 +253,22 @@ class FitLoop:
                 category=PossibleUserWarning,
             )
 
-    def _setup_val_data(self) -> None:
+    def _setup_val_data(self, count_as_load: bool = True) -> None:
+        """Load the validation loaders. ``count_as_load=False`` (a sanity check outside a validation epoch):
+        ``reload_dataloaders_every_n_epochs`` does not count from this load, so the first validation epoch
+        loads them again, as in Lightning."""
         ctx = self.ctx
-        self.val_loaders, self.val_limits = ctx.data.eval_loaders(self.source, "val")
+        self.val_loaders, self.val_limits = ctx.data.eval_loaders(self.source, "val", fitting=True)
         ctx.sizes.val = list(self.val_limits)
-        self._val_loaded_epoch = self.progress.current_epoch
+        if count_as_load:
+            self._val_loaded_epoch = self.progress.current_epoch
 
-    def _reload_due(self, loaded_epoch: int) -> bool:
+    def _is_val_epoch(self) -> bool:
+        """Whether ``check_val_every_n_epoch`` lets the current epoch validate."""
+        every_n_epochs = self.ctx.config.check_val_every_n_epoch
+        return every_n_epochs is None or (self.progress.current_epoch + 1) % every_n_epochs == 0
+
+    def _reload_due(self, loaded_epoch: float) -> bool:
         n = self.ctx.config.reload_dataloaders_every_n_epochs
         return n > 0 and self.progress.current_epoch - loaded_epoch >= n
 
@@ -260,13 +295,16 @@ class FitLoop:
         # evaluation must not change the random stream training draws from (shuffling, dropout)
         with isolate_rng():
             ctx.hooks.callbacks("on_sanity_check_start")
-            self._setup_val_data()
+            self._setup_val_data(count_as_load=self._is_val_epoch())
             assert self.val_loaders is not None
             limits = [min(num_steps, limit) for limit in self.val_limits]
             ctx.sizes.sanity_val = limits
             if any(limits):
+                _set_sampler_epoch_all(self.val_loaders, self.progress.current_epoch)
                 EvaluationLoop(ctx, RunningStage.SANITY_CHECKING, inference_mode=False).run(
                     self.val_loaders, limits)
+                if self._val_check_seconds is not None:
+                    self._last_val_time = time.monotonic()
             ctx.hooks.callbacks("on_sanity_check_end")
         ctx.metrics.store.reset()
         ctx.state.stage = RunningStage.TRAINING
@@ -466,10 +504,13 @@ class FitLoop:
             return False
         if every_n_epochs is not None and (p.current_epoch + 1) % every_n_epochs != 0:
             return False
-        if is_last and self.val_check_batch == math.inf:
+        if is_last and self.val_check_batch == math.inf and self._val_check_seconds is None:
             return True
         if p.should_stop and self._can_stop_early():
             return True
+        if self._val_check_seconds is not None:
+            # one clock read per batch, only when time-based validation was asked for
+            return time.monotonic() - self._last_val_time >= self._val_check_seconds
         if self.val_check_batch == math.inf:
             return is_last
         index = p.total_batch_idx if every_n_epochs is None else batch_idx
@@ -487,6 +528,8 @@ class FitLoop:
         _set_sampler_epoch_all(self.val_loaders, self.progress.current_epoch)
         ctx.state.stage = RunningStage.VALIDATING
         self.val_loop.run(self.val_loaders, self.val_limits)
+        if self._val_check_seconds is not None:
+            self._last_val_time = time.monotonic()  # the next interval starts when this validation ends
         ctx.state.stage = RunningStage.TRAINING
         ctx.metrics.collect_into(self.results)
         torch.set_grad_enabled(True)

@@ -18,6 +18,7 @@ from torchbolt.plugins.precision.precision import Precision
 from torchbolt.trainer.config import default_max_epochs
 from torchbolt.trainer.logging import scalars
 from torchbolt.trainer.states import RunningStage, TrainerFn, TrainerStatus
+from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import rank_zero_info
 
@@ -328,8 +329,11 @@ class TrainerProperties:
 
     @property
     def train_dataloader(self) -> Any:
+        """The training loader(s) of the current or last fit, as prepared for it: one loader, or the collection
+        (list/dict, nested as given) of several, not the ``CombinedLoader`` that iterates them together."""
         loop = self._active_fit_loop()
-        return loop.train_loader if loop is not None else None
+        loader = loop.train_loader if loop is not None else None
+        return loader.iterables if isinstance(loader, CombinedLoader) else loader
 
     @property
     def val_dataloaders(self) -> Any:
@@ -437,7 +441,7 @@ class TrainerProperties:
     min_epochs = property(lambda self: self._config.min_epochs)
     max_steps = property(lambda self: self._config.max_steps)
     min_steps = property(lambda self: self._config.min_steps)
-    fast_dev_run = property(lambda self: self._config.fast_dev_run)
+    fast_dev_run = property(lambda self: _fast_dev_run_view(self._config.fast_dev_run))
     gradient_clip_val = property(lambda self: self._config.gradient_clip_val)
     gradient_clip_algorithm = property(lambda self: self._config.gradient_clip_algorithm)
     val_check_interval = property(lambda self: self._config.val_check_interval)
@@ -456,7 +460,18 @@ class TrainerProperties:
     auto_scale_batch_size = property(lambda self: self._config.auto_scale_batch_size)
 
 
+def _fast_dev_run_view(batches: int) -> int | bool:
+    """``trainer.fast_dev_run`` as Lightning shows it: ``True`` for one batch (``fast_dev_run=1`` or ``True``),
+    ``False`` when off, else the number of batches."""
+    if batches == 1:
+        return True
+    return batches if batches else False
+
+
 def _one_or_list(loaders: list[Any] | None) -> Any:
     if not loaders:
         return None
-    return loaders[0] if len(loaders) == 1 else loaders
+    if len(loaders) == 1:
+        # a CombinedLoader evaluated in parallel shows as its collection, as the training loaders do
+        return loaders[0].iterables if isinstance(loaders[0], CombinedLoader) else loaders[0]
+    return loaders

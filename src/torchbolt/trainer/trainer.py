@@ -39,7 +39,7 @@ from torchbolt.trainer.checkpointing import (
 from torchbolt.trainer.context import LoaderSizes, RunContext
 from torchbolt.trainer.data import DataPreparer, DataSource
 from torchbolt.trainer.eval_loop import EvaluationLoop, PredictionLoop
-from torchbolt.trainer.fit_loop import FitLoop
+from torchbolt.trainer.fit_loop import FitLoop, _set_sampler_epoch_all
 from torchbolt.trainer.hooks import HookDispatcher
 from torchbolt.trainer.logging import MetricSink, MetricStore, scalars
 from torchbolt.trainer.optimization import bind_optimizers
@@ -93,7 +93,9 @@ class Trainer(TrainerProperties):
         limit_test_batches: same for test.
         limit_predict_batches: same for predict.
         overfit_batches: train and validate on this many (or this fraction of) training batches, unshuffled.
-        val_check_interval: validate every this fraction of an epoch (float) or every this many batches (int).
+        val_check_interval: validate every this fraction of an epoch (float), every this many batches (int), or
+            once this much wall-clock time has passed since the last validation (``"DD:HH:MM:SS"``,
+            ``timedelta`` or a dict of ``timedelta`` arguments).
         check_val_every_n_epoch: validate every this many epochs (``None``: count ``val_check_interval``
             batches across epochs).
         num_sanity_val_steps: validation batches run before training to catch bugs (``-1``: all).
@@ -143,7 +145,7 @@ class Trainer(TrainerProperties):
         limit_test_batches: int | float | None = None,
         limit_predict_batches: int | float | None = None,
         overfit_batches: int | float = 0.0,
-        val_check_interval: int | float | None = None,
+        val_check_interval: int | float | str | timedelta | dict[str, int] | None = None,
         check_val_every_n_epoch: int | None = 1,
         num_sanity_val_steps: int | None = None,
         log_every_n_steps: int | None = None,
@@ -543,6 +545,7 @@ class Trainer(TrainerProperties):
                 )
             ctx.sizes.predict = limits
             self._eval_loaders["predict"] = loaders
+            _set_sampler_epoch_all(loaders, self._progress.current_epoch)  # shuffling that follows training
             self._predict_loop = PredictionLoop(ctx, self._config.inference_mode, options.return_predictions)
             ctx.eval_loop = self._predict_loop
             return self._predict_loop.run(loaders, limits)
@@ -561,6 +564,7 @@ class Trainer(TrainerProperties):
         else:
             ctx.sizes.test = limits
         self._eval_loaders[stage] = loaders
+        _set_sampler_epoch_all(loaders, self._progress.current_epoch)  # shuffling that follows training
         loop = EvaluationLoop(ctx, running, inference_mode=self._config.inference_mode)
         ctx.eval_loop = loop
         results = [scalars(r) for r in loop.run(loaders, limits)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Literal
 
 from torchbolt.utilities.data import sized_len
@@ -11,15 +11,37 @@ _Mode = Literal["max_size_cycle", "min_size", "max_size", "sequential"]
 _MODES = ("max_size_cycle", "min_size", "max_size", "sequential")
 
 
-def _flatten(iterables: Any) -> tuple[list[Any], Any]:
-    """The leaf iterables of a list/tuple/dict, and a function rebuilding the same structure."""
-    if isinstance(iterables, dict):
-        keys = list(iterables)
-        return [iterables[k] for k in keys], lambda values: dict(zip(keys, values))
-    if isinstance(iterables, (list, tuple)):
-        kind = type(iterables)
-        return list(iterables), lambda values: kind(values) if kind is not tuple else tuple(values)
-    return [iterables], lambda values: values[0]
+def _is_node(obj: Any) -> bool:
+    """A dict/list/tuple of iterables; one holding only numbers and strings (``[0, 1, 2]``) is itself an
+    iterable of batches, not a collection of iterables."""
+    if not isinstance(obj, (dict, list, tuple)):
+        return False
+    children = obj.values() if isinstance(obj, dict) else obj
+    return not all(isinstance(child, (int, float, str)) for child in children)
+
+
+def _flatten(iterables: Any) -> tuple[list[Any], Callable[[list[Any]], Any]]:
+    """The leaf iterables of a (nested) list/tuple/dict, and a function rebuilding the same structure from
+    as many values (``{"a": [x, y], "b": z}`` has the leaves ``[x, y, z]``)."""
+    if not _is_node(iterables):
+        return [iterables], lambda values: values[0]
+    keys = list(iterables) if isinstance(iterables, dict) else list(range(len(iterables)))
+    children = [_flatten(iterables[k]) for k in keys]
+    sizes = [len(leaves) for leaves, _ in children]
+    leaves = [leaf for child, _ in children for leaf in child]
+
+    def rebuild(values: list[Any]) -> Any:
+        parts, start = [], 0
+        for (_, child_rebuild), size in zip(children, sizes):
+            parts.append(child_rebuild(values[start:start + size]))
+            start += size
+        if isinstance(iterables, dict):
+            return type(iterables)(zip(keys, parts)) if type(iterables) is not dict else dict(zip(keys, parts))
+        if isinstance(iterables, tuple) and hasattr(iterables, "_fields"):  # a namedtuple
+            return type(iterables)(*parts)
+        return type(iterables)(parts)
+
+    return leaves, rebuild
 
 
 class CombinedLoader(Iterable):
@@ -43,12 +65,29 @@ class CombinedLoader(Iterable):
             raise ValueError(f"`CombinedLoader(mode={mode!r})`: use one of {list(_MODES)}.")
         self._iterables = iterables
         self._mode = mode
-        self.flattened, self._rebuild = _flatten(iterables)
+        self._leaves, self._rebuild = _flatten(iterables)
         self._limits: list[int | float] | None = None
 
     @property
     def iterables(self) -> Any:
+        """The collection of iterables, in the structure it was given (with any replaced leaves)."""
         return self._iterables
+
+    @property
+    def flattened(self) -> list[Any]:
+        """The leaf iterables of the collection, depth first (``{"a": [x, y], "b": z}``: ``[x, y, z]``)."""
+        return self._leaves
+
+    @flattened.setter
+    def flattened(self, flattened: list[Any]) -> None:
+        # replacing the leaves (e.g. dataloaders rebuilt with another sampler) keeps `iterables` in step
+        if len(flattened) != len(self._leaves):
+            raise ValueError(
+                f"`CombinedLoader.flattened` has {len(self._leaves)} iterables; it cannot be replaced by"
+                f" {len(flattened)}."
+            )
+        self._leaves = list(flattened)
+        self._iterables = self._rebuild(self._leaves)
 
     @property
     def mode(self) -> str:

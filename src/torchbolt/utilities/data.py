@@ -164,12 +164,17 @@ def has_len_all_ranks(
                 " `allow_zero_length_dataloader_with_multiple_devices=True`."
             )
         rank_zero_warn(message)
+    _warn_if_iterable_with_len(dataloader)
+    return True
+
+
+def _warn_if_iterable_with_len(dataloader: object) -> None:
+    """An ``IterableDataset`` with ``__len__``: the length is trusted, but each worker/device copy yields it all."""
     if has_iterable_dataset(dataloader):
         rank_zero_warn(
             "Your `IterableDataset` has `__len__` defined. With more than one worker or device, each copy yields"
             " the whole dataset unless you shard it yourself."
         )
-    return True
 
 
 def suggested_max_num_workers(local_world_size: int) -> int:

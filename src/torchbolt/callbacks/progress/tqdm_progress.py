@@ -111,7 +111,7 @@ class TQDMProgressBar(ProgressBar):
         self._last_outputs: Any = None
         self._train_seen = 0  # batches done in the current training epoch
         self._train_total: int | float = math.inf  # batches in the current training epoch
-        self._next_draw = 0.0  # time.monotonic() from which the next time-budgeted redraw may happen
+        self._next_draw = 0.0  # time.perf_counter() from which the next time-budgeted redraw may happen
         # plain lines
         self._next_line = 0.0
         self._fit_start = 0.0
@@ -208,7 +208,7 @@ class TQDMProgressBar(ProgressBar):
         if current != total:
             rate = self._refresh_rate
             if rate is None:
-                now = time.monotonic()
+                now = time.perf_counter()
                 if now < self._next_draw:
                     return False
                 self._next_draw = now + self._refresh_interval
@@ -250,14 +250,14 @@ class TQDMProgressBar(ProgressBar):
         self._next_line = now + self._plain_interval
 
     def _eval_begin(self) -> None:
-        self._eval_start = time.monotonic()
+        self._eval_start = time.perf_counter()
         self._eval_seen = 0
 
     def _write_eval_line(self, description: str, totals: list[int | float]) -> None:
         """``Testing | 12/12 batches | 30.1 it/s | 0:00:00``, once at the end of a stand-alone run."""
         if not self.is_enabled:
             return
-        seconds = time.monotonic() - self._eval_start
+        seconds = time.perf_counter() - self._eval_start
         total = sum(totals) if totals else math.inf
         self._write_line(" | ".join([
             description,
@@ -282,7 +282,7 @@ class TQDMProgressBar(ProgressBar):
     # -- training
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._train_progress_bar = self.init_train_tqdm()
-        self._fit_start = time.monotonic()
+        self._fit_start = time.perf_counter()
         self._next_line = self._fit_start + self._plain_interval
         try:
             self._total_steps = trainer.estimated_stepping_batches
@@ -298,7 +298,7 @@ class TQDMProgressBar(ProgressBar):
         self._last_outputs = None
         self._train_seen = 0
         self._next_draw = 0.0  # the first batch redraws: the loss shows at once
-        self._epoch_start = time.monotonic()
+        self._epoch_start = time.perf_counter()
         self._epoch_train_seconds = None
         self._epoch_reported = False
 
@@ -310,7 +310,7 @@ class TQDMProgressBar(ProgressBar):
         n = batch_idx + 1
         self._train_seen = n
         if self._display == "plain":
-            now = time.monotonic()
+            now = time.perf_counter()
             if n == self._train_total:
                 self._epoch_train_seconds = now - self._epoch_start  # the rate excludes the validation after it
             elif now >= self._next_line and self.is_enabled:
@@ -325,7 +325,7 @@ class TQDMProgressBar(ProgressBar):
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._display == "plain":
             if self.is_enabled and self._train_seen:
-                self._write_train_line(trainer, pl_module, time.monotonic(), self._epoch_train_seconds)
+                self._write_train_line(trainer, pl_module, time.perf_counter(), self._epoch_train_seconds)
             self._epoch_reported = True
             return
         if self._train_progress_bar is not None and not self.train_progress_bar.disable:
@@ -336,7 +336,7 @@ class TQDMProgressBar(ProgressBar):
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._display == "plain" and not self._epoch_reported and self._train_seen and self.is_enabled:
             # the fit stopped inside an epoch (max_steps, max_time, should_stop): report where it stopped
-            self._write_train_line(trainer, pl_module, time.monotonic())
+            self._write_train_line(trainer, pl_module, time.perf_counter())
             self._epoch_reported = True
         if self._train_progress_bar is not None:
             self._train_progress_bar.close()
