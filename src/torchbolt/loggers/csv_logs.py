@@ -25,15 +25,32 @@ class ExperimentWriter:
         self.metrics_keys: list[str] = []
         self._fs = get_filesystem(log_dir)
         self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
         if self._fs.exists(log_dir) and self._fs.listdir(log_dir):
+            kept = self._move_previous_metrics_aside()
+            moved = f" (the earlier one is kept as {os.path.basename(kept)})" if kept else ""
             rank_zero_warn(
-                f"Experiment logs directory {log_dir} exists and is not empty. New rows are appended to its"
-                " metrics.csv and its hparams.yaml is rewritten; pass another `version` to start a clean one."
+                f"Experiment logs directory {log_dir} exists and is not empty. This run writes a fresh metrics.csv"
+                f"{moved} and rewrites hparams.yaml; pass another `version` to start in a clean directory."
             )
         self._fs.makedirs(log_dir, exist_ok=True)
-        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
         self._read_existing_header = False
         self._header_on_disk: list[str] = []
+
+    def _move_previous_metrics_aside(self) -> str | None:
+        """Start a fresh ``metrics.csv`` as Lightning does, but keep an earlier run's rows.
+
+        The old file is renamed to the first free ``metrics.prev-<k>.csv`` rather than deleted, so a
+        rerun into the same version never destroys recorded metrics. Returns the new name, or ``None``
+        when there was no earlier file.
+        """
+        if not self._fs.isfile(self.metrics_file_path):
+            return None
+        k = 0
+        while self._fs.exists(target := os.path.join(self.log_dir, f"metrics.prev-{k}.csv")):
+            k += 1
+        self._fs.mv(self.metrics_file_path, target)
+        return target
 
     def log_hparams(self, params: dict[str, Any]) -> None:
         from torchbolt.core.saving import save_hparams_to_yaml
@@ -54,8 +71,8 @@ class ExperimentWriter:
     def save(self) -> None:
         """Append buffered rows; rewrite the whole file (old rows kept) when the set of columns grew.
 
-        Columns are sorted by name, as Lightning's are. A file left by an earlier run in the same
-        directory (a resumed run) keeps its rows and columns.
+        Columns are sorted by name, as Lightning's are. A file that appeared on disk after this writer
+        started (another writer on the same directory) keeps its rows and columns.
         """
         if not self.metrics:
             return
@@ -168,7 +185,8 @@ class CSVLogger(Logger):
         return self._experiment
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(self, params: dict[str, Any] | Namespace | None = None, *args: Any, **kwargs: Any) -> None:
+        """Merge ``params`` into ``hparams.yaml`` (written now; with no ``params`` the file is still created)."""
         self.experiment.log_hparams(_convert_params(params))
 
     @rank_zero_only

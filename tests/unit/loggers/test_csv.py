@@ -84,17 +84,31 @@ def test_step_defaults_to_the_row_count(tmp_path: Path):
     assert [r["step"] for r in _rows(logger)[1]] == ["0", "1"]
 
 
-def test_resumed_run_in_the_same_version_appends(tmp_path: Path):
+def test_rerun_into_the_same_version_starts_a_fresh_file_and_keeps_the_old_one(tmp_path: Path):
     first = CSVLogger(tmp_path, version=0)
     first.log_metrics({"loss": 1.0}, step=0)
     first.finalize("success")
-    with pytest.warns(UserWarning, match="exists and is not empty"):
+    with pytest.warns(UserWarning, match="exists and is not empty.*metrics.prev-0.csv"):
         second = CSVLogger(tmp_path, version=0)
         second.log_metrics({"acc": 0.5}, step=1)
         second.finalize("success")
     header, rows = _rows(second)
-    assert header == ["acc", "loss", "step"]
-    assert rows == [{"acc": "", "loss": "1.0", "step": "0"}, {"acc": "0.5", "loss": "", "step": "1"}]
+    assert header == ["acc", "step"]
+    assert rows == [{"acc": "0.5", "step": "1"}]
+    # the first run's rows are renamed, never deleted
+    with open(os.path.join(second.log_dir, "metrics.prev-0.csv")) as f:
+        assert list(csv.DictReader(f)) == [{"loss": "1.0", "step": "0"}]
+    with pytest.warns(UserWarning, match="metrics.prev-1.csv"):
+        third = CSVLogger(tmp_path, version=0)
+        third.log_metrics({"acc": 0.7}, step=2)
+        third.finalize("success")
+    assert sorted(os.listdir(third.log_dir)) == ["metrics.csv", "metrics.prev-0.csv", "metrics.prev-1.csv"]
+
+
+def test_log_hyperparams_without_arguments_writes_the_yaml(tmp_path: Path):
+    logger = CSVLogger(tmp_path, name=None)
+    logger.log_hyperparams()
+    assert os.listdir(tmp_path / "version_0") == ["hparams.yaml"]
 
 
 def test_hparams_yaml_is_written(tmp_path: Path):
