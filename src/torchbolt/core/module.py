@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Union
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from typing_extensions import Self
 
 from torchbolt.core.hooks import CheckpointHooks, DataHooks, ModelHooks
 from torchbolt.core.mixins.hparams_mixin import HyperparametersMixin
@@ -559,17 +560,17 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         optimizer.zero_grad()
 
     # ------------------------------------------------------------------ utilities
-    def freeze(self) -> None:
-        """Stop gradients for every parameter and switch to eval mode."""
+    def freeze(self) -> Self:
+        """Stop gradients for every parameter and switch to eval mode; returns the module (for chaining)."""
         for param in self.parameters():
             param.requires_grad = False
-        self.eval()
+        return self.eval()
 
-    def unfreeze(self) -> None:
-        """Let every parameter require gradients again and switch to train mode."""
+    def unfreeze(self) -> Self:
+        """Let every parameter require gradients again and switch to train mode; returns the module."""
         for param in self.parameters():
             param.requires_grad = True
-        self.train()
+        return self.train()
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when fit/validate/test/predict raises (including ``KeyboardInterrupt``), before teardown."""

@@ -67,6 +67,10 @@ class TrainerConfig:
     auto_scale_batch_size: bool | str
 
 
+class _ArgumentTypeError(MisconfigurationException, TypeError):
+    """A Trainer argument of the wrong type: a ``TypeError`` that older ``except MisconfigurationException`` catch."""
+
+
 def _fail(arg: str, value: Any, expected: str) -> MisconfigurationException:
     return MisconfigurationException(f"`Trainer({arg}={value!r})` is invalid: {expected}.")
 
@@ -223,7 +227,13 @@ def _check_num_sanity_val_steps(value: Any) -> int | float:
 
 
 def _check_clipping(clip_val: Any, clip_algo: Any) -> tuple[float | None, GradClipAlgorithm | None]:
-    if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float)) or clip_val < 0):
+    if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float))):
+        # a wrong type is a TypeError (as in Lightning), still catchable as MisconfigurationException
+        raise _ArgumentTypeError(
+            f"`Trainer(gradient_clip_val={clip_val!r})` is invalid: expected a non-negative number or None"
+            f" (`gradient_clip_val` should be an int or a float, got {type(clip_val).__name__})."
+        )
+    if clip_val is not None and clip_val < 0:
         raise _fail("gradient_clip_val", clip_val, "expected a non-negative number or None")
     if clip_algo is not None:
         if not isinstance(clip_algo, str) or clip_algo.lower() not in ("norm", "value"):
@@ -250,7 +260,9 @@ def _check_default_root_dir(value: Any) -> str:
         return os.getcwd()
     if not isinstance(value, (str, os.PathLike)):
         raise _fail("default_root_dir", value, "expected a path (str or os.PathLike)")
-    return os.fspath(value)
+    path = os.fspath(value)
+    # `~` is expanded for local paths only: a URL (`s3://...`) is kept as given
+    return path if "://" in path else os.path.expanduser(path)
 
 
 def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfig:

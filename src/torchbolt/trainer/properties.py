@@ -97,7 +97,10 @@ class TrainerProperties:
 
     @property
     def lightning_module(self) -> LightningModule:
-        return self._lightning_module  # type: ignore[return-value]
+        """The module of the current (or last) run, else the one attached with ``trainer.strategy.connect``."""
+        if self._lightning_module is None:
+            return self.strategy.lightning_module  # type: ignore[return-value]
+        return self._lightning_module
 
     @property
     def model(self) -> torch.nn.Module | None:

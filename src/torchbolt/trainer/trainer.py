@@ -353,8 +353,10 @@ class Trainer(TrainerProperties):
     def _check_model(self, model: LightningModule | None, entry: str) -> LightningModule:
         if model is None:
             if self._lightning_module is None:
-                raise MisconfigurationException(
-                    f"`trainer.{entry}()` requires a `LightningModule` when it hasn't been passed in a previous run"
+                # a TypeError as in Lightning (a missing argument), still a MisconfigurationException for old code
+                raise _config._ArgumentTypeError(
+                    f"`trainer.{entry}()` requires a `LightningModule` when it hasn't been passed in a previous run:"
+                    f" call `trainer.{entry}(model, ...)`."
                 )
             return self._lightning_module
         orig = getattr(model, "_orig_mod", None)  # torch.compile(model) wraps the module
@@ -657,7 +659,8 @@ class Trainer(TrainerProperties):
             storage_options: passed to the ``CheckpointIO`` plug-in.
 
         Raises:
-            AttributeError: when no model is attached (call it after or during a run).
+            AttributeError: when no model is attached (call it after or during a run, or attach one
+                with ``trainer.strategy.connect(model)``).
             OSError: the file could not be written (the message names it; earlier files are intact).
 
         Example::
@@ -665,14 +668,17 @@ class Trainer(TrainerProperties):
             trainer.save_checkpoint("example.ckpt")
             model = LitModel.load_from_checkpoint("example.ckpt")
         """
-        if self._lightning_module is None or not self._runs:
+        module = self.lightning_module
+        if module is None:
             raise AttributeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
         for ctx in self._runs:  # log rows sent before the checkpoint are on disk before it exists
             ctx.metrics.flush_loggers()
-        checkpoint = dump_checkpoint(self._runs[-1], weights_only)
+        # a module attached with `trainer.strategy.connect(model)` before any run: its state at step 0
+        ctx = self._runs[-1] if self._runs else self._new_context(self.state.fn or TrainerFn.FITTING, module)
+        checkpoint = dump_checkpoint(ctx, weights_only)
         self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
         self.strategy.barrier("Trainer.save_checkpoint")
 
