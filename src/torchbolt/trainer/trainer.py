@@ -397,8 +397,11 @@ class Trainer(TrainerProperties):
             return None
         except KeyboardInterrupt as exception:
             rank_zero_info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
-            self._interrupt(exception)
-            return None
+            with _sigint_ignored():  # a second Ctrl-C must not cut the shutdown (hooks, teardown) short
+                self._interrupt(exception)
+                _kill_script_ranks(self.strategy.launcher)
+            # as in Lightning: the process ends with status 1 (catch `SystemExit` to continue after it)
+            raise SystemExit(1) from exception
         except BaseException as exception:
             self._interrupt(exception)
             raise
@@ -704,6 +707,32 @@ class _RunOptions:
 
 
 # ---------------------------------------------------------------------- module-level helpers
+@contextmanager
+def _sigint_ignored() -> Generator[None, None, None]:
+    """Ignore SIGINT while the block runs (main thread only; elsewhere signals cannot be changed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _kill_script_ranks(launcher: Any) -> None:
+    """After Ctrl-C, the local ranks a script launcher started must not outlive this process."""
+    import signal
+
+    from torchbolt.strategies.launchers.subprocess_script import SubprocessScriptLauncher
+
+    if isinstance(launcher, SubprocessScriptLauncher):
+        launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
 def _signature_defaults() -> dict[str, Any]:
     import inspect
 
