@@ -332,6 +332,13 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
                 " This is most likely because the model hasn't been passed to the `Trainer`"
             )
             return
+        if trainer.barebones:
+            # as in Lightning: a warning and nothing logged, so code shared with logging runs keeps working
+            rank_zero_warn(
+                f"`self.log({name!r}, ...)` was called, but `Trainer(barebones=True)` is configured, so nothing is"
+                " logged. Logging can be re-enabled by setting `Trainer(barebones=False)`."
+            )
+            return
         ctx = trainer.run_context
         fx = self._current_fx_name
         if ctx is None:  # attached by hand, no run has started

@@ -71,6 +71,10 @@ class _ArgumentTypeError(MisconfigurationException, TypeError):
     """A Trainer argument of the wrong type: a ``TypeError`` that older ``except MisconfigurationException`` catch."""
 
 
+class _ArgumentValueError(MisconfigurationException, ValueError):
+    """A Trainer argument that cannot be combined with another: a ``ValueError``, and a ``MisconfigurationException``."""
+
+
 def _fail(arg: str, value: Any, expected: str) -> MisconfigurationException:
     return MisconfigurationException(f"`Trainer({arg}={value!r})` is invalid: {expected}.")
 
@@ -303,7 +307,9 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     enable_progress_bar = _check_bool("enable_progress_bar", args["enable_progress_bar"], not barebones)
     enable_model_summary = _check_bool("enable_model_summary", args["enable_model_summary"], not barebones)
     if barebones:
-        _check_barebones(args, enable_checkpointing, enable_progress_bar, enable_model_summary, log_every_n_steps)
+        _check_barebones(args, enable_checkpointing, enable_progress_bar, enable_model_summary)
+        # off, as Lightning reports them: `trainer.log_every_n_steps` and `num_sanity_val_steps` read 0
+        log_every_n_steps, num_sanity = 0, 0
 
     config = TrainerConfig(
         fast_dev_run=fast_dev_run,
@@ -341,11 +347,15 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     return config
 
 
-def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bool, summary: bool,
-                     log_every_n_steps: int | None) -> None:
+def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bool, summary: bool) -> None:
+    """Refuse every argument that turns a per-step feature back on under ``barebones=True``.
+
+    Raises:
+        ValueError: (a ``MisconfigurationException`` too) naming the argument.
+    """
     def forbid(arg: str, value: Any) -> None:
-        raise MisconfigurationException(
-            f"`Trainer(barebones=True)` turns off every feature with per-step cost; `{arg}={value!r}` was"
+        raise _ArgumentValueError(
+            f"`Trainer(barebones=True)` turns off every feature with per-step cost; `Trainer({arg}={value!r})` was"
             f" passed too. Remove `{arg}` or set `barebones=False`."
         )
 
@@ -357,6 +367,12 @@ def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bo
         forbid("enable_model_summary", True)
     if args["logger"] not in (None, False):
         forbid("logger", args["logger"])
+    if args["log_every_n_steps"] not in (None, 0):
+        forbid("log_every_n_steps", args["log_every_n_steps"])
+    if args["num_sanity_val_steps"] not in (None, 0):
+        forbid("num_sanity_val_steps", args["num_sanity_val_steps"])
+    if args["fast_dev_run"] not in (False, 0):
+        forbid("fast_dev_run", args["fast_dev_run"])
     if args["profiler"] is not None:
         forbid("profiler", args["profiler"])
     if args["detect_anomaly"]:

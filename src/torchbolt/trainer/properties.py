@@ -379,6 +379,11 @@ class TrainerProperties:
         return self._config.barebones
 
     @property
+    def _detect_anomaly(self) -> bool:
+        """Lightning's private spelling of ``Trainer(detect_anomaly=...)``, read by code written against it."""
+        return self._config.detect_anomaly
+
+    @property
     def accumulate_grad_batches(self) -> int:
         """Step the optimizer every this many batches; the fit loop reads it at every batch."""
         return self._config.accumulate_grad_batches

@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchbolt.trainer.states import TrainerStatus
 from torchbolt.utilities.data import sized_len
 from torchbolt.utilities.distributed import _EvenIterable
-from torchbolt.utilities.rank_zero import rank_zero_warn
+from torchbolt.utilities.rank_zero import PossibleUserWarning, rank_zero_warn
 from torchbolt.utilities.seed import _collect_rng_states, _set_rng_states
 
 if TYPE_CHECKING:
@@ -430,6 +430,13 @@ class ResumePoint:
             if self.epoch_rng is not None:
                 set_rng(self.epoch_rng)
                 set_generator_states(loader, self.epoch_generators)
+                rank_zero_warn(
+                    f"You are resuming from a checkpoint that ended before the epoch ended, and the training"
+                    f" dataloader cannot restore its position (it has no `state_dict`/`load_state_dict`): its"
+                    f" first {done} batches of this epoch are fetched again and skipped, in the same order, so the"
+                    " fit continues exactly but the data of those batches is loaded once more.",
+                    category=PossibleUserWarning,
+                )
             else:
                 rank_zero_warn(
                     "The checkpoint was written mid-epoch without torchbolt's resume state (another tool wrote"

@@ -187,11 +187,11 @@ class Trainer(TrainerProperties):
         self._eval_loaders: dict[str, list[Any]] = {}
         self._lightning_module: LightningModule | None = None
         self.datamodule: LightningDataModule | None = None
-        self._enable_autolog_hparams = enable_autolog_hparams
+        self._enable_autolog_hparams = args["enable_autolog_hparams"]
         self.ckpt_path: str | None = None
-        self.profiler = _setup.resolve_profiler(profiler, self._config.default_root_dir)
+        self.profiler = _setup.resolve_profiler(args["profiler"], self._config.default_root_dir)
         self.callbacks: list[Callback] = _setup.build_callbacks(self._config, args["callbacks"])
-        self._loggers: list[Logger] = _setup.build_loggers(self._config, logger)
+        self._loggers: list[Logger] = _setup.build_loggers(self._config, args["logger"])
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -278,12 +278,13 @@ class Trainer(TrainerProperties):
 
         Returns:
             The predictions (a list per dataloader when there are several), or ``None`` when
-            ``return_predictions=False``.
+            ``return_predictions=False``. ``return_predictions=None`` means ``True``, except with a strategy
+            whose processes are spawned (``ddp_spawn``...), where only ``False`` is allowed (each process
+            predicts a share of the data: write the predictions with a ``BasePredictionWriter``).
         """
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
-        options = _RunOptions(ckpt_path, weights_only, model is not None,
-                              return_predictions=True if return_predictions is None else bool(return_predictions))
+        options = _RunOptions(ckpt_path, weights_only, model is not None, return_predictions=return_predictions)
         model = self._check_model(model, "predict")
         if datamodule is not None and dataloaders is not None:
             raise MisconfigurationException(
@@ -703,7 +704,8 @@ class _RunOptions:
     weights_only: bool | None = None
     model_provided: bool = True
     verbose: bool = True
-    return_predictions: bool = True
+    #: None: return them, except under a spawning strategy (see `PredictionLoop`)
+    return_predictions: bool | None = None
 
 
 # ---------------------------------------------------------------------- module-level helpers

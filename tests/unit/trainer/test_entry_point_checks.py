@@ -45,3 +45,23 @@ def test_freeze_and_unfreeze_return_the_module() -> None:
     assert not model.training and not any(p.requires_grad for p in model.parameters())
     assert model.unfreeze() is model
     assert model.training and all(p.requires_grad for p in model.parameters())
+
+
+def test_environment_variables_fill_logger_and_profiler(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PL_TRAINER_LOGGER", "False")
+    monkeypatch.setenv("PL_TRAINER_PROFILER", "simple")
+    monkeypatch.setenv("PL_TRAINER_MAX_STEPS", "7")
+    trainer = Trainer(max_epochs=1)
+    assert trainer.logger is None and trainer.max_steps == 7
+    assert type(trainer.profiler).__name__ == "SimpleProfiler"
+    # an argument passed explicitly wins over the environment
+    assert Trainer(max_epochs=1, logger=True, profiler=None).logger is not None
+
+
+def test_self_log_under_barebones_warns_and_logs_nothing() -> None:
+    model = BoringModel()
+    model.trainer = Trainer(barebones=True, max_epochs=1)
+    with pytest.warns(UserWarning, match=r"barebones=True\)` is configured, so nothing is logged"):
+        model.log("loss", 1.0)
+    with pytest.warns(UserWarning, match=r"barebones=True\)` is configured"):
+        model.log_dict({"loss": 1.0})
