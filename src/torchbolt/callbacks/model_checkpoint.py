@@ -708,9 +708,10 @@ class ModelCheckpoint(Checkpoint):
             yaml.safe_dump(best_k, fp)
 
 
-# `from __future__ import annotations` leaves the annotations as strings; `inspect.signature()` readers
-# such as jsonargparse (LightningCLI) need the types themselves, e.g. to parse `--save_last link`
-ModelCheckpoint.__init__.__annotations__.update(typing.get_type_hints(ModelCheckpoint.__init__))
+# `from __future__ import annotations` leaves the annotations as strings; a parser that reads
+# `inspect.signature(ModelCheckpoint).parameters["save_last"].annotation` directly (jsonargparse) needs the
+# composed type itself to parse `--save_last link` / `true` / `false`
+ModelCheckpoint.__init__.__annotations__["save_last"] = typing.get_type_hints(ModelCheckpoint.__init__)["save_last"]
 
 
 def _reads_checkpoint_files(logger: Any, callback: ModelCheckpoint) -> bool:
