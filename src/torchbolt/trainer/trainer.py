@@ -722,7 +722,8 @@ def _sigint_ignored() -> Generator[None, None, None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        # `None`: a handler installed outside Python, which cannot be put back; Python's default then
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
 
 
 def _kill_script_ranks(launcher: Any) -> None:
