@@ -27,30 +27,20 @@ class ExperimentWriter:
         self.log_dir = log_dir
         self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
         if self._fs.exists(log_dir) and self._fs.listdir(log_dir):
-            kept = self._move_previous_metrics_aside()
-            moved = f" (the earlier one is kept as {os.path.basename(kept)})" if kept else ""
             rank_zero_warn(
-                f"Experiment logs directory {log_dir} exists and is not empty. This run writes a fresh metrics.csv"
-                f"{moved} and rewrites hparams.yaml; pass another `version` to start in a clean directory."
+                f"Experiment logs directory {log_dir} exists and is not empty. New rows are appended to its"
+                " metrics.csv and its hparams.yaml is rewritten; pass another `version` to start a clean one."
             )
+            self._drop_empty_metrics_file()
         self._fs.makedirs(log_dir, exist_ok=True)
         self._read_existing_header = False
         self._header_on_disk: list[str] = []
 
-    def _move_previous_metrics_aside(self) -> str | None:
-        """Start a fresh ``metrics.csv`` as Lightning does, but keep an earlier run's rows.
-
-        The old file is renamed to the first free ``metrics.prev-<k>.csv`` rather than deleted, so a
-        rerun into the same version never destroys recorded metrics. Returns the new name, or ``None``
-        when there was no earlier file.
-        """
-        if not self._fs.isfile(self.metrics_file_path):
-            return None
-        k = 0
-        while self._fs.exists(target := os.path.join(self.log_dir, f"metrics.prev-{k}.csv")):
-            k += 1
-        self._fs.mv(self.metrics_file_path, target)
-        return target
+    def _drop_empty_metrics_file(self) -> None:
+        """A zero-byte ``metrics.csv`` (left by a run that ended before its first write) holds no rows:
+        it is removed so that this run starts the file afresh. A file with rows is appended to, never deleted."""
+        if self._fs.isfile(self.metrics_file_path) and self._fs.size(self.metrics_file_path) == 0:
+            self._fs.rm_file(self.metrics_file_path)
 
     def log_hparams(self, params: dict[str, Any]) -> None:
         from torchbolt.core.saving import save_hparams_to_yaml
@@ -71,8 +61,8 @@ class ExperimentWriter:
     def save(self) -> None:
         """Append buffered rows; rewrite the whole file (old rows kept) when the set of columns grew.
 
-        Columns are sorted by name, as Lightning's are. A file that appeared on disk after this writer
-        started (another writer on the same directory) keeps its rows and columns.
+        Columns are sorted by name, as Lightning's are. A file left by an earlier run in the same
+        directory (a resumed run) keeps its rows and columns.
         """
         if not self.metrics:
             return

@@ -84,25 +84,30 @@ def test_step_defaults_to_the_row_count(tmp_path: Path):
     assert [r["step"] for r in _rows(logger)[1]] == ["0", "1"]
 
 
-def test_rerun_into_the_same_version_starts_a_fresh_file_and_keeps_the_old_one(tmp_path: Path):
+def test_resumed_run_in_the_same_version_appends(tmp_path: Path):
     first = CSVLogger(tmp_path, version=0)
     first.log_metrics({"loss": 1.0}, step=0)
     first.finalize("success")
-    with pytest.warns(UserWarning, match="exists and is not empty.*metrics.prev-0.csv"):
+    with pytest.warns(UserWarning, match="exists and is not empty"):
         second = CSVLogger(tmp_path, version=0)
         second.log_metrics({"acc": 0.5}, step=1)
         second.finalize("success")
     header, rows = _rows(second)
-    assert header == ["acc", "step"]
-    assert rows == [{"acc": "0.5", "step": "1"}]
-    # the first run's rows are renamed, never deleted
-    with open(os.path.join(second.log_dir, "metrics.prev-0.csv")) as f:
-        assert list(csv.DictReader(f)) == [{"loss": "1.0", "step": "0"}]
-    with pytest.warns(UserWarning, match="metrics.prev-1.csv"):
-        third = CSVLogger(tmp_path, version=0)
-        third.log_metrics({"acc": 0.7}, step=2)
-        third.finalize("success")
-    assert sorted(os.listdir(third.log_dir)) == ["metrics.csv", "metrics.prev-0.csv", "metrics.prev-1.csv"]
+    assert header == ["acc", "loss", "step"]
+    assert rows == [{"acc": "", "loss": "1.0", "step": "0"}, {"acc": "0.5", "loss": "", "step": "1"}]
+
+
+def test_a_zero_byte_metrics_file_left_behind_is_replaced(tmp_path: Path):
+    (tmp_path / "exp" / "version_0").mkdir(parents=True)
+    leftover = tmp_path / "exp" / "version_0" / "metrics.csv"
+    leftover.touch()
+    logger = CSVLogger(tmp_path, name="exp", version=0)
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        _ = logger.experiment
+    assert not leftover.exists()
+    logger.log_metrics({"loss": 2.0}, step=0)
+    logger.save()
+    assert _rows(logger) == (["loss", "step"], [{"loss": "2.0", "step": "0"}])
 
 
 def test_log_hyperparams_without_arguments_writes_the_yaml(tmp_path: Path):
