@@ -1,4 +1,4 @@
-"""Ctrl-C ends fit gracefully; other exceptions reach the user unchanged after teardown."""
+"""Ctrl-C ends fit gracefully, then raises SystemExit(1); other exceptions reach the user unchanged after teardown."""
 
 from __future__ import annotations
 
@@ -45,6 +45,7 @@ def test_sigint_during_fit_ends_gracefully(subprocess_env: dict[str, str], tmp_p
     assert "CALLBACK_ON_EXCEPTION KeyboardInterrupt" in out
     assert "MODULE_ON_EXCEPTION KeyboardInterrupt" in out
     assert "TEARDOWN fit" in out
+    assert "SYSTEM_EXIT 1" in out
     assert "AFTER_FIT interrupted=True status=interrupted" in out
     assert out.index("CALLBACK_ON_EXCEPTION") < out.index("MODULE_ON_EXCEPTION") < out.index("TEARDOWN")
 
@@ -58,12 +59,22 @@ class RaiseAt(Callback):
             raise self.exc
 
 
-def test_keyboard_interrupt_in_process_returns_and_marks_the_trainer() -> None:
+def test_keyboard_interrupt_in_process_shuts_down_then_exits_with_status_1() -> None:
     logger = RecordingLogger()
-    trainer = quiet_trainer(callbacks=[RaiseAt(KeyboardInterrupt())], logger=logger, max_epochs=5)
-    trainer.fit(ClassifierModule())
+    seen: list[str] = []
+
+    class Seen(Callback):
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            seen.append(type(exception).__name__)
+
+    handler = signal.getsignal(signal.SIGINT)
+    trainer = quiet_trainer(callbacks=[RaiseAt(KeyboardInterrupt()), Seen()], logger=logger, max_epochs=5)
+    with pytest.raises(SystemExit) as info:
+        trainer.fit(ClassifierModule())
+    assert info.value.code == 1 and isinstance(info.value.__cause__, KeyboardInterrupt)
     assert trainer.interrupted and trainer.global_step == 3
-    assert logger.finalized == ["failed"]
+    assert seen == ["KeyboardInterrupt"] and logger.finalized == ["failed"]
+    assert signal.getsignal(signal.SIGINT) is handler  # Ctrl-C works again after the shutdown
 
 
 def test_other_exceptions_propagate_unchanged_after_teardown() -> None:

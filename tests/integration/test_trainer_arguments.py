@@ -319,13 +319,30 @@ def test_barebones_runs_without_callbacks_logger_or_logging() -> None:
 
     trainer.fit(Plain())
     assert trainer.global_step == 8
-    with pytest.raises(pl.utilities.MisconfigurationException, match="barebones"):
-        pl.Trainer(barebones=True, max_epochs=1).fit(ClassifierModule())
+    # a module that logs still trains: each `self.log` warns and logs nothing
+    logging_run = pl.Trainer(barebones=True, max_epochs=1)
+    with pytest.warns(UserWarning, match=r"barebones=True\)` is configured, so nothing is logged"):
+        logging_run.fit(ClassifierModule())
+    assert logging_run.global_step == 8 and logging_run.callback_metrics == {}
 
 
-def test_barebones_rejects_features_with_per_step_cost() -> None:
-    with pytest.raises(pl.utilities.MisconfigurationException, match="barebones"):
-        pl.Trainer(barebones=True, enable_progress_bar=True)
+@pytest.mark.parametrize("extra", [
+    {"enable_checkpointing": True}, {"enable_progress_bar": True}, {"enable_model_summary": True},
+    {"logger": True}, {"log_every_n_steps": 1}, {"num_sanity_val_steps": 1}, {"fast_dev_run": 1},
+    {"detect_anomaly": True}, {"profiler": "simple"},
+])
+def test_barebones_rejects_features_with_per_step_cost(extra: dict[str, Any]) -> None:
+    (arg, value), = extra.items()
+    with pytest.raises(ValueError, match=rf"barebones.*`Trainer\({arg}={value!r}\)` was passed"):
+        pl.Trainer(barebones=True, **extra)
+    with pytest.raises(pl.utilities.MisconfigurationException):
+        pl.Trainer(barebones=True, **extra)
+
+
+def test_barebones_reports_the_per_step_features_as_off() -> None:
+    trainer = pl.Trainer(barebones=True, max_epochs=1, log_every_n_steps=0, num_sanity_val_steps=0)
+    assert trainer.log_every_n_steps == 0 and trainer.num_sanity_val_steps == 0 and not trainer.fast_dev_run
+    assert not trainer.checkpoint_callbacks and not trainer.loggers and trainer.progress_bar_callback is None
 
 
 def test_reload_dataloaders_every_n_epochs() -> None:

@@ -32,7 +32,10 @@ if __name__ == "__main__":
     trainer = pl.Trainer(max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[Probe()])
     model = Slow()
-    trainer.fit(model)
+    try:
+        trainer.fit(model)
+    except SystemExit as stop:  # Ctrl-C ends the fit with SystemExit(1), after the graceful shutdown
+        print(f"SYSTEM_EXIT {stop.code}", flush=True)
     print(f"AFTER_FIT interrupted={trainer.interrupted} status={trainer.state.status.value}", flush=True)
     print(f"GRAD_ENABLED {torch.is_grad_enabled()}", flush=True)
     sys.exit(0)

@@ -190,7 +190,7 @@ class EarlyStopping(Callback):
             self.stopped_epoch = trainer.current_epoch
             self.stopping_reason_message = reason
         if reason and self.verbose:
-            self._log_info(trainer, reason)
+            self._log_info(trainer, reason, self.log_rank_zero_only)
 
     def _evaluate_stopping_criteria(self, current: Tensor) -> tuple[bool, str | None]:
         """Whether to stop after seeing ``current``, and the message saying why (or what improved)."""
@@ -226,9 +226,12 @@ class EarlyStopping(Callback):
                     f" {abs(self.min_delta)}. New best score: {current:.3f}")
         return f"Metric {self.monitor} improved. New best score: {current:.3f}"
 
-    def _log_info(self, trainer: Trainer, message: str) -> None:
-        rank = trainer.global_rank if trainer.world_size > 1 else None
+    @staticmethod
+    def _log_info(trainer: Trainer | None, message: str, log_rank_zero_only: bool = False) -> None:
+        """Log ``message`` at INFO, prefixed with ``[rank: N]`` when several processes run; with
+        ``log_rank_zero_only`` only global rank 0 logs it."""
+        rank = trainer.global_rank if trainer is not None and trainer.world_size > 1 else None
         if rank is not None:
             message = f"[rank: {rank}] {message}"
-        if rank is None or not self.log_rank_zero_only or rank == 0:
+        if rank is None or not log_rank_zero_only or rank == 0:
             log.info(message)

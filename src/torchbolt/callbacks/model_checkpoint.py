@@ -13,7 +13,9 @@ import contextlib
 import copy
 import os
 import re
+import shutil
 import time
+import typing
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,7 +35,7 @@ from torchbolt.plugins.io.async_io import (
 )
 from torchbolt.utilities._owned_paths import resolve_owned_path
 from torchbolt.utilities._temp_files import remove_stale_temp_files
-from torchbolt.utilities.cloud_io import _atomic_symlink, _is_local_path, get_filesystem
+from torchbolt.utilities.cloud_io import _atomic_symlink, _atomic_write, _is_local_path, get_filesystem
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_info, rank_zero_warn
 from torchbolt.utilities.states import TrainerFn
@@ -57,6 +59,9 @@ class ModelCheckpoint(Checkpoint):
         monitor: the logged metric to rank checkpoints by (``None``: keep the latest).
         verbose: print what is saved.
         save_last: also keep ``last.ckpt`` (``True``), or a symlink to the newest checkpoint (``"link"``).
+            As in Lightning 2.6, ``last`` is written at a step where a top-k checkpoint was written (so it
+            matches that file), and once at the end of a fit that wrote no checkpoint at all
+            (e.g. ``save_top_k=0``); a step whose metric did not enter the top k leaves it unchanged.
         save_top_k: how many best checkpoints to keep (``-1`` all, ``0`` none).
         save_on_exception: when the fit raises, write a checkpoint of the state at that moment (named by
             ``filename`` as usual, plus ``last`` with ``save_last``), unless this step was already saved.
@@ -280,7 +285,16 @@ class ModelCheckpoint(Checkpoint):
         candidates = self._monitor_candidates(trainer)
         if self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0:
             self._save_topk_checkpoint(trainer, candidates)
-        self._save_last_checkpoint(trainer, candidates)
+        # as in Lightning 2.6: `last` follows a checkpoint written at this step (a link always follows the
+        # newest one); when none was written all fit, `on_train_end` writes it once
+        if self._last_global_step_saved == trainer.global_step or (
+                self.save_last == "link" and self._last_checkpoint_saved):
+            self._save_last_checkpoint(trainer, candidates)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Write ``last`` when ``save_last`` is set and this fit wrote no checkpoint at all."""
+        if self.save_last and not self._last_checkpoint_saved and not trainer.fast_dev_run:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
@@ -294,9 +308,9 @@ class ModelCheckpoint(Checkpoint):
             "kth_best_model_path": self.kth_best_model_path,
             "kth_value": self.kth_value,
             "last_model_path": self.last_model_path,
-            # not in Lightning's state: what keeps a resumed run from saving the same step twice
+            # not in Lightning's state: what keeps a resumed run from saving the same step twice (the same
+            # value in every file of a step, so `last` and the top-k file of that step hold equal states)
             "last_global_step_saved": self._last_global_step_saved,
-            "last_checkpoint_saved": self._last_checkpoint_saved,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -309,7 +323,6 @@ class ModelCheckpoint(Checkpoint):
             self.last_model_path = state_dict.get("last_model_path", self.last_model_path)
             self.current_score = state_dict.get("current_score", self.current_score)
             self._last_global_step_saved = state_dict.get("last_global_step_saved", self._last_global_step_saved)
-            self._last_checkpoint_saved = state_dict.get("last_checkpoint_saved", self._last_checkpoint_saved)
         else:
             rank_zero_warn(
                 f"The dirpath has changed from {dirpath_from_ckpt!r} to {self.dirpath!r}, therefore"
@@ -513,11 +526,19 @@ class ModelCheckpoint(Checkpoint):
 
     @staticmethod
     def _link_checkpoint(trainer: Trainer, filepath: str, linkpath: str) -> None:
+        """Point ``linkpath`` at ``filepath`` with a relative symlink (rank 0), then wait for every rank.
+
+        What was at ``linkpath`` is replaced: a file or a link in one rename; a directory only when it is
+        empty or holds nothing but a sharded checkpoint's files (removed file by file), any other folder
+        raises ``IsADirectoryError`` and is left untouched. Where symlinks cannot be made (e.g. Windows
+        without the privilege), a checkpoint file is copied instead, atomically.
+        """
         if trainer.is_global_zero:
-            if os.path.isdir(linkpath) and not os.path.islink(linkpath):
-                raise IsADirectoryError(f"Cannot link {linkpath} to {filepath}: {linkpath} is a directory.")
+            from torchbolt.strategies.fsdp import _check_sharded_dir
+
+            _check_sharded_dir(linkpath)  # before anything is queued: a foreign folder fails the save now
             # behind a background write of `filepath`: a link never points to a file that is not complete
-            _after_pending_writes(trainer.strategy.checkpoint_io, lambda: _atomic_symlink(filepath, linkpath),
+            _after_pending_writes(trainer.strategy.checkpoint_io, lambda: _link_or_copy(filepath, linkpath),
                                   linkpath)
         trainer.strategy.barrier()
 
@@ -687,6 +708,12 @@ class ModelCheckpoint(Checkpoint):
             yaml.safe_dump(best_k, fp)
 
 
+# `from __future__ import annotations` leaves the annotations as strings; a parser that reads
+# `inspect.signature(ModelCheckpoint).parameters["save_last"].annotation` directly (jsonargparse) needs the
+# composed type itself to parse `--save_last link` / `true` / `false`
+ModelCheckpoint.__init__.__annotations__["save_last"] = typing.get_type_hints(ModelCheckpoint.__init__)["save_last"]
+
+
 def _reads_checkpoint_files(logger: Any, callback: ModelCheckpoint) -> bool:
     """Whether ``logger.after_save_checkpoint`` may read the checkpoint files now (to upload them)."""
     hook = getattr(type(logger), "after_save_checkpoint", None)
@@ -697,3 +724,19 @@ def _reads_checkpoint_files(logger: Any, callback: ModelCheckpoint) -> bool:
         mode = logger._log_model
         return mode == "all" or (mode is True and callback.save_top_k == -1)
     return True
+
+
+def _link_or_copy(filepath: str, linkpath: str) -> None:
+    """``linkpath`` -> ``filepath`` as a symlink, or an atomic copy of the file where symlinks fail."""
+    from torchbolt.strategies.fsdp import _remove_sharded_dir
+
+    if os.path.isdir(linkpath) and not os.path.islink(linkpath):
+        # a rename cannot replace a directory; `_remove_sharded_dir` refuses anything but a checkpoint's own files
+        _remove_sharded_dir(linkpath)
+    try:
+        _atomic_symlink(filepath, linkpath)
+    except OSError:
+        if not os.path.isfile(filepath):
+            raise
+        with open(filepath, "rb") as source:
+            _atomic_write(linkpath, lambda sink: shutil.copyfileobj(source, sink))  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Literal
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset
 
 from torchbolt.callbacks.callback import Callback
 from torchbolt.utilities.data import _dataloader_init_kwargs
@@ -111,7 +111,7 @@ class _IndexBatchSamplerWrapper:
 
 def _with_batch_indices(loader: Any) -> Any:
     """``loader`` rebuilt so that the indices of each batch can be read back (a ``DataLoader`` with batching)."""
-    if not isinstance(loader, DataLoader) or loader.batch_sampler is None:
+    if not isinstance(loader, DataLoader) or loader.batch_sampler is None or _has_no_indices(loader):
         return loader
     if isinstance(loader.batch_sampler, _IndexBatchSamplerWrapper):
         return loader
@@ -120,6 +120,12 @@ def _with_batch_indices(loader: Any) -> Any:
         kwargs.pop(name, None)
     kwargs["batch_sampler"] = _IndexBatchSamplerWrapper(loader.batch_sampler)
     return type(loader)(**kwargs)
+
+
+def _has_no_indices(loader: Any) -> bool:
+    """An ``IterableDataset`` is read in its own order, not by index: its batches have no indices to report
+    (the writer gets ``[]``), and a ``DataLoader`` over one refuses a ``batch_sampler``."""
+    return isinstance(getattr(loader, "dataset", None), IterableDataset)
 
 
 def _seen_batch_indices(loader: Any) -> list[list[int]] | None:

@@ -12,6 +12,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Union
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
+from typing_extensions import Self
 
 from torchbolt.core.hooks import CheckpointHooks, DataHooks, ModelHooks
 from torchbolt.core.mixins.hparams_mixin import HyperparametersMixin
@@ -343,6 +344,13 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
                 " This is most likely because the model hasn't been passed to the `Trainer`"
             )
             return
+        if trainer.barebones:
+            # as in Lightning: a warning and nothing logged, so code shared with logging runs keeps working
+            rank_zero_warn(
+                f"`self.log({name!r}, ...)` was called, but `Trainer(barebones=True)` is configured, so nothing is"
+                " logged. Logging can be re-enabled by setting `Trainer(barebones=False)`."
+            )
+            return
         ctx = trainer.run_context
         fx = self._current_fx_name
         if ctx is None:  # attached by hand, no run has started
@@ -571,17 +579,17 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         optimizer.zero_grad()
 
     # ------------------------------------------------------------------ utilities
-    def freeze(self) -> None:
-        """Stop gradients for every parameter and switch to eval mode."""
+    def freeze(self) -> Self:
+        """Stop gradients for every parameter and switch to eval mode; returns the module (for chaining)."""
         for param in self.parameters():
             param.requires_grad = False
-        self.eval()
+        return self.eval()
 
-    def unfreeze(self) -> None:
-        """Let every parameter require gradients again and switch to train mode."""
+    def unfreeze(self) -> Self:
+        """Let every parameter require gradients again and switch to train mode; returns the module."""
         for param in self.parameters():
             param.requires_grad = True
-        self.train()
+        return self.train()
 
     def on_exception(self, exception: BaseException) -> None:
         """Called when fit/validate/test/predict raises (including ``KeyboardInterrupt``), before teardown."""

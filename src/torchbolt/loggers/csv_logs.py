@@ -25,15 +25,22 @@ class ExperimentWriter:
         self.metrics_keys: list[str] = []
         self._fs = get_filesystem(log_dir)
         self.log_dir = log_dir
+        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
         if self._fs.exists(log_dir) and self._fs.listdir(log_dir):
             rank_zero_warn(
                 f"Experiment logs directory {log_dir} exists and is not empty. New rows are appended to its"
                 " metrics.csv and its hparams.yaml is rewritten; pass another `version` to start a clean one."
             )
+            self._drop_empty_metrics_file()
         self._fs.makedirs(log_dir, exist_ok=True)
-        self.metrics_file_path = os.path.join(log_dir, self.NAME_METRICS_FILE)
         self._read_existing_header = False
         self._header_on_disk: list[str] = []
+
+    def _drop_empty_metrics_file(self) -> None:
+        """A zero-byte ``metrics.csv`` (left by a run that ended before its first write) holds no rows:
+        it is removed so that this run starts the file afresh. A file with rows is appended to, never deleted."""
+        if self._fs.isfile(self.metrics_file_path) and self._fs.size(self.metrics_file_path) == 0:
+            self._fs.rm_file(self.metrics_file_path)
 
     def log_hparams(self, params: dict[str, Any]) -> None:
         from torchbolt.core.saving import save_hparams_to_yaml
@@ -168,7 +175,8 @@ class CSVLogger(Logger):
         return self._experiment
 
     @rank_zero_only
-    def log_hyperparams(self, params: dict[str, Any] | Namespace, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(self, params: dict[str, Any] | Namespace | None = None, *args: Any, **kwargs: Any) -> None:
+        """Merge ``params`` into ``hparams.yaml`` (written now; with no ``params`` the file is still created)."""
         self.experiment.log_hparams(_convert_params(params))
 
     @rank_zero_only

@@ -107,8 +107,8 @@ class TensorBoardLogger(Logger):
 
     @property
     def root_dir(self) -> str:
-        """``<save_dir>/<name>``: where the versions live."""
-        return os.path.join(self._root_dir, self._name)
+        """``<save_dir>/<name>``: where the versions live (reads :attr:`name`, so a subclass may override it)."""
+        return os.path.join(self._root_dir, self.name)
 
     @property
     def log_dir(self) -> str:
@@ -221,12 +221,15 @@ class TensorBoardLogger(Logger):
                 " representing the positional arguments to the model's `forward()` implementation."
             )
             return
+        from torchbolt.core.module import _jit_is_scripting
         from torchbolt.utilities.apply_func import move_data_to_device
 
         device = next((p.device for p in model.parameters()), None)
         if device is not None:
             input_array = move_data_to_device(input_array, device)
-        self.experiment.add_graph(model, input_array)
+        # tracing reads every attribute of the module; `model.trainer` must not raise for a detached model
+        with _jit_is_scripting():
+            self.experiment.add_graph(model, input_array)
 
     @rank_zero_only
     def save(self) -> None:

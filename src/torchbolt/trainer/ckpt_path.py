@@ -117,7 +117,9 @@ def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bo
         if callable(find):
             last_like |= {_normalized(p) for p in find(trainer)}
         find_all = getattr(callback, "_find_resumable_checkpoints", None)
-        if callable(find_all):
+        # only a callback that writes `last` can have left a step's newest state in its top-k file alone;
+        # without `save_last` there is no last checkpoint, as in Lightning (a warning and no restore)
+        if callable(find_all) and getattr(callback, "save_last", False):
             others |= {_normalized(p) for p in find_all(trainer)}
     choice: str | None = None
     if trainer.is_global_zero:

@@ -74,6 +74,14 @@ class TrainerConfig:
     auto_scale_batch_size: bool | str
 
 
+class _ArgumentTypeError(MisconfigurationException, TypeError):
+    """A Trainer argument of the wrong type: a ``TypeError`` that older ``except MisconfigurationException`` catch."""
+
+
+class _ArgumentValueError(MisconfigurationException, ValueError):
+    """A Trainer argument that cannot be combined with another: a ``ValueError``, and a ``MisconfigurationException``."""
+
+
 def _fail(arg: str, value: Any, expected: str) -> MisconfigurationException:
     return MisconfigurationException(f"`Trainer({arg}={value!r})` is invalid: {expected}.")
 
@@ -284,7 +292,13 @@ def _check_num_sanity_val_steps(value: Any) -> int | float:
 
 
 def _check_clipping(clip_val: Any, clip_algo: Any) -> tuple[float | None, GradClipAlgorithm | None]:
-    if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float)) or clip_val < 0):
+    if clip_val is not None and (isinstance(clip_val, bool) or not isinstance(clip_val, (int, float))):
+        # a wrong type is a TypeError (as in Lightning), still catchable as MisconfigurationException
+        raise _ArgumentTypeError(
+            f"`Trainer(gradient_clip_val={clip_val!r})` is invalid: expected a non-negative number or None"
+            f" (`gradient_clip_val` should be an int or a float, got {type(clip_val).__name__})."
+        )
+    if clip_val is not None and clip_val < 0:
         raise _fail("gradient_clip_val", clip_val, "expected a non-negative number or None")
     if clip_algo is not None:
         if not isinstance(clip_algo, str) or clip_algo.lower() not in ("norm", "value"):
@@ -311,7 +325,9 @@ def _check_default_root_dir(value: Any) -> str:
         return os.getcwd()
     if not isinstance(value, (str, os.PathLike)):
         raise _fail("default_root_dir", value, "expected a path (str or os.PathLike)")
-    return os.fspath(value)
+    path = os.fspath(value)
+    # `~` is expanded for local paths only: a URL (`s3://...`) is kept as given
+    return path if "://" in path else os.path.expanduser(path)
 
 
 def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfig:
@@ -352,7 +368,9 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     enable_progress_bar = _check_bool("enable_progress_bar", args["enable_progress_bar"], not barebones)
     enable_model_summary = _check_bool("enable_model_summary", args["enable_model_summary"], not barebones)
     if barebones:
-        _check_barebones(args, enable_checkpointing, enable_progress_bar, enable_model_summary, log_every_n_steps)
+        _check_barebones(args, enable_checkpointing, enable_progress_bar, enable_model_summary)
+        # off, as Lightning reports them: `trainer.log_every_n_steps` and `num_sanity_val_steps` read 0
+        log_every_n_steps, num_sanity = 0, 0
 
     config = TrainerConfig(
         fast_dev_run=fast_dev_run,
@@ -390,11 +408,15 @@ def resolve_config(args: dict[str, Any], legacy: dict[str, Any]) -> TrainerConfi
     return config
 
 
-def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bool, summary: bool,
-                     log_every_n_steps: int | None) -> None:
+def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bool, summary: bool) -> None:
+    """Refuse every argument that turns a per-step feature back on under ``barebones=True``.
+
+    Raises:
+        ValueError: (a ``MisconfigurationException`` too) naming the argument.
+    """
     def forbid(arg: str, value: Any) -> None:
-        raise MisconfigurationException(
-            f"`Trainer(barebones=True)` turns off every feature with per-step cost; `{arg}={value!r}` was"
+        raise _ArgumentValueError(
+            f"`Trainer(barebones=True)` turns off every feature with per-step cost; `Trainer({arg}={value!r})` was"
             f" passed too. Remove `{arg}` or set `barebones=False`."
         )
 
@@ -406,6 +428,12 @@ def _check_barebones(args: dict[str, Any], checkpointing: bool, progress_bar: bo
         forbid("enable_model_summary", True)
     if args["logger"] not in (None, False):
         forbid("logger", args["logger"])
+    if args["log_every_n_steps"] not in (None, 0):
+        forbid("log_every_n_steps", args["log_every_n_steps"])
+    if args["num_sanity_val_steps"] not in (None, 0):
+        forbid("num_sanity_val_steps", args["num_sanity_val_steps"])
+    if args["fast_dev_run"] not in (False, 0):
+        forbid("fast_dev_run", args["fast_dev_run"])
     if args["profiler"] is not None:
         forbid("profiler", args["profiler"])
     if args["detect_anomaly"]:

@@ -27,7 +27,7 @@ from torchbolt.trainer.states import RunningStage, TrainerFn
 from torchbolt.utilities.combined_loader import CombinedLoader
 from torchbolt.utilities.data import sized_len
 from torchbolt.utilities.exceptions import MisconfigurationException
-from torchbolt.utilities.rank_zero import WarningCache
+from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 from torchbolt.utilities.signature_utils import is_param_in_hook_signature
 
 if TYPE_CHECKING:
@@ -246,10 +246,10 @@ class PredictionLoop:
     writer receives.
     """
 
-    def __init__(self, ctx: RunContext, inference_mode: bool, return_predictions: bool) -> None:
+    def __init__(self, ctx: RunContext, inference_mode: bool, return_predictions: bool | None) -> None:
         self.ctx = ctx
         self._inference_mode = inference_mode
-        self.return_predictions = return_predictions
+        self.return_predictions = _resolve_return_predictions(return_predictions, ctx.strategy)
         self._predictions: list[list[Any]] = []
         self.current_batch_indices: list[int] = []
         self.epoch_batch_indices: list[list[list[int]]] = []
@@ -290,6 +290,7 @@ class PredictionLoop:
         counter = self.batch_counter
         counter.start_run()
         context = torch.inference_mode() if self._inference_mode else torch.no_grad()
+        warned_none = False
         try:
             with context:
                 hooks.both("on_predict_start")
@@ -307,6 +308,12 @@ class PredictionLoop:
                         extra = (dl_idx,) if multiple else ()
                         hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
                         output = hooks.run_as("predict_step", ctx.strategy.predict_step, batch, batch_idx, *extra)
+                        if output is None and not warned_none:  # once per `predict` call
+                            warned_none = True
+                            rank_zero_warn(
+                                "`predict_step` returned None, so trainer.predict returned None for this batch;"
+                                " if that is on purpose, ignore this warning."
+                            )
                         if self.return_predictions or keep_for_epoch:
                             self._predictions[dl_idx].append(output)
                         hooks.both("on_predict_batch_end", output, batch, batch_idx, *extra)
@@ -324,12 +331,34 @@ class PredictionLoop:
     def _record_batch_indices(self, loader: Any, dl_idx: int, batch_idx: int, keep_for_epoch: bool,
                               seen: list[list[int]] | None) -> None:
         if seen is None:
-            _warning_cache.warn(f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`")
+            from torchbolt.callbacks.prediction_writer import _has_no_indices
+
+            if not _has_no_indices(loader):
+                _warning_cache.warn(
+                    f"Couldn't infer the batch indices fetched from your dataloader: `{type(loader).__name__}`")
             self.current_batch_indices = []
             return
         self.current_batch_indices = seen[batch_idx]
         if keep_for_epoch:
             self.epoch_batch_indices[dl_idx].append(seen[batch_idx])
+
+
+def _resolve_return_predictions(requested: bool | None, strategy: Any) -> bool:
+    """``trainer.predict(return_predictions=...)``: ``None`` means yes, except in spawned processes.
+
+    Each spawned process predicts its own share of the data, so the predictions one of them could hand
+    back are not the predictions of the dataset: there, ``None`` means no and ``True`` is refused.
+    """
+    from torchbolt.strategies.launchers.multiprocessing import MultiProcessingLauncher
+
+    spawned = isinstance(strategy.launcher, MultiProcessingLauncher)
+    if requested and spawned:
+        raise MisconfigurationException(
+            f"`trainer.predict(return_predictions=True)` is not available with `{type(strategy).__name__}`, whose"
+            " processes are spawned or forked and each predict a share of the data: `return_predictions` should be"
+            " set to `False` (the default there); write the predictions with a `BasePredictionWriter` callback."
+        )
+    return not spawned if requested is None else bool(requested)
 
 
 def check_eval_step(module: Any, stage: Literal["validate", "test"]) -> None:

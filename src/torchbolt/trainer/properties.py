@@ -122,7 +122,10 @@ class TrainerProperties:
 
     @property
     def lightning_module(self) -> LightningModule:
-        return self._lightning_module  # type: ignore[return-value]
+        """The module of the current (or last) run, else the one attached with ``trainer.strategy.connect``."""
+        if self._lightning_module is None:
+            return self.strategy.lightning_module  # type: ignore[return-value]
+        return self._lightning_module
 
     @property
     def model(self) -> torch.nn.Module | None:
@@ -420,6 +423,11 @@ class TrainerProperties:
     @property
     def barebones(self) -> bool:
         return self._config.barebones
+
+    @property
+    def _detect_anomaly(self) -> bool:
+        """Lightning's private spelling of ``Trainer(detect_anomaly=...)``, read by code written against it."""
+        return self._config.detect_anomaly
 
     @property
     def accumulate_grad_batches(self) -> int:

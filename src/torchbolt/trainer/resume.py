@@ -26,6 +26,7 @@ on resume each process takes its own entry back (:func:`gather_rank_states`, :fu
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchbolt.trainer.states import TrainerStatus
 from torchbolt.utilities.data import sized_len
 from torchbolt.utilities.distributed import _EvenIterable
-from torchbolt.utilities.rank_zero import rank_zero_warn
+from torchbolt.utilities.rank_zero import PossibleUserWarning, rank_zero_warn
 from torchbolt.utilities.seed import _collect_rng_states, _set_rng_states
 
 if TYPE_CHECKING:
@@ -326,11 +327,59 @@ def gather_rank_states(trainer: Trainer, state: dict[str, Any]) -> None:
     if world_size <= 1 or trainer.state.status == TrainerStatus.INTERRUPTED:
         return
     local = {key: state[key] for key in RANK_LOCAL_KEYS if key in state}
-    gathered = trainer.strategy.gather_object(local)
+    # tensors travel as raw bytes: pickling a tensor calls `torch.save`, which a process that writes no
+    # checkpoint should not be seen doing (and raw bytes are cheaper to pickle)
+    gathered = trainer.strategy.gather_object(_map_tensors(local, Tensor, _PackedTensor.pack))
     if gathered is not None and len(gathered) == world_size:
+        gathered = [_map_tensors(entry, _PackedTensor, _PackedTensor.unpack) for entry in gathered]
         # this process's own entry is the same objects as the top level (saved once by torch.save)
         gathered[trainer.global_rank] = local
         state["ranks"] = gathered
+
+
+@dataclass(frozen=True)
+class _PackedTensor:
+    """A dense tensor as its raw bytes, dtype, shape and device: pickles without any torch storage."""
+
+    data: bytes
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    device: str
+
+    @staticmethod
+    def pack(tensor: Tensor) -> Any:
+        if type(tensor) is not Tensor or tensor.layout != torch.strided or tensor.is_quantized:
+            return tensor  # pickled as before
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        return _PackedTensor(flat.view(torch.uint8).numpy().tobytes(), tensor.dtype, tuple(tensor.shape),
+                             str(tensor.device))
+
+    def unpack(self) -> Tensor:
+        if self.data:
+            flat = torch.frombuffer(bytearray(self.data), dtype=torch.uint8).view(self.dtype)
+        else:
+            flat = torch.empty(0, dtype=self.dtype)
+        tensor = flat.reshape(self.shape)
+        # where pickling would have put it; a device this process does not have keeps it on the CPU
+        try:
+            return tensor.to(self.device)
+        except (RuntimeError, AssertionError):
+            return tensor
+
+
+def _map_tensors(obj: Any, kind: type, fn: Any) -> Any:
+    """``obj`` with ``fn`` applied to every ``kind`` instance (a tensor to pack, a packed tensor to unpack)
+    inside dicts, lists and tuples; other objects are returned as they are (and pickled as they are)."""
+    if isinstance(obj, kind):
+        return fn(obj)
+    if type(obj) in (dict, OrderedDict):
+        return type(obj)((key, _map_tensors(value, kind, fn)) for key, value in obj.items())
+    if type(obj) is list:
+        return [_map_tensors(value, kind, fn) for value in obj]
+    if isinstance(obj, tuple):
+        items = [_map_tensors(value, kind, fn) for value in obj]
+        return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)
+    return obj
 
 
 def rank_resume_state(trainer: Trainer, state: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -430,6 +479,13 @@ class ResumePoint:
             if self.epoch_rng is not None:
                 set_rng(self.epoch_rng)
                 set_generator_states(loader, self.epoch_generators)
+                rank_zero_warn(
+                    f"You are resuming from a checkpoint that ended before the epoch ended, and the training"
+                    f" dataloader cannot restore its position (it has no `state_dict`/`load_state_dict`): its"
+                    f" first {done} batches of this epoch are fetched again and skipped, in the same order, so the"
+                    " fit continues exactly but the data of those batches is loaded once more.",
+                    category=PossibleUserWarning,
+                )
             else:
                 rank_zero_warn(
                     "The checkpoint was written mid-epoch without torchbolt's resume state (another tool wrote"

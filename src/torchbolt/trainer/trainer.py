@@ -206,11 +206,11 @@ class Trainer(TrainerProperties):
         self._eval_loaders: dict[str, list[Any]] = {}
         self._lightning_module: LightningModule | None = None
         self.datamodule: LightningDataModule | None = None
-        self._enable_autolog_hparams = enable_autolog_hparams
+        self._enable_autolog_hparams = args["enable_autolog_hparams"]
         self.ckpt_path: str | None = None
-        self.profiler = _setup.resolve_profiler(profiler, self._config.default_root_dir)
+        self.profiler = _setup.resolve_profiler(args["profiler"], self._config.default_root_dir)
         self.callbacks: list[Callback] = _setup.build_callbacks(self._config, args["callbacks"])
-        self._loggers: list[Logger] = _setup.build_loggers(self._config, logger)
+        self._loggers: list[Logger] = _setup.build_loggers(self._config, args["logger"])
 
     # ------------------------------------------------------------------ entry points
     def fit(
@@ -297,12 +297,13 @@ class Trainer(TrainerProperties):
 
         Returns:
             The predictions (a list per dataloader when there are several), or ``None`` when
-            ``return_predictions=False``.
+            ``return_predictions=False``. ``return_predictions=None`` means ``True``, except with a strategy
+            whose processes are spawned (``ddp_spawn``...), where only ``False`` is allowed (each process
+            predicts a share of the data: write the predictions with a ``BasePredictionWriter``).
         """
         if isinstance(dataloaders, LightningDataModule):
             datamodule, dataloaders = dataloaders, None
-        options = _RunOptions(ckpt_path, weights_only, model is not None,
-                              return_predictions=True if return_predictions is None else bool(return_predictions))
+        options = _RunOptions(ckpt_path, weights_only, model is not None, return_predictions=return_predictions)
         model = self._check_model(model, "predict")
         if datamodule is not None and dataloaders is not None:
             raise MisconfigurationException(
@@ -373,8 +374,10 @@ class Trainer(TrainerProperties):
     def _check_model(self, model: LightningModule | None, entry: str) -> LightningModule:
         if model is None:
             if self._lightning_module is None:
-                raise MisconfigurationException(
-                    f"`trainer.{entry}()` requires a `LightningModule` when it hasn't been passed in a previous run"
+                # a TypeError as in Lightning (a missing argument), still a MisconfigurationException for old code
+                raise _config._ArgumentTypeError(
+                    f"`trainer.{entry}()` requires a `LightningModule` when it hasn't been passed in a previous run:"
+                    f" call `trainer.{entry}(model, ...)`."
                 )
             return self._lightning_module
         orig = getattr(model, "_orig_mod", None)  # torch.compile(model) wraps the module
@@ -415,8 +418,11 @@ class Trainer(TrainerProperties):
             return None
         except KeyboardInterrupt as exception:
             rank_zero_info("\nDetected KeyboardInterrupt, attempting graceful shutdown ...")
-            self._interrupt(exception)
-            return None
+            with _sigint_ignored():  # a second Ctrl-C must not cut the shutdown (hooks, teardown) short
+                self._interrupt(exception)
+                _kill_script_ranks(self.strategy.launcher)
+            # as in Lightning: the process ends with status 1 (catch `SystemExit` to continue after it)
+            raise SystemExit(1) from exception
         except BaseException as exception:
             self._interrupt(exception)
             raise
@@ -685,7 +691,8 @@ class Trainer(TrainerProperties):
             storage_options: passed to the ``CheckpointIO`` plug-in.
 
         Raises:
-            AttributeError: when no model is attached (call it after or during a run).
+            AttributeError: when no model is attached (call it after or during a run, or attach one
+                with ``trainer.strategy.connect(model)``).
             OSError: the file could not be written (the message names it; earlier files are intact).
 
         Example::
@@ -693,14 +700,17 @@ class Trainer(TrainerProperties):
             trainer.save_checkpoint("example.ckpt")
             model = LitModel.load_from_checkpoint("example.ckpt")
         """
-        if self._lightning_module is None or not self._runs:
+        module = self.lightning_module
+        if module is None:
             raise AttributeError(
                 "Saving a checkpoint is only possible if a model is attached to the Trainer. Did you call"
                 " `Trainer.save_checkpoint()` before calling `Trainer.{fit,validate,test,predict}`?"
             )
         for ctx in self._runs:  # log rows sent before the checkpoint are on disk before it exists
             ctx.metrics.flush_loggers()
-        checkpoint = dump_checkpoint(self._runs[-1], weights_only)
+        # a module attached with `trainer.strategy.connect(model)` before any run: its state at step 0
+        ctx = self._runs[-1] if self._runs else self._new_context(self.state.fn or TrainerFn.FITTING, module)
+        checkpoint = dump_checkpoint(ctx, weights_only)
         self.strategy.save_checkpoint(checkpoint, filepath, storage_options=storage_options)
         self.strategy.barrier("Trainer.save_checkpoint")
 
@@ -722,10 +732,38 @@ class _RunOptions:
     weights_only: bool | None = None
     model_provided: bool = True
     verbose: bool = True
-    return_predictions: bool = True
+    #: None: return them, except under a spawning strategy (see `PredictionLoop`)
+    return_predictions: bool | None = None
 
 
 # ---------------------------------------------------------------------- module-level helpers
+@contextmanager
+def _sigint_ignored() -> Generator[None, None, None]:
+    """Ignore SIGINT while the block runs (main thread only; elsewhere signals cannot be changed)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        # `None`: a handler installed outside Python, which cannot be put back; Python's default then
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+
+
+def _kill_script_ranks(launcher: Any) -> None:
+    """After Ctrl-C, the local ranks a script launcher started must not outlive this process."""
+    import signal
+
+    from torchbolt.strategies.launchers.subprocess_script import SubprocessScriptLauncher
+
+    if isinstance(launcher, SubprocessScriptLauncher):
+        launcher.kill(getattr(signal, "SIGKILL", signal.SIGTERM))
+
+
 def _signature_defaults() -> dict[str, Any]:
     import inspect
 

@@ -158,3 +158,20 @@ def test_a_metric_the_module_logs_in_on_train_epoch_end_can_be_monitored() -> No
                          callbacks=[callback])
     trainer.fit(EpochEndMetric())
     assert trainer.current_epoch == 3 and callback.best_score == 10
+
+
+@pytest.mark.parametrize(("rank_zero_only", "world_size", "rank", "expected"), [
+    (False, 1, 0, "bar"),
+    (False, 2, 1, "[rank: 1] bar"),
+    (True, 2, 0, "[rank: 0] bar"),
+    (True, 2, 1, None),
+])
+def test_log_info_prefixes_the_rank_and_can_stay_on_rank_zero(
+        caplog: pytest.LogCaptureFixture, rank_zero_only: bool, world_size: int, rank: int, expected: str | None
+) -> None:
+    from types import SimpleNamespace
+
+    where = SimpleNamespace(world_size=world_size, global_rank=rank)
+    with caplog.at_level(logging.INFO, logger="torchbolt.callbacks.early_stopping"):
+        EarlyStopping._log_info(where, "bar", rank_zero_only)  # type: ignore[arg-type]
+    assert [r.getMessage() for r in caplog.records] == ([expected] if expected else [])

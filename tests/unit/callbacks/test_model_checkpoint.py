@@ -145,12 +145,40 @@ def test_save_top_k_minus_one_keeps_every_checkpoint(tmp_path: Path) -> None:
     assert names(tmp_path / "ck") == ["epoch=0.ckpt", "epoch=1.ckpt", "epoch=2.ckpt"]
 
 
-def test_save_last_keeps_a_last_ckpt_with_the_newest_state(tmp_path: Path) -> None:
+def test_save_last_follows_the_newest_top_k_checkpoint(tmp_path: Path) -> None:
+    # Lightning 2.6: `last` is written with a top-k file, not at steps whose score did not enter the top k
     checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, monitor="val_score", filename="{epoch}")
-    fit(tmp_path, checkpoint, Scripted([1, 2, 3]), max_epochs=3)
-    assert names(tmp_path / "ck") == ["epoch=0.ckpt", "last.ckpt"]
-    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 6
+    fit(tmp_path, checkpoint, Scripted([2, 1, 3]), max_epochs=3)
+    assert names(tmp_path / "ck") == ["epoch=1.ckpt", "last.ckpt"]
+    last = torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)
+    best = torch.load(tmp_path / "ck" / "epoch=1.ckpt", weights_only=True)
+    assert last["global_step"] == best["global_step"] == 4
+    assert last["callbacks"] == best["callbacks"]  # the same callback state in both files of a step
     assert checkpoint.last_model_path == str(tmp_path / "ck" / "last.ckpt")
+
+
+def test_save_last_without_any_top_k_checkpoint_is_written_once_at_the_end(tmp_path: Path) -> None:
+    saved: list[str] = []
+
+    class Recording(ModelCheckpoint):
+        def _save_checkpoint(self, trainer: pl.Trainer, filepath: str) -> None:
+            saved.append(os.path.basename(filepath))
+            super()._save_checkpoint(trainer, filepath)
+
+    checkpoint = Recording(dirpath=tmp_path / "ck", save_last=True, save_top_k=0, every_n_epochs=5,
+                           save_on_train_epoch_end=True)
+    fit(tmp_path, checkpoint, max_epochs=3)
+    assert saved == ["last.ckpt"]
+    assert torch.load(tmp_path / "ck" / "last.ckpt", weights_only=True)["global_step"] == 6
+
+
+def test_save_last_without_validation_and_without_train_epoch_end_saving(tmp_path: Path) -> None:
+    model = BoringModel()
+    model.validation_step = None  # type: ignore[method-assign,assignment]
+    model.val_dataloader = None  # type: ignore[method-assign,assignment]
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", save_last=True, save_on_train_epoch_end=False)
+    fit(tmp_path, checkpoint, model, max_epochs=2)
+    assert "last.ckpt" in names(tmp_path / "ck")
 
 
 def test_save_last_link_makes_last_a_relative_symlink_to_the_newest_checkpoint(tmp_path: Path) -> None:
@@ -281,3 +309,75 @@ def test_checkpoints_go_to_an_fsspec_url_and_resume_from_last_there(tmp_path: Pa
                          callbacks=[ModelCheckpoint(dirpath=url, save_last=True, filename="{epoch}")])
     trainer.fit(Scripted(), ckpt_path="last")
     assert trainer.ckpt_path == f"{url}/last.ckpt" and trainer.global_step == 6
+
+
+def test_save_last_annotation_is_a_type_a_cli_parser_can_use() -> None:
+    import inspect
+
+    from jsonargparse import ArgumentParser
+
+    annotation = inspect.signature(ModelCheckpoint).parameters["save_last"].annotation
+    assert not isinstance(annotation, str)
+    parser = ArgumentParser()
+    parser.add_argument("--save_last", type=annotation)
+    for given, parsed in (("true", True), ("no", False), ("link", "link")):
+        assert parser.parse_args(["--save_last", given]).save_last == parsed
+
+
+def _linking_trainer(tmp_path: Path) -> pl.Trainer:
+    trainer = pl.Trainer(default_root_dir=str(tmp_path), logger=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.strategy.connect(BoringModel())
+    return trainer
+
+
+def test_link_replaces_an_empty_or_sharded_directory_but_never_a_foreign_one(tmp_path: Path) -> None:
+    trainer = _linking_trainer(tmp_path)
+    target = tmp_path / "epoch=0.ckpt"
+    target.mkdir()
+    (target / "meta.pt").write_bytes(b"shard")
+
+    empty = tmp_path / "last.ckpt"
+    empty.mkdir()
+    ModelCheckpoint._link_checkpoint(trainer, str(target), str(empty))
+    assert empty.is_symlink() and os.readlink(empty) == "epoch=0.ckpt"
+
+    sharded = tmp_path / "last-v1.ckpt"
+    sharded.mkdir()
+    (sharded / "meta.pt").write_bytes(b"an older sharded last")
+    ModelCheckpoint._link_checkpoint(trainer, str(target), str(sharded))
+    assert sharded.is_symlink() and os.path.realpath(sharded) == str(target)
+
+    foreign = tmp_path / "last-v2.ckpt"
+    (foreign / "notes").mkdir(parents=True)
+    (foreign / "notes" / "data.txt").write_text("precious")
+    with pytest.raises(IsADirectoryError, match="left untouched"):
+        ModelCheckpoint._link_checkpoint(trainer, str(target), str(foreign))
+    assert (foreign / "notes" / "data.txt").read_text() == "precious"
+
+
+def test_link_falls_back_to_an_atomic_copy_where_symlinks_fail(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    trainer = _linking_trainer(tmp_path)
+    target = tmp_path / "epoch=0.ckpt"
+    target.write_bytes(b"weights")
+
+    def no_symlinks(*args: Any, **kwargs: Any) -> None:
+        raise PermissionError(1, "symlinks need a privilege here")
+
+    monkeypatch.setattr(os, "symlink", no_symlinks)
+    ModelCheckpoint._link_checkpoint(trainer, str(target), str(tmp_path / "last.ckpt"))
+    assert not (tmp_path / "last.ckpt").is_symlink()
+    assert (tmp_path / "last.ckpt").read_bytes() == b"weights"
+    assert names(tmp_path) == ["epoch=0.ckpt", "last.ckpt"]  # no temporary file left behind
+
+
+def test_saving_with_a_module_attached_to_the_strategy_before_any_run(tmp_path: Path) -> None:
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True)
+    trainer = pl.Trainer(callbacks=[checkpoint], logger=False, enable_progress_bar=False)
+    trainer.strategy.connect(BoringModel())
+    checkpoint._save_last_checkpoint(trainer, {"loss": torch.tensor(1.0)})
+    assert names(tmp_path) == ["last.ckpt"]
+    state = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    assert state["global_step"] == 0
+    assert state["callbacks"][checkpoint.state_key]["last_model_path"] == str(tmp_path / "last.ckpt")

@@ -79,3 +79,42 @@ def test_several_dataloaders_keep_their_indices_apart() -> None:
 def test_an_unknown_write_interval_raises() -> None:
     with pytest.raises(MisconfigurationException, match="`write_interval` should be one of"):
         Recorder("step")
+
+
+class Counting(torch.utils.data.IterableDataset):
+    def __iter__(self) -> Any:
+        return iter([(torch.tensor(float(i)),) for i in range(5)])
+
+
+def test_an_iterable_dataset_is_predicted_with_empty_batch_indices() -> None:
+    import warnings
+
+    writer = Recorder("batch")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Couldn't infer the batch indices")
+        predictions = predict(writer, DataLoader(Counting(), batch_size=2))
+    assert [p.tolist() for p in predictions] == [[0.0, 1.0], [2.0, 3.0], [4.0]]
+    assert writer.batches == [([], 0, 0), ([], 1, 0), ([], 2, 0)]
+
+
+def test_spawned_processes_do_not_return_predictions(tmp_path: Any) -> None:
+    from torchbolt.trainer.eval_loop import _resolve_return_predictions
+
+    trainer = pl.Trainer(strategy="ddp_spawn", devices=2, accelerator="cpu", logger=False, max_epochs=1)
+    assert _resolve_return_predictions(None, trainer.strategy) is False
+    assert _resolve_return_predictions(False, trainer.strategy) is False
+    with pytest.raises(MisconfigurationException, match="`return_predictions` should be set to `False`"):
+        _resolve_return_predictions(True, trainer.strategy)
+    assert _resolve_return_predictions(None, pl.Trainer(logger=False, max_epochs=1).strategy) is True
+
+
+def test_predict_step_returning_none_warns_once_per_call() -> None:
+    class Sometimes(IndexModel):
+        def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Any:
+            return None if batch_idx % 2 else batch[0]
+
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    for _ in range(2):
+        with pytest.warns(UserWarning, match="predict returned None") as record:
+            trainer.predict(Sometimes(), dataloaders=DataLoader(TensorDataset(torch.arange(12)), batch_size=2))
+        assert sum("predict returned None" in str(w.message) for w in record) == 1

@@ -97,6 +97,25 @@ def test_resumed_run_in_the_same_version_appends(tmp_path: Path):
     assert rows == [{"acc": "", "loss": "1.0", "step": "0"}, {"acc": "0.5", "loss": "", "step": "1"}]
 
 
+def test_a_zero_byte_metrics_file_left_behind_is_replaced(tmp_path: Path):
+    (tmp_path / "exp" / "version_0").mkdir(parents=True)
+    leftover = tmp_path / "exp" / "version_0" / "metrics.csv"
+    leftover.touch()
+    logger = CSVLogger(tmp_path, name="exp", version=0)
+    with pytest.warns(UserWarning, match="exists and is not empty"):
+        _ = logger.experiment
+    assert not leftover.exists()
+    logger.log_metrics({"loss": 2.0}, step=0)
+    logger.save()
+    assert _rows(logger) == (["loss", "step"], [{"loss": "2.0", "step": "0"}])
+
+
+def test_log_hyperparams_without_arguments_writes_the_yaml(tmp_path: Path):
+    logger = CSVLogger(tmp_path, name=None)
+    logger.log_hyperparams()
+    assert os.listdir(tmp_path / "version_0") == ["hparams.yaml"]
+
+
 def test_hparams_yaml_is_written(tmp_path: Path):
     logger = CSVLogger(tmp_path)
     trainer = Trainer(logger=logger, max_steps=1, limit_val_batches=0, enable_progress_bar=False,

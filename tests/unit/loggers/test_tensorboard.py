@@ -234,3 +234,28 @@ def test_logger_pickles_without_its_writer(tmp_path):
     assert clone._experiment is None
     assert clone.log_dir == logger.log_dir
     logger.finalize("success")
+
+
+def test_log_graph_of_a_model_outside_any_trainer(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    logger = TensorBoardLogger(tmp_path, log_graph=True)
+    logger.log_graph(BoringModel(), torch.randn(2, 32))  # tracing must not trip over `model.trainer`
+    logger.finalize("success")
+    acc = EventAccumulator(logger.log_dir)
+    acc.Reload()
+    assert acc.Tags()["graph"] is True
+
+
+def test_name_and_version_overridden_by_a_subclass_shape_the_log_dir(tmp_path):
+    class FixedLayout(TensorBoardLogger):
+        @property
+        def name(self) -> str:
+            return "fixed"
+
+        @property
+        def version(self) -> str:
+            return "v"
+
+    assert FixedLayout(tmp_path).log_dir == os.path.join(str(tmp_path), "fixed", "v")
+    assert FixedLayout(tmp_path, sub_dir="s").log_dir == os.path.join(str(tmp_path), "fixed", "v", "s")

@@ -246,3 +246,44 @@ def test_on_exception_checkpoint_is_written_on_failure_and_resumed_by_default(tm
         resumed.fit(model)  # no ckpt_path: the on-exception checkpoint is "last"
     assert resumed.ckpt_path == callback.ckpt_path and resumed.global_step == 4
     assert not os.path.exists(callback.ckpt_path)  # a run that ends well removes it
+
+
+def test_ckpt_path_last_without_save_last_finds_no_last_checkpoint(tmp_path: Path) -> None:
+    # the top-k files of a callback that never writes `last` are not "last" checkpoints (as in Lightning)
+    fitted = trainer(tmp_path, callbacks=[ModelCheckpoint(dirpath=tmp_path / "ck")])
+    fitted.fit(BoringModel())
+    assert os.listdir(tmp_path / "ck") == ["epoch=0-step=2.ckpt"]
+    with pytest.warns(UserWarning, match="No checkpoint will be loaded"):
+        fitted.validate(ckpt_path="last")
+    assert fitted.ckpt_path is None
+
+
+def test_resuming_mid_epoch_with_a_plain_dataloader_says_the_done_batches_are_fetched_again(tmp_path: Path) -> None:
+    class StopsMidEpoch(BoringModel):
+        stop_at: int | None = 2
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if batch_idx == self.stop_at:
+                raise RuntimeError("interrupted")
+            return super().training_step(batch, batch_idx)
+
+    model = StopsMidEpoch()
+    first = trainer(tmp_path, limit_train_batches=4, limit_val_batches=0)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        first.fit(model)
+    first.save_checkpoint(tmp_path / "mid.ckpt")
+    model.stop_at = None
+    resumed = trainer(tmp_path, limit_train_batches=4, limit_val_batches=0, max_epochs=2)
+    with pytest.warns(UserWarning, match=r"resuming from a checkpoint that ended before the epoch ended.*first 2 b"):
+        resumed.fit(model, ckpt_path=tmp_path / "mid.ckpt")
+    assert resumed.global_step == 2 + 2 + 4  # the epoch was finished exactly, then one more
+
+
+def test_lightning_spellings_of_overrides_and_environment_flags_import() -> None:
+    from torchbolt.overrides.distributed import UnrepeatedDistributedSampler, _IndexBatchSamplerWrapper
+    from torchbolt.utilities import distributed
+    from torchbolt.utilities.imports import _TORCH_GREATER_EQUAL_2_8
+
+    assert UnrepeatedDistributedSampler is distributed.UnrepeatedDistributedSampler
+    assert callable(_IndexBatchSamplerWrapper)
+    assert _TORCH_GREATER_EQUAL_2_8 is (tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 8))

@@ -1,0 +1,1 @@
+"""Lightning's ``overrides`` package: the distributed samplers under the names code written against Lightning imports."""
