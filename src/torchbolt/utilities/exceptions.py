@@ -10,6 +10,14 @@ class MisconfigurationException(Exception):
     """
 
 
+class _LoaderHookNotImplemented(MisconfigurationException, NotImplementedError):
+    """A ``*_dataloader`` hook that was not implemented was called.
+
+    Both a :class:`MisconfigurationException` (what Lightning raises, and what its users catch) and a
+    ``NotImplementedError`` (what an unimplemented method conventionally raises).
+    """
+
+
 class SIGTERMException(SystemExit):
     """Raised inside the fit loop at a step boundary after the process received SIGTERM."""
 
