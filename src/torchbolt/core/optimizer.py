@@ -32,14 +32,15 @@ class LightningOptimizer:
     """Wraps a ``torch.optim.Optimizer`` so that ``step()`` goes through the strategy and precision.
 
     It is an instance of the wrapped optimizer's class (``isinstance(opt, torch.optim.SGD)`` holds)
-    and shares its ``param_groups`` and ``state``. In manual optimization ``self.optimizers()``
-    returns these; calling ``opt.step()`` applies gradient unscaling (mixed precision), calls
+    and reads its ``param_groups``, ``state`` and ``defaults`` live (also after ``load_state_dict``).
+    In manual optimization ``self.optimizers()`` returns these; calling ``opt.step()`` applies gradient unscaling (mixed precision), calls
     ``on_before_optimizer_step`` and counts ``trainer.global_step``.
     """
 
     def __init__(self, optimizer: Optimizer) -> None:
-        # share the optimizer's state, so reading `param_groups`, `state`, `defaults` is free
-        self.__dict__ = {k: v for k, v in optimizer.__dict__.items() if k not in ("step", "__del__")}
+        # the optimizer's other attributes, copied (param_groups/state/defaults are properties, read live)
+        self.__dict__ = {k: v for k, v in optimizer.__dict__.items()
+                         if k not in ("step", "__del__", "param_groups", "state", "defaults")}
         self._optimizer = optimizer
         self._step_fn: StepFn = _plain_step
         # called after each step (manual optimization counts `global_step` here); None: nothing to do
@@ -53,6 +54,32 @@ class LightningOptimizer:
     def optimizer(self) -> Optimizer:
         """The wrapped ``torch.optim.Optimizer``."""
         return self._optimizer
+
+    # `param_groups`, `state` and `defaults` are read from (and written to) the wrapped optimizer on each
+    # access: `optimizer.load_state_dict` replaces its lists, and this wrapper must see the new ones
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self._optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, param_groups: list[dict[str, Any]]) -> None:
+        self._optimizer.param_groups = param_groups
+
+    @property
+    def state(self) -> Any:
+        return self._optimizer.state
+
+    @state.setter
+    def state(self, state: Any) -> None:
+        self._optimizer.state = state
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, defaults: dict[str, Any]) -> None:
+        self._optimizer.defaults = defaults
 
     def bind(self, step_fn: StepFn, on_after_step: Callable[[], None] | None,
              toggle: Callable[[LightningOptimizer], Any] | None,
@@ -115,7 +142,8 @@ class LightningOptimizer:
         self._optimizer.load_state_dict(state_dict)
 
     def __repr__(self) -> str:
-        return f"LightningOptimizer({self._optimizer!r})"
+        # the class is named "Lightning<OptimizerClass>": "LightningSGD (\nParameter Group 0 ...)"
+        return "Lightning" + repr(self._optimizer)
 
 
 @dataclass
