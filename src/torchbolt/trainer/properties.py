@@ -97,7 +97,10 @@ class TrainerProperties:
 
     @property
     def lightning_module(self) -> LightningModule:
-        return self._lightning_module  # type: ignore[return-value]
+        """The module of the current (or last) run; before any run, the one ``trainer.strategy.connect`` was given."""
+        if self._lightning_module is None:
+            return self.strategy.lightning_module  # type: ignore[return-value]
+        return self._lightning_module
 
     @property
     def model(self) -> torch.nn.Module | None:

@@ -18,6 +18,11 @@ class _LoaderHookNotImplemented(MisconfigurationException, NotImplementedError):
     """
 
 
+class _MisconfiguredRun(MisconfigurationException, RuntimeError):
+    """A configuration the Trainer cannot run, where Lightning raises ``RuntimeError`` (and torchbolt raised
+    :class:`MisconfigurationException`): both ``except`` clauses catch it."""
+
+
 class SIGTERMException(SystemExit):
     """Raised inside the fit loop at a step boundary after the process received SIGTERM."""
 
