@@ -120,7 +120,7 @@ def test_callbacks_append_from_command_line():
                 *QUIET)
     timers = [cb for cb in cli.trainer.callbacks if isinstance(cb, Timer)]
     recorders = [cb for cb in cli.trainer.callbacks if isinstance(cb, StageRecorder)]
-    assert len(timers) == 1 and timers[0]._duration == timedelta(minutes=5)
+    assert len(timers) == 1 and timers[0]._duration == timedelta(minutes=5).total_seconds()
     assert [r.tag for r in recorders] == ["second"]
 
 

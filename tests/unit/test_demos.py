@@ -90,11 +90,24 @@ def test_lstm_and_lightning_lstm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert model.hidden is None  # reset at the epoch's end, so the next epoch starts from a zero state
 
 
-@pytest.mark.parametrize("datamodule", [BoringDataModule, BoringDataModuleNoLen, IterableBoringDataModule])
+@pytest.mark.parametrize("datamodule", [BoringDataModule, BoringDataModuleNoLen])
 def test_boring_data_modules_fit(datamodule: type) -> None:
     trainer = _trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2)
     trainer.fit(BoringModel(), datamodule=datamodule())
     assert trainer.global_step == 3
+
+
+def test_iterable_boring_data_module_gives_a_sized_and_an_unsized_loader_per_stage() -> None:
+    dm = IterableBoringDataModule()
+    with pytest.raises(AttributeError):
+        dm.train_dataloader()  # nothing is built before setup
+    dm.setup("fit")
+    sized, unsized = dm.train_dataloader()
+    assert len(sized.dataset) == 16 and not hasattr(unsized.dataset, "__len__")
+    assert next(iter(sized)).shape == (1, 4)
+    assert [len(loader.dataset) for loader in dm.val_dataloader()[:1]] == [32]
+    dm.setup("predict")
+    assert len(dm.predict_dataloader()[0].dataset) == 128
 
 
 def test_net_and_demo_model() -> None:

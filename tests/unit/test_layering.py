@@ -22,7 +22,9 @@ LAYERS = {
 # the tuner's callbacks are its entry points (Lightning's layout puts them in `callbacks`), and the
 # `python -m torchbolt.utilities.<command>` commands run whole checkpoints through the stack: driver layer
 MODULE_LAYERS = {"torchbolt.callbacks.batch_size_finder": 6, "torchbolt.callbacks.lr_finder": 6,
-                 "torchbolt.utilities.upgrade_checkpoint": 6, "torchbolt.utilities.consolidate_checkpoint": 6}
+                 "torchbolt.utilities.upgrade_checkpoint": 6, "torchbolt.utilities.consolidate_checkpoint": 6,
+                 # Lightning's API over the upgrade command's migrations
+                 "torchbolt.utilities.migration": 6, "torchbolt.utilities.migration.utils": 6}
 
 # deliberate exceptions, each with its reason
 ALLOWED = {

@@ -92,6 +92,7 @@ class LearningRateMonitor(Callback):
     def _extract_stats(self, trainer: Trainer, interval: str) -> dict[str, float]:
         """The values of every optimizer due at ``interval`` (``"any"``: all of them)."""
         names, _, without = self._names(trainer)
+        self._rename_grown_optimizers(names)
         stats: dict[str, float] = {}
         configs = trainer.lr_scheduler_configs
         for group_names, config in zip(names, configs):
@@ -100,6 +101,19 @@ class LearningRateMonitor(Callback):
         for group_names, optimizer in zip(names[len(configs):], without):
             stats.update(self._optimizer_stats(optimizer, group_names))
         return stats
+
+    def _rename_grown_optimizers(self, names: list[list[str]]) -> None:
+        """An optimizer that gained parameter groups (e.g. a finetuning callback unfroze a backbone) is
+        now logged as ``name/pg1``, ``name/pg2``...: its history moves from ``name`` to ``name/pg1``, and
+        the renamed and new keys go last in ``self.lrs`` (Lightning's order)."""
+        for group_names in names:
+            for name in group_names:
+                if name.endswith("/pg1"):
+                    old = name[: -len("/pg1")]
+                    if old in self.lrs and name not in self.lrs:
+                        self.lrs[name] = self.lrs.pop(old)
+                if name not in self.lrs:
+                    self.lrs[name] = []
 
     def _optimizer_stats(self, optimizer: Optimizer, names: list[str]) -> dict[str, float]:
         stats: dict[str, float] = {}

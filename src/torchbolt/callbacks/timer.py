@@ -82,8 +82,10 @@ class Timer(Callback):
         if interval not in ("step", "epoch"):
             raise MisconfigurationException(
                 f"`Timer(interval={interval!r})`: Unsupported parameter value; use 'step' or 'epoch'.")
-        self._duration = _parse_duration(duration)
-        self._duration_seconds = self._duration.total_seconds() if self._duration is not None else None
+        parsed = _parse_duration(duration)
+        # the limit in seconds (as Lightning stores it)
+        self._duration: float | None = parsed.total_seconds() if parsed is not None else None
+        self._duration_seconds = self._duration
         self._interval = interval
         self._verbose = verbose
         self._start_time: dict[str, float | None] = dict.fromkeys(_STAGES)

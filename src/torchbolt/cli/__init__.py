@@ -23,6 +23,7 @@ from torchbolt.cli.parser import (
     OptimizerCallable,
     ReduceLROnPlateau,
     instantiate_class,
+    instantiate_module,
 )
 from torchbolt.cli.save_config import SaveConfigCallback
 
@@ -38,4 +39,5 @@ __all__ = [
     "ReduceLROnPlateau",
     "SaveConfigCallback",
     "instantiate_class",
+    "instantiate_module",
 ]

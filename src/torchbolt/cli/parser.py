@@ -215,3 +215,32 @@ def instantiate_class(args: Any, init: dict[str, Any]) -> Any:
     module_name, class_name = init["class_path"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), class_name)
     return cls(*args, **kwargs)
+
+
+def instantiate_module(class_type: type, config: dict[str, Any]) -> Any:
+    """Build a ``class_type`` (a module, datamodule...) from ``config`` the way the CLI would.
+
+    ``config`` holds the ``__init__`` arguments, type-checked and converted by jsonargparse (nested
+    ``class_path``/``init_args`` dicts become objects). With a ``"_class_path"`` entry (what
+    ``LightningCLI`` stores in ``hparams``), that subclass of ``class_type`` is built instead, from the
+    remaining entries.
+
+    Example::
+
+        model = instantiate_module(LightningModule, {"_class_path": "my_pkg.MyModel", "hidden": 64})
+
+    Raises:
+        ModuleNotFoundError: without ``jsonargparse`` (``pip install 'torchbolt[cli]'``).
+    """
+    require_jsonargparse("instantiate_module")
+    parser = ArgumentParser(exit_on_error=False)
+    if "_class_path" in config:
+        parser.add_subclass_arguments(class_type, "module", fail_untyped=False)
+        config = {
+            "class_path": config["_class_path"],
+            "dict_kwargs": {k: v for k, v in config.items() if k != "_class_path"},
+        }
+    else:
+        parser.add_class_arguments(class_type, "module", fail_untyped=False)
+    parsed = parser.parse_object({"module": config})
+    return parser.instantiate_classes(parsed).module

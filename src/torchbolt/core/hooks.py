@@ -68,6 +68,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from torchbolt.utilities.apply_func import move_data_to_device
+from torchbolt.utilities.exceptions import _LoaderHookNotImplemented
 
 
 class ModelHooks:
@@ -130,7 +131,7 @@ class ModelHooks:
 
     def on_validation_model_zero_grad(self) -> None:
         """Called before a validation that runs inside training: drop gradients to free memory."""
-        self.zero_grad(set_to_none=True)  # type: ignore[attr-defined]
+        self.zero_grad()  # type: ignore[attr-defined]  # torch's default frees the gradients
 
     def on_validation_model_eval(self) -> None:
         """Put the model in eval mode for validation."""
@@ -218,19 +219,19 @@ class DataHooks:
 
     def train_dataloader(self) -> Any:
         """Return the training dataloader (or a collection of them)."""
-        raise NotImplementedError("`train_dataloader` must be implemented to be used with the Trainer")
+        raise _LoaderHookNotImplemented("`train_dataloader` must be implemented to be used with the Trainer")
 
     def test_dataloader(self) -> Any:
         """Return one or several test dataloaders."""
-        raise NotImplementedError("`test_dataloader` must be implemented to be used with the Trainer")
+        raise _LoaderHookNotImplemented("`test_dataloader` must be implemented to be used with the Trainer")
 
     def val_dataloader(self) -> Any:
         """Return one or several validation dataloaders."""
-        raise NotImplementedError("`val_dataloader` must be implemented to be used with the Trainer")
+        raise _LoaderHookNotImplemented("`val_dataloader` must be implemented to be used with the Trainer")
 
     def predict_dataloader(self) -> Any:
         """Return one or several prediction dataloaders."""
-        raise NotImplementedError("`predict_dataloader` must be implemented to be used with the Trainer")
+        raise _LoaderHookNotImplemented("`predict_dataloader` must be implemented to be used with the Trainer")
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         """Move ``batch`` to ``device``. Override for custom batch types without a ``.to`` method."""

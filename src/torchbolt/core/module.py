@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from typing_extensions import Self
 
+from torchbolt.core._fabric import _TrainerFabricShim, clip_gradients_through_fabric, log_dict_through_fabric
 from torchbolt.core.hooks import CheckpointHooks, DataHooks, ModelHooks
 from torchbolt.core.mixins.hparams_mixin import HyperparametersMixin
 from torchbolt.core.optimizer import LightningOptimizer
@@ -73,13 +74,16 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
     __jit_unused_properties__: list[str] = [
         "example_input_array", "on_gpu", "current_epoch", "global_step", "global_rank", "local_rank",
         "logger", "loggers", "automatic_optimization", "trainer", "device", "dtype", "hparams", "hparams_initial",
-        "strict_loading", "device_mesh",
+        "strict_loading", "device_mesh", "fabric",
     ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # positional/keyword arguments are accepted (and ignored) so subclasses may forward theirs
         super().__init__()
         self._trainer: Trainer | None = None
+        # set by Lightning Fabric's `setup` (it looks for `_fabric`): see `torchbolt.core._fabric`
+        self._fabric = None
+        self._fabric_optimizers: list[Any] = []
         self._example_input_array: Any = None
         self._automatic_optimization: bool = True
         self._strict_loading: bool | None = None
@@ -100,6 +104,8 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         Raises:
             RuntimeError: when the module is not attached to a Trainer.
         """
+        if self._fabric is not None:  # driven by Fabric: Trainer attributes are read from it
+            return _TrainerFabricShim(self._fabric)  # type: ignore[return-value,unused-ignore]
         if self._trainer is None and not LightningModule._jit_is_scripting:
             raise RuntimeError(f"{type(self).__qualname__} is not attached to a `Trainer`.")
         return self._trainer  # type: ignore[return-value]
@@ -109,6 +115,26 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         for child in self.modules():
             if isinstance(child, LightningModule):
                 child.__dict__["_trainer"] = trainer
+
+    @property
+    def fabric(self) -> Any:
+        """The Lightning Fabric object driving this module (set by ``fabric.setup(module)``), or ``None``.
+
+        While set, ``self.trainer`` reads attributes from it, and ``log``/``log_dict``, ``logger(s)``,
+        ``optimizers``, ``manual_backward``/``backward`` and ``clip_gradients`` go through it.
+        """
+        return self._fabric
+
+    @fabric.setter
+    def fabric(self, fabric: Any) -> None:
+        import weakref
+
+        # a weak reference: the module must not keep the Fabric object (and what it holds) alive
+        if fabric is not None and not isinstance(fabric, weakref.ProxyTypes):
+            fabric = weakref.proxy(fabric)
+        for child in self.modules():
+            if isinstance(child, LightningModule):
+                child.__dict__["_fabric"] = fabric
 
     @property
     def example_input_array(self) -> Any:
@@ -161,12 +187,16 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
 
     @property
     def logger(self) -> Logger | None:
-        """The first logger of the Trainer, or ``None``."""
+        """The first logger of the Trainer (or of Fabric, see ``fabric``), or ``None``."""
+        if self._fabric is not None:
+            return self._fabric.logger
         return self._trainer.logger if self._trainer is not None else None
 
     @property
     def loggers(self) -> list[Logger]:
-        """All loggers of the Trainer."""
+        """All loggers of the Trainer (or of Fabric, see ``fabric``)."""
+        if self._fabric is not None:
+            return self._fabric.loggers  # type: ignore[no-any-return,unused-ignore]
         return self._trainer.loggers if self._trainer is not None else []
 
     @property
@@ -337,6 +367,9 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
             MisconfigurationException: in a hook that cannot log, for an unsupported value type, or in predict.
             ValueError: for a tensor with more than one element.
         """
+        if self._fabric is not None:
+            log_dict_through_fabric(self._fabric, {name: value}, logger)
+            return
         trainer = self._trainer
         if trainer is None:
             _warning_cache.warn(
@@ -380,6 +413,9 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
 
         A torchmetrics ``MetricCollection`` can be passed directly.
         """
+        if self._fabric is not None:
+            log_dict_through_fabric(self._fabric, dictionary, logger)
+            return
         if hasattr(dictionary, "_enable_compute_groups"):
             # a torchmetrics MetricCollection: keys with its prefix/postfix, members sharing state by reference
             items = dictionary.items(keep_base=False, copy_state=False)  # type: ignore[call-arg]
@@ -417,7 +453,13 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
 
     # ------------------------------------------------------------------ optimization
     def optimizers(self, use_pl_optimizer: bool = True) -> Any:
-        """The optimizer(s) from ``configure_optimizers``: one, or a list when there are several."""
+        """The optimizer(s) from ``configure_optimizers``: one, or a list when there are several.
+
+        Under Fabric, the optimizers passed to ``fabric.setup`` (as Fabric wrapped them).
+        """
+        if self._fabric is not None:
+            fabric_opts = list(self._fabric_optimizers)
+            return fabric_opts[0] if len(fabric_opts) == 1 else fabric_opts
         trainer = self.trainer
         opts: list[Any] = list(trainer.strategy._lightning_optimizers if use_pl_optimizer else trainer.optimizers)
         if len(opts) == 1:
@@ -439,6 +481,9 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         Raises:
             MisconfigurationException: under automatic optimization.
         """
+        if self._fabric is not None:
+            self._fabric.backward(loss, *args, **kwargs)
+            return
         if self.automatic_optimization:
             raise MisconfigurationException(
                 "`manual_backward` is only for manual optimization. Set `self.automatic_optimization = False`"
@@ -450,7 +495,11 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         ctx.manual_backward(loss, *args, **kwargs)
 
     def backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
-        """Compute gradients of ``loss``. Override to customize (e.g. ``retain_graph=True``)."""
+        """Compute gradients of ``loss`` (through ``fabric.backward`` under Fabric). Override to customize
+        (e.g. ``retain_graph=True``)."""
+        if self._fabric is not None:
+            self._fabric.backward(loss, *args, **kwargs)
+            return
         loss.backward(*args, **kwargs)  # type: ignore[no-untyped-call]
 
     def toggle_optimizer(self, optimizer: Optimizer | LightningOptimizer) -> None:
@@ -499,6 +548,9 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         Raises:
             MisconfigurationException: for an unknown algorithm or a negative value.
         """
+        if self._fabric is not None:
+            clip_gradients_through_fabric(self._fabric, self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
         if gradient_clip_val is None:
             gradient_clip_val = self.trainer.gradient_clip_val or 0.0
         elif self.trainer.gradient_clip_val is not None and self.trainer.gradient_clip_val != gradient_clip_val:
@@ -695,7 +747,14 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_trainer"] = None
+        state["_fabric"] = None  # a weak proxy (and not this process's business once pickled)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)  # type: ignore[no-untyped-call,unused-ignore]
+        # modules pickled before these attributes existed
+        self.__dict__.setdefault("_fabric", None)
+        self.__dict__.setdefault("_fabric_optimizers", [])
 
 
 @contextmanager

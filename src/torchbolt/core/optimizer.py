@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.optim import Optimizer
 
-from torchbolt.utilities.exceptions import MisconfigurationException
+from torchbolt.utilities.exceptions import MisconfigurationException, _MisconfiguredRun
 from torchbolt.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
@@ -32,14 +32,15 @@ class LightningOptimizer:
     """Wraps a ``torch.optim.Optimizer`` so that ``step()`` goes through the strategy and precision.
 
     It is an instance of the wrapped optimizer's class (``isinstance(opt, torch.optim.SGD)`` holds)
-    and shares its ``param_groups`` and ``state``. In manual optimization ``self.optimizers()``
-    returns these; calling ``opt.step()`` applies gradient unscaling (mixed precision), calls
+    and reads its ``param_groups``, ``state`` and ``defaults`` live (also after ``load_state_dict``).
+    In manual optimization ``self.optimizers()`` returns these; calling ``opt.step()`` applies gradient unscaling (mixed precision), calls
     ``on_before_optimizer_step`` and counts ``trainer.global_step``.
     """
 
     def __init__(self, optimizer: Optimizer) -> None:
-        # share the optimizer's state, so reading `param_groups`, `state`, `defaults` is free
-        self.__dict__ = {k: v for k, v in optimizer.__dict__.items() if k not in ("step", "__del__")}
+        # the optimizer's other attributes, copied (param_groups/state/defaults are properties, read live)
+        self.__dict__ = {k: v for k, v in optimizer.__dict__.items()
+                         if k not in ("step", "__del__", "param_groups", "state", "defaults")}
         self._optimizer = optimizer
         self._step_fn: StepFn = _plain_step
         # called after each step (manual optimization counts `global_step` here); None: nothing to do
@@ -53,6 +54,32 @@ class LightningOptimizer:
     def optimizer(self) -> Optimizer:
         """The wrapped ``torch.optim.Optimizer``."""
         return self._optimizer
+
+    # `param_groups`, `state` and `defaults` are read from (and written to) the wrapped optimizer on each
+    # access: `optimizer.load_state_dict` replaces its lists, and this wrapper must see the new ones
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self._optimizer.param_groups
+
+    @param_groups.setter
+    def param_groups(self, param_groups: list[dict[str, Any]]) -> None:
+        self._optimizer.param_groups = param_groups
+
+    @property
+    def state(self) -> Any:
+        return self._optimizer.state
+
+    @state.setter
+    def state(self, state: Any) -> None:
+        self._optimizer.state = state
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        return self._optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, defaults: dict[str, Any]) -> None:
+        self._optimizer.defaults = defaults
 
     def bind(self, step_fn: StepFn, on_after_step: Callable[[], None] | None,
              toggle: Callable[[LightningOptimizer], Any] | None,
@@ -115,7 +142,8 @@ class LightningOptimizer:
         self._optimizer.load_state_dict(state_dict)
 
     def __repr__(self) -> str:
-        return f"LightningOptimizer({self._optimizer!r})"
+        # the class is named "Lightning<OptimizerClass>": "LightningSGD (\nParameter Group 0 ...)"
+        return "Lightning" + repr(self._optimizer)
 
 
 @dataclass
@@ -139,10 +167,12 @@ class LRSchedulerConfig:
     reduce_on_plateau: bool = False
     monitor: str | None = None
     strict: bool = True
-    opt_idx: int | None = field(default=None, repr=False)
+    # which optimizer the scheduler updates (filled in by the Trainer; not part of the config's identity)
+    opt_idx: int | None = field(default=None, repr=False, compare=False)
 
 
-_SCHEDULER_KEYS = {f.name for f in fields(LRSchedulerConfig)} - {"reduce_on_plateau", "opt_idx"}
+# `reduce_on_plateau` may be given to mark a custom scheduler that takes a metric in `step(metric)`
+_SCHEDULER_KEYS = {f.name for f in fields(LRSchedulerConfig)} - {"opt_idx"}
 
 
 def _is_plateau(scheduler: Any) -> bool:
@@ -181,7 +211,7 @@ def _configure_schedulers(schedulers: Sequence[Any], monitor: str | None) -> lis
                 raise MisconfigurationException(
                     f"The 'frequency' key in the lr scheduler dict must be a positive int, got {frequency!r}."
                 )
-            plateau = _is_plateau(config["scheduler"])
+            plateau = bool(config.pop("reduce_on_plateau", _is_plateau(config["scheduler"])))
             config.setdefault("monitor", monitor)
             if plateau and config.get("monitor") is None:
                 raise MisconfigurationException(
@@ -269,15 +299,28 @@ def _as_set(keys: set[Any]) -> str:
     return "{" + ", ".join(repr(k) for k in sorted(keys, key=str)) + "}"
 
 
+_CALL_HOOK: Any = object()
+
+
 def _init_optimizers_and_lr_schedulers(
-    model: LightningModule, optim_conf: Any
+    model: LightningModule, optim_conf: Any = _CALL_HOOK
 ) -> tuple[list[Optimizer], list[LRSchedulerConfig]]:
     """Validate what ``configure_optimizers`` returned and build the scheduler configs.
 
+    ``optim_conf`` is that return value; when omitted, ``model.configure_optimizers()`` is called here.
+    Under manual optimization scheduler configs are only recorded (the user steps the schedulers), so a
+    ``ReduceLROnPlateau`` needs no monitor and keys that only automatic stepping uses are ignored with
+    a warning.
+
     Raises:
         MisconfigurationException: for any unsupported form, a scheduler whose optimizer was not
-            returned, or several optimizers under automatic optimization.
+            returned, several optimizers (or a ``training_step(..., optimizer_idx)``) under automatic
+            optimization (also a ``RuntimeError``), or a scheduler that automatic optimization cannot step.
+        TypeError: for a scheduler without ``state_dict``/``load_state_dict`` (it could not be checkpointed).
     """
+    if optim_conf is _CALL_HOOK:
+        optim_conf = model.configure_optimizers()
+    _check_no_optimizer_idx(model)
     if optim_conf is None:
         rank_zero_warn(
             "`LightningModule.configure_optimizers` returned `None`, this fit will run with no optimizer",
@@ -289,7 +332,10 @@ def _init_optimizers_and_lr_schedulers(
             raise MisconfigurationException(
                 f"`configure_optimizers` returned {type(opt).__name__} where a `torch.optim.Optimizer` was expected."
             )
-    configs = _configure_schedulers(schedulers, monitor)
+    if model.automatic_optimization:
+        configs = _configure_schedulers(schedulers, monitor)
+    else:
+        configs = _configure_schedulers_manual(schedulers)
     for config in configs:
         sched_opt = getattr(config.scheduler, "optimizer", None)
         matches = [i for i, opt in enumerate(optimizers) if opt is sched_opt]
@@ -299,14 +345,94 @@ def _init_optimizers_and_lr_schedulers(
             )
         config.opt_idx = matches[0]
     if model.automatic_optimization and len(optimizers) > 1:
-        raise MisconfigurationException(
+        raise _MisconfiguredRun(
             "Training with multiple optimizers is only supported with manual optimization. Set"
             " `self.automatic_optimization = False`, then access your optimizers in `training_step` with"
             " `opt1, opt2, ... = self.optimizers()`."
         )
+    _check_scheduler_api(configs, model)
     return optimizers, configs
+
+
+def _check_no_optimizer_idx(model: LightningModule) -> None:
+    """``training_step(batch, batch_idx, optimizer_idx)`` is Lightning 1.x's multi-optimizer loop, removed in 2.0."""
+    from torchbolt.utilities.signature_utils import is_param_in_hook_signature
+
+    if is_param_in_hook_signature(model.training_step, "optimizer_idx", explicit=True):
+        raise _MisconfiguredRun(
+            "`training_step` takes an `optimizer_idx` argument, but the Trainer no longer loops over optimizers:"
+            " Training with multiple optimizers is only supported with manual optimization. Remove the"
+            " `optimizer_idx` argument from `training_step`, set `self.automatic_optimization = False` and access"
+            " your optimizers in `training_step` with `opt1, opt2, ... = self.optimizers()`."
+        )
+
+
+_MANUAL_IGNORED_KEYS = ("reduce_on_plateau", "monitor", "strict")
+
+
+def _configure_schedulers_manual(schedulers: Sequence[Any]) -> list[LRSchedulerConfig]:
+    """Scheduler configs under manual optimization: recorded for ``lr_schedulers()`` and the LR monitor only.
+
+    ``interval``, ``frequency`` and ``name`` are kept (``LearningRateMonitor`` reads them); the keys that only
+    automatic stepping uses are dropped with a warning, since the user calls ``scheduler.step()``.
+    """
+    configs: list[LRSchedulerConfig] = []
+    for scheduler in schedulers:
+        if not isinstance(scheduler, Mapping):
+            configs.append(LRSchedulerConfig(scheduler, reduce_on_plateau=_is_plateau(scheduler)))
+            continue
+        if "scheduler" not in scheduler:
+            raise MisconfigurationException(
+                'The lr scheduler dict must have the key "scheduler" with its item being an lr scheduler'
+            )
+        ignored = [k for k in scheduler if k in _MANUAL_IGNORED_KEYS]
+        if ignored:
+            rank_zero_warn(
+                f"The lr scheduler dict contains the key(s) {ignored}, but the keys will be ignored."
+                " You need to call `lr_scheduler.step()` manually in manual optimization.",
+                category=RuntimeWarning,
+            )
+        extra = set(scheduler) - _SCHEDULER_KEYS - set(_MANUAL_IGNORED_KEYS)
+        if extra:
+            rank_zero_warn(
+                f"Found unsupported keys in the lr scheduler dict: {_as_set(extra)}. They are ignored;"
+                f" supported keys are: {sorted(_SCHEDULER_KEYS)}",
+                category=RuntimeWarning,
+            )
+        kept = {k: v for k, v in scheduler.items() if k in _SCHEDULER_KEYS and k not in _MANUAL_IGNORED_KEYS}
+        configs.append(LRSchedulerConfig(reduce_on_plateau=_is_plateau(kept["scheduler"]), **kept))
+    return configs
+
+
+def _check_scheduler_api(configs: Sequence[LRSchedulerConfig], model: LightningModule) -> None:
+    """Every scheduler must be checkpointable; under automatic optimization the Trainer must know how to step it."""
+    from torchbolt.utilities.parsing import is_overridden
+
+    for config in configs:
+        scheduler = config.scheduler
+        name = type(scheduler).__name__
+        if not (callable(getattr(scheduler, "state_dict", None))
+                and callable(getattr(scheduler, "load_state_dict", None))):
+            raise TypeError(
+                f"The provided lr scheduler `{name}` is invalid: it has no `state_dict` and `load_state_dict`"
+                " methods, so it could not be saved in or restored from checkpoints. Add both methods."
+            )
+        steppable = isinstance(scheduler, (torch.optim.lr_scheduler.LRScheduler,
+                                           torch.optim.lr_scheduler.ReduceLROnPlateau))
+        if model.automatic_optimization and not steppable and not is_overridden("lr_scheduler_step", model):
+            raise MisconfigurationException(
+                f"The provided lr scheduler `{name}` doesn't follow PyTorch's LRScheduler API, so the Trainer"
+                " cannot step it. Override `LightningModule.lr_scheduler_step(scheduler, metric)` to step it"
+                " yourself, or use manual optimization."
+            )
 
 
 def do_nothing_closure() -> None:
     """A closure for ``optimizer.step(closure)`` that does nothing (for steps whose loss was computed already)."""
     return None
+
+
+# Lightning's names for the steps above (its tests and some user code call them directly)
+_configure_optimizers = _parse_optim_conf
+_configure_schedulers_automatic_opt = _configure_schedulers
+_configure_schedulers_manual_opt = _configure_schedulers_manual

@@ -249,6 +249,11 @@ def _load_from_checkpoint(
             f"{checkpoint_path!r} has no 'state_dict' entry, so it is not a Lightning/torchbolt checkpoint."
             " A plain state dict loads with `model.load_state_dict(torch.load(path, weights_only=True))`."
         )
+    # layers created in `configure_model` must exist before the state dict is loaded into them
+    from torchbolt.utilities.parsing import is_overridden
+
+    if is_overridden("configure_model", obj, LightningModule):
+        obj.configure_model()
     obj.on_load_checkpoint(checkpoint)
     if strict is None:
         strict = obj.strict_loading

@@ -179,42 +179,70 @@ class DemoModel(LightningModule):
         return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
 
 
-class BoringDataModuleNoLen(BoringDataModule):
-    """``BoringDataModule`` whose loaders read iterable datasets without ``__len__`` (unknown epoch length)."""
+class BoringDataModuleNoLen(LightningDataModule):
+    """Loaders over iterable datasets without ``__len__`` (unknown epoch length), 32 features per item.
+
+    ``setup(stage)`` builds only that stage's data, as :class:`BoringDataModule` does: 512 training, 128
+    validation, 256 test and 64 prediction items; a loader whose stage was not set up raises.
+    """
+
+    _SIZES = {"random_train": 512, "random_val": 128, "random_test": 256, "random_predict": 64}
+    random_train: RandomIterableDataset
+    random_val: RandomIterableDataset
+    random_test: RandomIterableDataset
+    random_predict: RandomIterableDataset
 
     def setup(self, stage: str) -> None:
-        pass
+        for attr in _stage_attrs(stage, "random_train", "random_val", "random_test", "random_predict"):
+            setattr(self, attr, RandomIterableDataset(32, self._SIZES[attr]))
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDataset(32, 64))
+        return DataLoader(self.random_train)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDataset(32, 64))
+        return DataLoader(self.random_val)
 
     def test_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDataset(32, 64))
+        return DataLoader(self.random_test)
 
     def predict_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDataset(32, 64))
+        return DataLoader(self.random_predict)
 
 
-class IterableBoringDataModule(BoringDataModule):
-    """``BoringDataModule`` whose loaders read iterable datasets that do define ``__len__``."""
+class IterableBoringDataModule(LightningDataModule):
+    """Each hook returns a list of two loaders: one over a sized dataset, one over an iterable without length.
+
+    Items have 4 features. The stage's ``setup`` builds the pair: 16 items each for training, 32 for
+    validation, 64 for test, 128 for prediction.
+    """
+
+    _SIZES = {"train_datasets": 16, "val_datasets": 32, "test_datasets": 64, "predict_datasets": 128}
+    train_datasets: list[Dataset]
+    val_datasets: list[Dataset]
+    test_datasets: list[Dataset]
+    predict_datasets: list[Dataset]
 
     def setup(self, stage: str) -> None:
-        pass
+        for attr in _stage_attrs(stage, "train_datasets", "val_datasets", "test_datasets", "predict_datasets"):
+            n = self._SIZES[attr]
+            setattr(self, attr, [RandomDataset(4, n), RandomIterableDataset(4, n)])
 
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+    def train_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(ds) for ds in self.train_datasets]
 
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+    def val_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(ds) for ds in self.val_datasets]
 
-    def test_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+    def test_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(ds) for ds in self.test_datasets]
 
-    def predict_dataloader(self) -> DataLoader:
-        return DataLoader(RandomIterableDatasetWithLen(32, 64))
+    def predict_dataloader(self) -> list[DataLoader]:
+        return [DataLoader(ds) for ds in self.predict_datasets]
+
+
+def _stage_attrs(stage: str, train: str, val: str, test: str, predict: str) -> list[str]:
+    """The data attributes a ``setup(stage)`` builds: fit builds train and val, validate val, test test..."""
+    return {"fit": [train, val], "validate": [val], "test": [test], "predict": [predict]}.get(stage, [])
 
 
 class Net(nn.Module):

@@ -15,6 +15,10 @@ from torchbolt.loggers.logger import Logger, _add_prefix, _convert_params, _flat
 from torchbolt.utilities.imports import _require
 from torchbolt.utilities.rank_zero import rank_zero_only
 
+#: the framework name Comet records for experiments started by this logger (Lightning's, so Comet's
+#: integration pages treat them alike)
+FRAMEWORK_NAME = "pytorch-lightning"
+
 # older spellings of the constructor's arguments -> today's
 _RENAMED = {"project_name": "project", "experiment_name": "name", "save_dir": "offline_directory"}
 
@@ -90,6 +94,7 @@ class CometLogger(Logger):
             config = comet_ml.ExperimentConfig(**self._config_kwargs)
             self._experiment = comet_ml.start(experiment_config=config, **self._start_args)
             self._experiment_key = self._experiment.get_key()
+            self._experiment.log_other("Created from", FRAMEWORK_NAME)
         return self._experiment
 
     @rank_zero_only

@@ -64,6 +64,75 @@ class RegisterRecordFunction:
         self._handles = []
 
 
+class ScheduleWrapper:
+    """A ``torch.profiler`` schedule whose step counter is kept per stage (training, validation, test, predict).
+
+    ``torch.profiler`` calls a schedule with one global step number; when a fit interleaves training and
+    validation steps, the wrapped ``schedule`` should instead see how many steps of the *current* stage
+    were taken. Tell the wrapper which action runs with :meth:`pre_step` (an action name ending in
+    ``training_step``, ``validation_step``, ``test_step`` or ``predict_step``); each call then counts for
+    that stage and asks ``schedule`` about that stage's count.
+
+    Args:
+        schedule: a ``torch.profiler.schedule(...)`` (step number -> ``ProfilerAction``).
+    """
+
+    _STAGES = ("training_step", "validation_step", "test_step", "predict_step")
+
+    def __init__(self, schedule: Callable[[int], ProfilerAction]) -> None:
+        self._schedule = schedule
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every stage's count (a new run)."""
+        self._steps: dict[str, int] = dict.fromkeys(self._STAGES, 0)
+        self._current_action: str | None = None
+        self._start_action_name: str | None = None
+
+    def setup(self, start_action_name: str) -> None:
+        """Record the action the profiled run started with (e.g. ``on_fit_start``)."""
+        self._start_action_name = start_action_name
+
+    def pre_step(self, current_action: str) -> None:
+        """Say which action the next schedule call belongs to."""
+        self._current_action = current_action
+
+    def _stage(self) -> str | None:
+        action = self._current_action or ""
+        return next((stage for stage in self._STAGES if action.endswith(stage)), None)
+
+    @property
+    def is_training(self) -> bool:
+        return self._stage() == "training_step"
+
+    @property
+    def is_validating(self) -> bool:
+        return self._stage() == "validation_step"
+
+    @property
+    def is_testing(self) -> bool:
+        return self._stage() == "test_step"
+
+    @property
+    def is_predicting(self) -> bool:
+        return self._stage() == "predict_step"
+
+    @property
+    def num_step(self) -> int:
+        """Steps taken so far in the current action's stage (0 for an action of no stage)."""
+        stage = self._stage()
+        return self._steps[stage] if stage is not None else 0
+
+    def __call__(self, num_step: int) -> ProfilerAction:
+        """The wrapped schedule's action for the current stage's count (``num_step`` itself is not used)."""
+        stage = self._stage()
+        if stage is None:
+            return ProfilerAction.NONE
+        action = self._schedule(self._steps[stage])
+        self._steps[stage] += 1
+        return action
+
+
 class PyTorchProfiler(Profiler):
     """Profile operators (CPU, and CUDA kernels on GPU) with ``torch.profiler``; every Trainer action is a
     ``record_function`` range named ``[pl][profile]<action>``.

@@ -269,6 +269,23 @@ class DeepSpeedStrategy(ParallelStrategy):
         """Loaded with the weights in :meth:`load_model_state_dict`."""
 
 
+def remove_module_hooks(model: torch.nn.Module) -> None:
+    """Drop every forward/backward hook registered on ``model`` and its submodules.
+
+    DeepSpeed ZeRO stage 3 registers hooks that gather sharded parameters; a model taken out of the
+    engine (e.g. to run it on one device) must lose them, or it keeps trying to gather.
+    """
+    from collections import OrderedDict
+
+    for module in model.modules():
+        module._backward_hooks = OrderedDict()
+        module._is_full_backward_hook = None
+        module._forward_hooks = OrderedDict()
+        module._forward_pre_hooks = OrderedDict()
+        module._state_dict_hooks = OrderedDict()
+        module._load_state_dict_pre_hooks = OrderedDict()
+
+
 def convert_zero_checkpoint_to_fp32_state_dict(checkpoint_dir: _PATH, output_file: _PATH) -> dict[str, Any]:
     """Merge a DeepSpeed checkpoint directory into one torchbolt checkpoint file with a full fp32 ``state_dict``
     (loadable on one device, with ``LightningModule.load_from_checkpoint`` or ``Trainer(ckpt_path=...)``).

@@ -85,7 +85,7 @@ def dump_checkpoint(ctx: RunContext, weights_only: bool | None = False) -> dict[
             checkpoint[obj.CHECKPOINT_HYPER_PARAMS_KEY] = _to_checkpoint_hparams(dict(obj.hparams))
     datamodule = ctx.datamodule
     if datamodule is not None:
-        dm_state = datamodule.state_dict()
+        dm_state = ctx.hooks.datamodule("state_dict")  # timed by the profiler
         if dm_state:
             checkpoint[type(datamodule).__qualname__] = dm_state
     if not weights_only:
@@ -172,7 +172,7 @@ def restore_module_and_callbacks(ctx: RunContext, loaded: LoadedCheckpoint) -> N
         ) from None
     datamodule = ctx.datamodule
     if datamodule is not None and type(datamodule).__qualname__ in checkpoint:
-        datamodule.load_state_dict(checkpoint[type(datamodule).__qualname__])
+        ctx.hooks.datamodule("load_state_dict", checkpoint[type(datamodule).__qualname__])
     if ctx.fn != TrainerFn.FITTING:
         return  # as in Lightning, callback states are restored only to resume fitting
     ctx.hooks.callbacks("on_load_checkpoint", checkpoint)

@@ -226,7 +226,8 @@ class FitLoop:
             self.val_check_batch = math.inf
             self._last_val_time = time.monotonic()
         elif isinstance(interval, int):
-            if interval > n and config.check_val_every_n_epoch is not None:
+            # with validation off (`limit_val_batches=0`) the interval never applies, so it is not checked
+            if interval > n and config.check_val_every_n_epoch is not None and config.limit_val_batches > 0:
                 raise ValueError(
                     f"`val_check_interval` ({interval}) must be less than or equal to the number of the training"
                     f" batches ({n}). If you want to disable validation set `limit_val_batches` to 0.0 instead."
@@ -439,6 +440,11 @@ class FitLoop:
         if "on_train_batch_start" in active:
             hooks.callbacks("on_train_batch_start", batch, batch_idx)
             if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
+                # as in Lightning, the rest of the epoch is skipped: this is its last batch
+                # (`trainer.is_last_batch`), so the schedulers stepped at an epoch's end are stepped now
+                p.last_batch_seen = True
+                if ctx.strategy.lr_scheduler_configs:
+                    update_lr_schedulers(ctx, "epoch", False, batch_idx)
                 return True
         accumulate = ctx.config.accumulate_grad_batches
         is_step = is_last or (batch_idx + 1) % accumulate == 0

@@ -15,7 +15,7 @@ from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.hooks import ModelHooks
 from torchbolt.core.module import LightningModule
 from torchbolt.utilities.apply_func import move_data_to_device
-from torchbolt.utilities.parsing import is_overridden
+from torchbolt.utilities.parsing import has_own_hook, is_overridden
 from torchbolt.utilities.rank_zero import rank_zero_warn
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ class HookDispatcher:
         for cb in self._callbacks:
             if monitoring is not None and cb._monitors_epoch_end_metrics != monitoring:
                 continue
-            if not is_overridden(name, cb, Callback):
+            if not has_own_hook(name, cb, Callback):
                 continue
             fn = getattr(cb, name)
             if self._profiler is not None:
@@ -128,7 +128,7 @@ class HookDispatcher:
 
     def _module_fn(self, name: str) -> Callable[..., Any] | None:
         module = self._module
-        if name in _SKIPPABLE_MODULE_HOOKS and not is_overridden(name, module, LightningModule):
+        if name in _SKIPPABLE_MODULE_HOOKS and not has_own_hook(name, module, LightningModule):
             return None
         fn = getattr(module, name)
         if self._profiler is not None:
@@ -138,6 +138,8 @@ class HookDispatcher:
     def _resolve_data_hook(self, name: str) -> Callable[..., Any] | None:
         """The datamodule's batch hook when it overrides it, else the module's; ``None`` for the default."""
         dm = self._datamodule
+        # whose implementation wins is decided by real overrides (a wrapper that records calls to the inherited
+        # hook is not one); the module's hook is then called whenever something may observe it
         dm_overrides = dm is not None and is_overridden(name, dm, LightningDataModule)
         module_overrides = is_overridden(name, self._module, LightningModule)
         if dm_overrides and module_overrides:
@@ -147,7 +149,7 @@ class HookDispatcher:
             )
         if dm_overrides:
             return getattr(dm, name)  # type: ignore[no-any-return]
-        if module_overrides:
+        if has_own_hook(name, self._module, LightningModule):
             return getattr(self._module, name)  # type: ignore[no-any-return]
         return None
 
@@ -199,7 +201,7 @@ class HookDispatcher:
         """Whether the module's class overrides ``name`` (cached)."""
         result = self._overrides.get(name)
         if result is None:
-            result = self._overrides[name] = is_overridden(name, self._module, LightningModule)
+            result = self._overrides[name] = has_own_hook(name, self._module, LightningModule)
         return result
 
     def datamodule(self, name: str, *args: Any, **kwargs: Any) -> Any:

@@ -75,13 +75,46 @@ def build_callbacks(config: TrainerConfig, callbacks: list[Callback] | Callback 
     """The user's callbacks, checked, plus the defaults the flags ask for (progress bar, model summary,
     ``ModelCheckpoint``, ``Timer`` for ``max_time``), in the order they run."""
     items = _user_callbacks(callbacks)
+    from torchbolt.trainer.external_callbacks import load_external_callbacks
+
+    items.extend(load_external_callbacks())
+    check_unique_state_keys(items)
     _add_progress_bar(config, items)
     if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
         items.append(ModelSummary())
     _add_checkpoint(config, items)
-    if config.max_time is not None and not any(isinstance(cb, Timer) for cb in items):
-        items.append(Timer(duration=config.max_time, interval="step"))
+    if config.max_time is not None:
+        if any(isinstance(cb, Timer) for cb in items):
+            rank_zero_info("Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.")
+        else:
+            items.append(Timer(duration=config.max_time, interval="step"))
     return reorder_callbacks(items)
+
+
+def check_unique_state_keys(callbacks: list[Callback]) -> None:
+    """Stateful callbacks (those that override ``state_dict``) need distinct ``state_key``s.
+
+    A checkpoint stores each callback's state under its key: two with the same key would overwrite each
+    other's state, which would then be missing on resume.
+
+    Raises:
+        RuntimeError: for the second stateful callback with an already used key.
+    """
+    seen: set[str] = set()
+    for cb in callbacks:
+        if not is_overridden("state_dict", cb, Callback):
+            continue
+        key = cb.state_key
+        if key in seen:
+            name = type(cb).__name__
+            raise RuntimeError(
+                f"Found more than one stateful callback of type `{name}` with the state key {key!r}: their states"
+                " would overwrite each other in checkpoints. Give each instance different arguments (its"
+                f" `state_key` is built from them), or see `{name}`'s documentation for settings that can be"
+                " checkpointed together. HINT: The `callback.state_key` must be unique among all callbacks in the"
+                " Trainer."
+            )
+        seen.add(key)
 
 
 def _user_callbacks(callbacks: list[Callback] | Callback | None) -> list[Callback]:

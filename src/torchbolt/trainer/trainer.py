@@ -508,7 +508,7 @@ class Trainer(TrainerProperties):
             if fn == TrainerFn.FITTING:
                 restore_training_state(ctx, loaded)
         self.strategy.barrier("run-stage")
-        model.zero_grad(set_to_none=True)
+        model.zero_grad()  # torch's default frees the gradients (set_to_none=True)
         if ctx.fit_loop is not None:
             with torch.autograd.set_detect_anomaly(self._config.detect_anomaly), torch.enable_grad():
                 ctx.fit_loop.run()
@@ -541,6 +541,8 @@ class Trainer(TrainerProperties):
     def _run_evaluation(self, ctx: RunContext, source: DataSource, options: _RunOptions) -> Any:
         """``validate``/``test``/``predict``: the loop over the stage's loaders."""
         fn = ctx.fn
+        if _skips_evaluation(self._config, fn):
+            return None if fn == TrainerFn.PREDICTING else []
         if fn == TrainerFn.PREDICTING:
             self.state.stage = RunningStage.PREDICTING
             loaders, limits = ctx.data.eval_loaders(source, "predict")
@@ -600,20 +602,22 @@ class Trainer(TrainerProperties):
                 if obj is ctx.module:
                     ctx.hooks.module("prepare_data")
                 else:
-                    obj.prepare_data()
+                    ctx.hooks.datamodule("prepare_data")  # timed by the profiler, as the module's hook is
         strategy.barrier("prepare_data")
 
     def _call_setup_hooks(self, ctx: RunContext, stage: FnName) -> None:
         self.strategy.barrier("pre_setup")
         if ctx.datamodule is not None:
-            ctx.datamodule.setup(stage=stage)
+            ctx.hooks.datamodule("setup", stage=stage)
         ctx.hooks.callbacks("setup", stage=stage)
         ctx.hooks.module("setup", stage=stage)
         self.strategy.barrier("post_setup")
 
     def _call_teardown_hooks(self, stage: FnName, status: RunOutcome = "success") -> None:
         ctx = self._runs[0] if self._runs else None
-        if self.datamodule is not None:
+        if ctx is not None and ctx.datamodule is not None:
+            ctx.hooks.datamodule("teardown", stage=stage)  # timed by the profiler
+        elif self.datamodule is not None:
             self.datamodule.teardown(stage=stage)
         if ctx is not None:
             ctx.hooks.callbacks("teardown", stage=stage)
@@ -636,9 +640,16 @@ class Trainer(TrainerProperties):
         instrument_strategy(self.strategy, profiler)
 
     def _configure_model(self, ctx: RunContext) -> None:
-        with self.strategy.model_sharded_context(), self.strategy.precision_plugin.module_init_context():
-            ctx.hooks.module("configure_sharded_model")
-            ctx.hooks.module("configure_model")
+        # Only a hook the module's class really overrides is called (a wrapper that records calls to the
+        # inherited no-op does not count), and the contexts are entered only then, as in Lightning.
+        from torchbolt.utilities.parsing import is_overridden
+
+        if is_overridden("configure_sharded_model", ctx.module, LightningModule):
+            with self.strategy.model_sharded_context():
+                ctx.hooks.module("configure_sharded_model")
+        if is_overridden("configure_model", ctx.module, LightningModule):
+            with self.strategy.model_sharded_context(), self.strategy.precision_plugin.module_init_context():
+                ctx.hooks.module("configure_model")
 
     def _setup_optimizers(self, ctx: RunContext) -> None:
         optim_conf = ctx.hooks.module("configure_optimizers")
@@ -776,3 +787,12 @@ _TRAINER_DEFAULTS: dict[str, Any] = {}
 
 
 _TRAINER_DEFAULTS.update(_signature_defaults())
+
+
+def _skips_evaluation(config: Any, fn: TrainerFn) -> bool:
+    """``limit_{val,test,predict}_batches=0``: the run requests no loader and calls no loop hook (as in Lightning).
+
+    ``validate``/``test`` then return ``[]`` and ``predict`` returns ``None``; setup and teardown hooks still run.
+    """
+    stage = {TrainerFn.VALIDATING: "val", TrainerFn.TESTING: "test", TrainerFn.PREDICTING: "predict"}.get(fn)
+    return stage is not None and getattr(config, f"limit_{stage}_batches") == 0

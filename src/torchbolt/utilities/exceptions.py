@@ -10,6 +10,19 @@ class MisconfigurationException(Exception):
     """
 
 
+class _LoaderHookNotImplemented(MisconfigurationException, NotImplementedError):
+    """A ``*_dataloader`` hook that was not implemented was called.
+
+    Both a :class:`MisconfigurationException` (what Lightning raises, and what its users catch) and a
+    ``NotImplementedError`` (what an unimplemented method conventionally raises).
+    """
+
+
+class _MisconfiguredRun(MisconfigurationException, RuntimeError):
+    """A configuration the Trainer cannot run, where Lightning raises ``RuntimeError`` (and torchbolt raised
+    :class:`MisconfigurationException`): both ``except`` clauses catch it."""
+
+
 class SIGTERMException(SystemExit):
     """Raised inside the fit loop at a step boundary after the process received SIGTERM."""
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from argparse import Namespace
 from collections.abc import MutableMapping, Sequence
+from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -51,9 +53,16 @@ _BASES = {("torchbolt.core.module", "LightningModule"), ("torchbolt.core.datamod
 
 
 def is_overridden(method_name: str, instance: object, parent: type | None = None) -> bool:
-    """Whether ``instance``'s class overrides ``method_name`` of ``parent`` (or its own base class).
+    """Whether ``instance`` brings its own ``method_name`` instead of ``parent``'s (Lightning's rule).
 
-    Used once per run to build the hook dispatch tables, never on the per-batch path.
+    ``parent`` defaults to the torchbolt base class (LightningModule, LightningDataModule, Callback) in
+    the instance's ancestry. What is compared is the code that would run: an attribute set on the
+    instance is first unwrapped (``functools.wraps``/``update_wrapper`` via ``__wrapped__``,
+    ``Mock(wraps=fn)``, ``functools.partial``), so a wrapper that only records calls to the inherited
+    hook does not count as an override, while a lambda or a different function does. A ``None``
+    attribute (``Model.configure_model = None``), and a ``Mock`` that wraps nothing, are not overrides.
+
+    Used once per run to decide which hooks to call, never on the per-batch path.
     """
     if instance is None:
         return False
@@ -63,17 +72,49 @@ def is_overridden(method_name: str, instance: object, parent: type | None = None
         parent = next((cls for cls in type(instance).__mro__ if (cls.__module__, cls.__qualname__) in _BASES), None)
         if parent is None:
             raise ValueError("Expected a parent class to compare with")
-    instance_attr = getattr(instance, method_name, None)
-    if instance_attr is None:
+    instance_fn = _unwrap_hook(getattr(instance, method_name, None))
+    if instance_fn is None:
         return False
-    # an attribute assigned on the instance (e.g. a mock, or a lambda) always counts as an override
+    parent_fn = _unwrap_hook(getattr(parent, method_name, None))
+    if parent_fn is None:
+        return True
+    return _code_of(instance_fn) != _code_of(parent_fn)
+
+
+def _unwrap_hook(attr: Any) -> Any:
+    """The callable that ``attr`` finally runs: through one ``__wrapped__``, a ``Mock``'s wraps or a partial."""
+    if attr is None:
+        return None
+    # no Mock can exist unless unittest.mock was imported: do not import it for nothing
+    mock_module = sys.modules.get("unittest.mock")
+    mock_type: Any = mock_module.Mock if mock_module is not None else ()
+    if hasattr(attr, "__wrapped__") and not isinstance(attr, mock_type):
+        attr = attr.__wrapped__
+    if isinstance(attr, mock_type):
+        attr = attr._mock_wraps
+    elif isinstance(attr, partial):
+        attr = attr.func
+    return attr
+
+
+def _code_of(fn: Any) -> Any:
+    """The code object behind ``fn`` (bound method, function), or ``fn`` itself when it has none."""
+    fn = getattr(fn, "__func__", fn)
+    return getattr(fn, "__code__", fn)
+
+
+def has_own_hook(method_name: str, instance: object, parent: type) -> bool:
+    """Whether calling ``instance.method_name`` may do something that ``parent``'s default does not.
+
+    Wider than :func:`is_overridden`: anything assigned on the instance itself (a recording wrapper, a
+    mock) counts, because the hook dispatcher skips default no-op hooks and a caller who replaced the
+    attribute expects it to run.
+    """
+    if getattr(instance, method_name, None) is None:
+        return False
     if method_name in getattr(instance, "__dict__", {}):
         return True
-    parent_attr = getattr(parent, method_name, None)
-    if parent_attr is None:
-        return True
-    instance_fn = getattr(instance_attr, "__func__", instance_attr)
-    return instance_fn is not parent_attr
+    return is_overridden(method_name, instance, parent)
 
 
 def _attr_holders(model: Any, attribute: str) -> list[Any]:

@@ -95,3 +95,35 @@ def test_without_a_logger_it_raises(tmp_path: Path) -> None:
 def test_an_unknown_logging_interval_raises() -> None:
     with pytest.raises(MisconfigurationException, match="logging_interval should be `step` or `epoch` or `None`"):
         LearningRateMonitor(logging_interval="batch")  # type: ignore[arg-type]
+
+
+def test_an_optimizer_that_gains_a_parameter_group_moves_its_history_to_pg1(tmp_path: Path) -> None:
+    class Unfreezes(BoringModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.extra = torch.nn.Linear(32, 32)
+
+        def configure_optimizers(self) -> Any:
+            return torch.optim.SGD(self.layer.parameters(), lr=0.1), torch.optim.Adam(self.layer.parameters())
+
+        def training_step(self, batch: Any, batch_idx: int) -> None:
+            for opt in self.optimizers():
+                loss = self.step(batch)
+                self.manual_backward(loss)
+                opt.step()
+                opt.zero_grad()
+
+        def on_train_epoch_end(self) -> None:
+            if self.current_epoch == 0:  # what a finetuning callback does when it unfreezes a backbone
+                self.optimizers()[0].add_param_group({"params": self.extra.parameters(), "lr": 0.01})
+
+    model = Unfreezes()
+    model.automatic_optimization = False
+    monitor = LearningRateMonitor(logging_interval="epoch")
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_epochs=3, limit_train_batches=1, limit_val_batches=0,
+                         callbacks=[monitor], logger=CSVLogger(tmp_path), enable_progress_bar=False, log_every_n_steps=1,
+                         enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(model)  # optimizers without schedulers are logged too
+    assert list(monitor.lrs) == ["lr-Adam", "lr-SGD/pg1", "lr-SGD/pg2"]
+    assert len(monitor.lrs["lr-SGD/pg1"]) == 3  # the history from before the rename is kept
+    assert monitor.lrs["lr-SGD/pg2"] == [0.01, 0.01]

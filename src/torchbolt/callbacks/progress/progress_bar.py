@@ -73,8 +73,16 @@ class ProgressBar(Callback):
 
     @property
     def total_train_batches(self) -> int | float:
-        """Batches in a training epoch (``inf`` for an iterable dataset without length)."""
-        return self.trainer.num_training_batches
+        """Batches in a training epoch (``inf`` for an iterable dataset without length).
+
+        With ``max_epochs=-1`` and ``max_steps`` set, at most the steps left to ``max_steps`` (so an
+        endless loader still gets a finite bar).
+        """
+        trainer = self.trainer
+        max_steps = trainer.max_steps
+        if trainer.max_epochs == -1 and max_steps is not None and max_steps > 0:
+            return min(trainer.num_training_batches, max_steps - trainer.global_step)
+        return trainer.num_training_batches
 
     @property
     def total_val_batches_current_dataloader(self) -> int | float:

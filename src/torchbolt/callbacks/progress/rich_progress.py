@@ -251,3 +251,19 @@ class RichProgressBar(ProgressBar):
             self.progress.console.print(*args, **kwargs)
         else:
             print(*args, **kwargs)
+
+
+_RICH_COLUMNS = frozenset({
+    "BatchesProcessedColumn", "CustomBarColumn", "CustomInfiniteTask", "CustomProgress", "CustomTimeColumn",
+    "MetricsTextColumn", "ProcessingSpeedColumn",
+})
+
+
+def __getattr__(name: str) -> Any:
+    """The ``rich`` column and progress classes, built on first use (they subclass ``rich``'s own)."""
+    if name in _RICH_COLUMNS:
+        _require("rich", "rich", name)
+        from torchbolt.callbacks.progress import _rich_columns
+
+        return getattr(_rich_columns, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

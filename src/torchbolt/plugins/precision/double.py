@@ -38,3 +38,39 @@ class DoublePrecision(Precision):
 
     def forward_context(self) -> AbstractContextManager[Any]:
         return _DtypeContextManager(torch.float64)
+
+
+class LightningDoublePrecisionModule(nn.Module):
+    """Wraps a LightningModule so that floating-point inputs of ``forward`` and the ``*_step`` methods are float64.
+
+    :class:`DoublePrecision` already converts batches before they reach the module; this wrapper is for
+    code that calls a module directly with float32 data. Parameters are not converted here (call
+    ``module.double()``).
+
+    Args:
+        pl_module: the module to wrap (available as ``.module``).
+    """
+
+    def __init__(self, pl_module: nn.Module) -> None:
+        super().__init__()
+        self.module = pl_module
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        args = convert_floating_point(args, torch.float64)
+        kwargs = convert_floating_point(kwargs, torch.float64)
+        return getattr(self.module, name)(*args, **kwargs)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("training_step", *args, **kwargs)
+
+    def validation_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("validation_step", *args, **kwargs)
+
+    def test_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("test_step", *args, **kwargs)
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("predict_step", *args, **kwargs)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call("forward", *args, **kwargs)

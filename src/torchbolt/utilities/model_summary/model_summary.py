@@ -9,11 +9,17 @@ import torch
 from torch import nn
 
 UNKNOWN_SIZE = "?"
+#: unit suffixes of parameter counts: ones, thousands, millions, billions, trillions
+PARAMETER_NUM_UNITS = [" ", "K", "M", "B", "T"]
+#: the row label for parameters that belong to no listed layer, and the filler of its other columns
+LEFTOVER_PARAMS_NAME = "other params"
+NOT_APPLICABLE = "n/a"
 
 
 def _param_count(module: nn.Module, trainable: bool | None = None) -> int:
+    # a parameter partitioned by DeepSpeed ZeRO stage 3 is empty on each process; `ds_numel` is its full size
     return sum(
-        p.numel()
+        getattr(p, "ds_numel", None) or p.numel()
         for p in module.parameters()
         if not isinstance(p, nn.parameter.UninitializedParameter) and (trainable is None or p.requires_grad == trainable)
     )
@@ -193,7 +199,7 @@ class ModelSummary:
             (get_human_readable_count(trainable), "Trainable params"),
             (get_human_readable_count(total - trainable), "Non-trainable params"),
             (get_human_readable_count(total), "Total params"),
-            (f"{self.model_size:,.3f}", "Total estimated model params size (MB)"),
+            (get_formatted_model_size(self.model_size), "Total estimated model params size (MB)"),
             (str(modes["train"]), "Modules in train mode"),
             (str(modes["eval"]), "Modules in eval mode"),
         ]
@@ -209,11 +215,25 @@ def summarize(model: nn.Module, max_depth: int = 1) -> ModelSummary:
     return ModelSummary(model, max_depth=max_depth)
 
 
+def parse_batch_shape(batch: Any) -> Any:
+    """The shape of ``batch`` as a list (nested lists for a list/tuple of tensors); ``"?"`` when it has none."""
+    if hasattr(batch, "shape"):
+        return list(batch.shape)
+    if isinstance(batch, (list, tuple)):
+        return [parse_batch_shape(item) for item in batch]
+    return UNKNOWN_SIZE
+
+
+def get_formatted_model_size(total_model_size: float) -> str:
+    """A model size in MB as the summary prints it: thousands separators, three decimals (``"1,234.568"``)."""
+    return f"{total_model_size:,.3f}"
+
+
 def get_human_readable_count(number: int) -> str:
     """``123`` -> ``"123"``, ``1234`` -> ``"1.2 K"``, ``2e6`` -> ``"2.0 M"``."""
     if number < 0:
         raise ValueError("number must be non-negative")
-    labels = [" ", "K", "M", "B", "T"]
+    labels = PARAMETER_NUM_UNITS
     index = 0
     value = float(number)
     while value >= 1000 and index < len(labels) - 1:
