@@ -83,6 +83,10 @@ class EvaluationLoop:
         self._prefix = _HOOK_PREFIX[stage]
         self.results = ResultCollection(training=False, reduce_fn=ctx.strategy.reduce_fn,
                                         device=ctx.strategy.root_device)
+        # the x-axis of step-level logged values: batches seen per dataloader, counted across the runs of
+        # this loop (a fit's validations) until its loaders are replaced (reloaded)
+        self._seen_batches: dict[int, int] = {}
+        self._seen_loaders: list[Any] | None = None
 
     def _grad_context(self) -> Any:
         return torch.inference_mode() if self._inference_mode else torch.no_grad()
@@ -95,7 +99,7 @@ class EvaluationLoop:
         metrics = ctx.metrics
         prefix = self._prefix
         sanity = self.stage == RunningStage.SANITY_CHECKING
-        self.results.clear()
+        self.results.clear()  # this run's keys may differ from the last one's (its Metrics were reset then)
         metrics.collect_into(self.results)
         modes = _capture_modes(module)
         hooks.module(f"on_{prefix}_model_eval")
@@ -107,7 +111,9 @@ class EvaluationLoop:
         active = hooks.active
         loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
         _check_dataloader_idx_signature(getattr(module, step_name), step_name, loader_name, multiple)
-        eval_step_count = 0
+        if loaders is not self._seen_loaders:
+            self._seen_loaders, self._seen_batches = loaders, {}
+        seen_batches = self._seen_batches
         profiler = ctx.profiler
         next_action = f"[_EvaluationLoop].{'val' if prefix == 'validation' else prefix}_next"
         try:
@@ -116,6 +122,7 @@ class EvaluationLoop:
                 hooks.both(f"on_{prefix}_epoch_start")
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     module.__dict__["_current_dataloader_idx"] = dl_idx if multiple else None
+                    eval_step_count = seen_batches.get(dl_idx, 0)
                     for batch_idx, batch in _batches(loader, limit, profiler, next_action):
                         batch = hooks.transfer_batch(batch, dl_idx)
                         extra = (dl_idx,) if multiple else ()
@@ -127,12 +134,15 @@ class EvaluationLoop:
                             hooks.both(batch_end_hook, output, batch, batch_idx, *extra)
                         metrics.publish_eval_step(self.results, eval_step_count, sanity)
                         eval_step_count += 1
+                    if not sanity:
+                        seen_batches[dl_idx] = eval_step_count
                 module.__dict__["_current_dataloader_idx"] = None
                 self.results.batch_start(None, None)
                 hooks.both(f"on_{prefix}_epoch_end")
                 outputs = self._per_dataloader(metrics.publish_eval_epoch(self.results, sanity), len(loaders))
                 hooks.both(f"on_{prefix}_end")
         finally:
+            self.results.reset()  # the values are out; logged Metrics start the next evaluation afresh
             module.__dict__["_current_dataloader_idx"] = None
             _restore_modes(module, modes)
             metrics.collect_into(None)
