@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
 _warning_cache = WarningCache()
 
+#: how ``self.log`` records a value on a module attached to a Trainer that is not running it; set by
+#: ``torchbolt.trainer.logging`` when it is imported (the core layer does not import the trainer layer)
+_log_without_run: Callable[..., None] | None = None
+
 STEP_OUTPUT = Union[Tensor, Mapping[str, Any], None]
 _PATH = Union[str, Path]
 # what ``LightningModule.optimizers()`` can return
@@ -341,9 +345,12 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         ctx = trainer.run_context
         fx = self._current_fx_name
         if ctx is None:  # attached by hand, no run has started (a step method driven by a test, say)
-            from torchbolt.trainer.logging import log_without_run
-
-            log_without_run(trainer, fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, batch_size)
+            if _log_without_run is None:  # unreachable with a torchbolt Trainer, whose module sets it
+                raise MisconfigurationException(
+                    f"`self.log({name!r}, ...)` was called outside of a running loop: the module is attached to a"
+                    " Trainer that is not running it."
+                )
+            _log_without_run(trainer, fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, batch_size)
             return
         ctx.metrics.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
                         sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, ctx.fn, metric_attribute)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 from torch import Tensor
 
+from torchbolt.core import module as _core_module
 from torchbolt.trainer.flush import LoggerSaves, to_numbers
 from torchbolt.utilities.data import extract_batch_size
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -797,6 +798,10 @@ def log_without_run(trainer: Any, fx: str | None, name: str, value: Any, prog_ba
     # without a run, the Trainer's metric properties are its own store's dicts (no progress bar shows values)
     trainer.callback_metrics.update(callback)
     trainer.logged_metrics.update(log)
+
+
+# `LightningModule.log` reaches `log_without_run` through its module (core does not import the trainer layer)
+_core_module._log_without_run = log_without_run
 
 
 def _cpu(metrics: Mapping[str, Any]) -> dict[str, Any]:
