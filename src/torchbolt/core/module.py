@@ -30,6 +30,10 @@ if TYPE_CHECKING:
 
 _warning_cache = WarningCache()
 
+#: how ``self.log`` records a value on a module attached to a Trainer that is not running it; set by
+#: ``torchbolt.trainer.logging`` when it is imported (the core layer does not import the trainer layer)
+_log_without_run: Callable[..., None] | None = None
+
 STEP_OUTPUT = Union[Tensor, Mapping[str, Any], None]
 _PATH = Union[str, Path]
 # what ``LightningModule.optimizers()`` can return
@@ -363,9 +367,16 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
             metric_attribute: the module attribute holding a ``Metric`` (for checkpoint restore).
             rank_zero_only: the value is only logged from rank 0 (never synchronized).
 
+        A module attached to a Trainer that is not running it (``model.trainer = trainer``, with
+        ``trainer.state.stage`` and ``model._current_fx_name`` set by hand) logs straight into the
+        Trainer's ``callback_metrics`` (epoch-level values, as at the end of an epoch).
+
         Raises:
-            MisconfigurationException: in a hook that cannot log, for an unsupported value type, or in predict.
-            ValueError: for a tensor with more than one element.
+            MisconfigurationException: in a hook that cannot log, with ``on_step=False, on_epoch=False``, for an
+                unsupported ``reduce_fx``, for a ``Metric`` that is not an attribute of the module (unless
+                ``metric_attribute`` names it), or in predict.
+            ValueError: for a value that is not a number, a single-element tensor or a ``Metric`` (``None``,
+                strings, lists, tuples, dicts; a tensor with more than one element).
         """
         if self._fabric is not None:
             log_dict_through_fabric(self._fabric, {name: value}, logger)
@@ -386,13 +397,16 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
             return
         ctx = trainer.run_context
         fx = self._current_fx_name
-        if ctx is None:  # attached by hand, no run has started
-            raise MisconfigurationException(
-                f"`self.log({name!r}, ...)` was called from `{fx}`, outside of a running loop: the module is attached"
-                " to a Trainer that is not running it."
-            )
+        if ctx is None:  # attached by hand, no run has started (a step method driven by a test, say)
+            if _log_without_run is None:  # unreachable with a torchbolt Trainer, whose module sets it
+                raise MisconfigurationException(
+                    f"`self.log({name!r}, ...)` was called outside of a running loop: the module is attached to a"
+                    " Trainer that is not running it."
+                )
+            _log_without_run(trainer, fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, batch_size)
+            return
         ctx.metrics.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                        sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, stage=ctx.state.stage)
+                        sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, ctx.fn, metric_attribute)
 
     def log_dict(
         self,
@@ -417,8 +431,12 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
             log_dict_through_fabric(self._fabric, dictionary, logger)
             return
         if hasattr(dictionary, "_enable_compute_groups"):
-            # a torchmetrics MetricCollection: keys with its prefix/postfix, members sharing state by reference
-            items = dictionary.items(keep_base=False, copy_state=False)  # type: ignore[call-arg]
+            # a torchmetrics MetricCollection: keys with its prefix/postfix; with compute groups, the members
+            # of a group share state by reference, which copying would break
+            if dictionary._enable_compute_groups:
+                items = dictionary.items(keep_base=False, copy_state=False)  # type: ignore[call-arg]
+            else:
+                items = dictionary.items(keep_base=False)  # type: ignore[call-arg]
         else:
             items = dictionary.items()
         for name, value in items:

@@ -173,13 +173,15 @@ class TensorBoardLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(  # type: ignore[override]
-        self, params: dict[str, Any] | Namespace, metrics: dict[str, Any] | float | None = None
+        self, params: dict[str, Any] | Namespace, metrics: dict[str, Any] | float | None = None,
+        step: int | None = None,
     ) -> None:
         """Record hyperparameters in the HPARAMS tab (with ``metrics``, else ``hp_metric``) and ``hparams.yaml``.
 
         Args:
             params: the hyperparameters (nested dicts are flattened with ``/``).
             metrics: the metrics to show with them; a number means ``{"hp_metric": number}``.
+            step: the step the metrics are logged at (``None``: TensorBoard's default).
         """
         params = _convert_params(params)
         self.hparams.update(params)
@@ -191,7 +193,7 @@ class TensorBoardLogger(Logger):
             metrics = {"hp_metric": metrics}
         if not metrics:
             return
-        self.log_metrics(metrics, 0)
+        self.log_metrics(metrics, step)
         if module_available("tensorboard"):
             from torch.utils.tensorboard.summary import hparams
         else:

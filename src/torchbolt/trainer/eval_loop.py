@@ -150,6 +150,10 @@ class EvaluationLoop:
     def replace_loaders(self, loaders: list[Any], limits: list[int | float]) -> None:
         """Run on other loaders (same count); call from ``on_<stage>_start``, before the batches."""
         _replace_loaders(self, loaders, limits)
+        # the x-axis of step-level logged values: batches seen per dataloader, counted across the runs of
+        # this loop (a fit's validations) until its loaders are replaced (reloaded)
+        self._seen_batches: dict[int, int] = {}
+        self._seen_loaders: list[Any] | None = None
 
     def _grad_context(self) -> Any:
         return torch.inference_mode() if self._inference_mode else torch.no_grad()
@@ -163,7 +167,7 @@ class EvaluationLoop:
         prefix = self._prefix
         sanity = self.stage == RunningStage.SANITY_CHECKING
         self.loaders, self.limits = loaders, limits
-        self.results.clear()
+        self.results.clear()  # this run's keys may differ from the last one's (its Metrics were reset then)
         metrics.collect_into(self.results)
         modes = _capture_modes(module)
         hooks.module(f"on_{prefix}_model_eval")
@@ -183,9 +187,11 @@ class EvaluationLoop:
         _check_dataloader_idx_signature(module, prefix, loader_name, multiple)
         # `batch_idx` is passed to the step only when its signature can take it (decided once per run)
         pass_batch_idx = _takes_batch_idx(getattr(module, step_name))
-        eval_step_count = 0
         counter = self.batch_counter
         counter.start_run()
+        if loaders is not self._seen_loaders:
+            self._seen_loaders, self._seen_batches = loaders, {}
+        seen_batches = self._seen_batches
         profiler = ctx.profiler
         next_action = f"[_EvaluationLoop].{'val' if prefix == 'validation' else prefix}_next"
         try:
@@ -195,6 +201,7 @@ class EvaluationLoop:
                 loaders, limits = self.loaders, self.limits  # a start hook may have replaced them
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     module.__dict__["_current_dataloader_idx"] = dl_idx if multiple else None
+                    eval_step_count = seen_batches.get(dl_idx, 0)
                     for batch_idx, batch in _batches(loader, limit, profiler, next_action):
                         batch = hooks.transfer_batch(batch, dl_idx)
                         extra = (dl_idx,) if multiple else ()
@@ -208,12 +215,15 @@ class EvaluationLoop:
                         metrics.publish_eval_step(self.results, eval_step_count, sanity)
                         eval_step_count += 1
                         counter.current += 1
+                    if not sanity:
+                        seen_batches[dl_idx] = eval_step_count
                 module.__dict__["_current_dataloader_idx"] = None
                 self.results.batch_start(None, None)
                 hooks.both(f"on_{prefix}_epoch_end")
                 outputs = self._per_dataloader(metrics.publish_eval_epoch(self.results, sanity), len(loaders))
                 hooks.both(f"on_{prefix}_end")
         finally:
+            self.results.reset()  # the values are out; logged Metrics start the next evaluation afresh
             module.__dict__["_current_dataloader_idx"] = None
             _restore_modes(module, modes)
             metrics.collect_into(None)

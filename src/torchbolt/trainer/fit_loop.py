@@ -181,7 +181,8 @@ class FitLoop:
     def _resume_at_train_start(self, point: ResumePoint) -> None:
         if point.train_loaded_epoch is not None:
             self._train_loaded_epoch = point.train_loaded_epoch
-        if point.results is not None:
+        if point.results is not None and self._epoch_in_flight():
+            # (between epochs the aggregates are empty; what `on_train_start` just logged is kept)
             self.results.load_state_dict(point.results, point.restore_metrics(self.ctx.module))
         self.ctx.metrics.epoch_log = dict(point.epoch_log)
         restore_grads(self.ctx.module, point.grads)
@@ -361,8 +362,8 @@ class FitLoop:
         self._end_epoch()
 
     def _open_epoch(self) -> None:
-        """A new epoch: fresh epoch aggregates, then ``on_train_epoch_start``."""
-        self.results.reset()
+        """A new epoch: ``on_train_epoch_start`` (the epoch aggregates were cleared when the last epoch closed,
+        so values logged in ``on_train_start`` count towards the first epoch)."""
         self.progress.open_epoch()
         self.ctx.metrics.collect_into(self.results)
         self.ctx.hooks.both("on_train_epoch_start")
@@ -497,6 +498,7 @@ class FitLoop:
         if p.last_batch_seen:
             update_lr_schedulers(ctx, "epoch", True, p.batch_idx)
         metrics.flush_train_epoch()
+        self.results.reset()  # the epoch's values are out: the next epoch aggregates afresh
         p.advance_epoch()
         metrics.collect_into(None)
         if ctx.signal_received:

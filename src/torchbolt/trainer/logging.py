@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 from torch import Tensor
 
+from torchbolt.core import module as _core_module
 from torchbolt.trainer.flush import LoggerSaves, to_numbers
 from torchbolt.utilities.data import extract_batch_size
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -63,12 +64,31 @@ _HOOK_LOG_OPTIONS: dict[str, tuple[Any, ...] | None] = {
     ),
 }
 
+# the reductions `self.log(reduce_fx=...)` accepts: a name (any case; "avg" is "mean"), the torch function, or
+# the Python builtin of the same name
 _REDUCE_FX: dict[Any, str] = {
     "mean": "mean", "avg": "mean", torch.mean: "mean",
-    "sum": "sum", torch.sum: "sum",
-    "max": "max", torch.max: "max",
-    "min": "min", torch.min: "min",
+    "sum": "sum", torch.sum: "sum", sum: "sum",
+    "max": "max", torch.max: "max", max: "max",
+    "min": "min", torch.min: "min", min: "min",
 }
+
+
+def _reduce_name(name: str, reduce_fx: Any) -> str:
+    """The reduction ``reduce_fx`` stands for (``"mean"``, ``"sum"``, ``"max"`` or ``"min"``); checked once per key.
+
+    Raises:
+        MisconfigurationException: for any other reduction (a custom one belongs in a torchmetrics ``Metric``).
+    """
+    key = reduce_fx.lower() if isinstance(reduce_fx, str) else reduce_fx
+    try:
+        return _REDUCE_FX[key]
+    except (KeyError, TypeError):
+        raise MisconfigurationException(
+            f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})`: Only `self.log(..., reduce_fx={{min,max,mean,sum}})`"
+            " are supported: pass 'mean', 'sum', 'max' or 'min' (any case), the torch function or the Python builtin"
+            " of that name. For a custom reduction, log a `torchmetrics.Metric` instead."
+        ) from None
 
 
 def _log_levels(fx: str | None, name: str, on_step: bool | None, on_epoch: bool | None) -> tuple[bool, bool]:
@@ -86,6 +106,11 @@ def _log_levels(fx: str | None, name: str, on_step: bool | None, on_epoch: bool 
     allowed_step, allowed_epoch, default_step, default_epoch = options
     on_step = default_step if on_step is None else on_step
     on_epoch = default_epoch if on_epoch is None else on_epoch
+    if not on_step and not on_epoch:
+        raise MisconfigurationException(
+            f"`self.log({name!r}, ..., on_step=False, on_epoch=False)` is not useful: the value would reach no"
+            " logger, callback or progress bar. Set `on_step=True` and/or `on_epoch=True`."
+        )
     if on_step not in allowed_step:
         raise MisconfigurationException(
             f"You can't `self.log(on_step={on_step})` inside `{fx}`, must be one of {allowed_step}."
@@ -95,6 +120,29 @@ def _log_levels(fx: str | None, name: str, on_step: bool | None, on_epoch: bool 
             f"You can't `self.log(on_epoch={on_epoch})` inside `{fx}`, must be one of {allowed_epoch}."
         )
     return on_step, on_epoch
+
+
+def _check_metric_attribute(module: Any, name: str, metric: Any) -> None:
+    """A logged ``Metric`` must be one of ``module``'s submodules: its state is saved and restored with the
+    module, and it is reset and computed at the loop's epoch ends. Checked once per logged key.
+
+    Raises:
+        MisconfigurationException: when it is not, naming the module's metric attributes (if any).
+    """
+    attributes = {id(sub): sub_name for sub_name, sub in module.named_modules() if _is_metric(sub)}
+    if id(metric) in attributes:
+        return
+    if not attributes:
+        raise MisconfigurationException(
+            f"`self.log({name!r}, metric)`: the torchmetrics `Metric` logged is not an attribute of the"
+            " `LightningModule`. You can fix this by setting an attribute for the metric in your `LightningModule`"
+            " (e.g. `self.accuracy = Accuracy(...)` in `__init__`) and logging that attribute."
+        )
+    raise MisconfigurationException(
+        f"`self.log({name!r}, metric)`: the torchmetrics `Metric` logged is not one of the `LightningModule`'s"
+        f" attributes. Log one of them, or name it: call `self.log({name}, ..., metric_attribute=name)` where"
+        f" `name` is one of {list(attributes.values())}."
+    )
 
 
 def _is_metric(value: Any) -> bool:
@@ -236,6 +284,8 @@ class ResultCollection:
         self.batch: Any = None
         self._batch_size: int | None = None
         self.dataloader_idx: int | None = None
+        #: the module whose attributes logged ``Metric`` objects must be (set by the sink; ``None``: not checked)
+        self.module: Any = None
 
     # ------------------------------------------------------------------ per batch
     def batch_start(self, batch: Any, dataloader_idx: int | None = None) -> None:
@@ -274,6 +324,7 @@ class ResultCollection:
         add_dataloader_idx: bool,
         batch_size: int | None,
         rank_zero_only: bool,
+        metric_attribute: str | None = None,
     ) -> None:
         """Record one ``self.log`` call (see ``LightningModule.log`` for the arguments)."""
         dl_idx = self.dataloader_idx
@@ -281,7 +332,7 @@ class ResultCollection:
         args = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx,
                 rank_zero_only)
         if entry is None or entry.args != args:
-            entry = self._new_entry(fx, name, value, args, sync_dist_group, dl_idx, entry)
+            entry = self._new_entry(fx, name, value, args, sync_dist_group, dl_idx, entry, metric_attribute)
         meta = entry.meta
         if entry.metric is not None:
             self._log_metric(entry, name, value)
@@ -320,11 +371,12 @@ class ResultCollection:
             self._updated.append(entry)
 
     def _new_entry(self, fx: str | None, name: str, value: Any, args: tuple[Any, ...], group: Any, dl_idx: int | None,
-                   previous: _Entry | None) -> _Entry:
+                   previous: _Entry | None, metric_attribute: str | None = None) -> _Entry:
         prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx, rz = args
         if previous is not None and previous.updated:
             raise MisconfigurationException(
-                f"You called `self.log({name!r}, ...)` twice in `{fx}` with different arguments. This is not allowed"
+                f"You called `self.log({name}, ...)` twice in `{fx}` with different arguments. This is not allowed:"
+                " log it with the same arguments each time, or under another name."
             )
         if not isinstance(name, str):
             raise MisconfigurationException(f"`self.log(name={name!r})`: the name must be a string.")
@@ -334,16 +386,14 @@ class ResultCollection:
                 f" `self.log` with the key `{name}`); torchbolt adds that suffix itself."
             )
         on_step, on_epoch = _log_levels(fx, name, on_step, on_epoch)
-        if reduce_fx not in _REDUCE_FX:
-            raise MisconfigurationException(
-                f"`self.log({name!r}, ..., reduce_fx={reduce_fx!r})`: use 'mean', 'sum', 'max' or 'min'"
-                " (or torch.mean/sum/max/min)."
-            )
+        reduce = _reduce_name(name, reduce_fx)
         metric = value if _is_metric(value) else None
+        if metric is not None and metric_attribute is None and self.module is not None:
+            _check_metric_attribute(self.module, name, metric)
         meta = _Meta(
             fx=fx,  # type: ignore[arg-type]
             name=name, prog_bar=bool(prog_bar), logger=True if logger is None else bool(logger),
-            on_step=on_step, on_epoch=on_epoch, reduce=_REDUCE_FX[reduce_fx], sync_dist=bool(sync_dist),
+            on_step=on_step, on_epoch=on_epoch, reduce=reduce, sync_dist=bool(sync_dist),
             sync_dist_group=group, add_dataloader_idx=bool(add_dataloader_idx), dataloader_idx=dl_idx,
             rank_zero_only=bool(rz), enable_graph=bool(enable_graph),
         )
@@ -375,10 +425,10 @@ class ResultCollection:
             else:
                 value = torch.tensor(value, device=self.device, dtype=torch.get_default_dtype())
         else:
-            raise MisconfigurationException(
-                f"`self.log({name!r}, value)` was called with a `{type(value).__name__}`. Log a single-element"
-                " tensor, a Python number or a torchmetrics Metric (strings, lists and dicts cannot be logged;"
-                " use `self.log_dict` for several values)."
+            raise ValueError(
+                f"`self.log({name}, {value})` was called, but `{type(value).__name__}` values cannot be logged. Log a"
+                " single-element tensor, a Python number or a torchmetrics Metric (None, strings, lists, tuples and"
+                " dicts cannot be logged; use `self.log_dict` for several values)."
             )
         if not value.is_floating_point():
             value = value.to(torch.get_default_dtype())
@@ -487,7 +537,7 @@ class ResultCollection:
                 if metric is None:
                     continue
             entry = self._new_entry(item["fx"], item["name"], metric, tuple(item["args"]), None,
-                                    item["dataloader_idx"], None)
+                                    item["dataloader_idx"], None, metric_attribute=item.get("metric"))
             device = self.device
             if metric is not None:
                 entry.last = item["last"].to(device) if item["last"] is not None else None
@@ -517,8 +567,10 @@ class ResultCollection:
         self._updated = []
 
     def clear(self) -> None:
-        self.reset()
+        """Forget every entry, settings included. Logged ``Metric`` objects are not reset here: that
+        happened when their values were published (:meth:`reset`)."""
         self._entries = {}
+        self._updated = []
 
     def dataloader_keys(self) -> dict[int | None, list[str]]:
         """The epoch-level logged keys per dataloader index (for ``trainer.test`` results)."""
@@ -564,13 +616,16 @@ class MetricSink:
         loggers: the loggers of the run (the Trainer's list, shared, so later assignments are seen).
         progress: the run's counters (the loggers' default x-axis and the ``epoch`` value).
         barebones: ``Trainer(barebones=True)``: ``self.log`` is an error.
+        module: the run's module; a ``Metric`` logged must be one of its attributes (``None``: not checked).
     """
 
-    def __init__(self, store: MetricStore, loggers: list[Any], progress: Progress, barebones: bool) -> None:
+    def __init__(self, store: MetricStore, loggers: list[Any], progress: Progress, barebones: bool,
+                 module: Any = None) -> None:
         self.store = store
         self.loggers = loggers
         self.progress = progress
         self.barebones = barebones
+        self.module = module
         self.results: ResultCollection | None = None
         #: the training epoch's logger values, sent when the epoch closes (kept in checkpoints)
         self.epoch_log: dict[str, Any] = {}
@@ -580,13 +635,18 @@ class MetricSink:
     # ------------------------------------------------------------------ self.log
     def collect_into(self, results: ResultCollection | None) -> None:
         """Route ``self.log`` calls to ``results`` (``None``: no loop is running, logging is an error)."""
+        if results is not None:
+            results.module = self.module
         self.results = results
 
     def log(self, fx: str | None, name: str, value: Any, prog_bar: bool, logger: bool | None,
             on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, enable_graph: bool, sync_dist: bool,
             sync_dist_group: Any, add_dataloader_idx: bool, batch_size: int | None, rank_zero_only: bool,
-            stage: Any = None) -> None:
+            stage: Any = None, metric_attribute: str | None = None) -> None:
         """Record one ``self.log`` call made from hook ``fx`` (see ``LightningModule.log``).
+
+        ``stage`` (the run's entry point, or its loop) tells, when no loop collects, whether this is a
+        prediction run, where nothing can be logged.
 
         Raises:
             MisconfigurationException: under ``barebones``, outside a running loop, or in a hook that
@@ -606,7 +666,7 @@ class MetricSink:
                 " by doing `Trainer(logger=ALogger(...))`. Remove `logger=True` to suppress this warning."
             )
         results.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                    sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only)
+                    sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, metric_attribute)
 
     # ------------------------------------------------------------------ publishing
     def publish_train_step(self, results: ResultCollection, log_every_n_steps: int) -> None:
@@ -673,7 +733,8 @@ class MetricSink:
         if step is None:
             step = self.progress.batches_that_stepped
         for logger in self.loggers:
-            logger.log_metrics(values, step=step)
+            # by keyword, as Lightning calls it (loggers and tests may rely on the names)
+            logger.log_metrics(metrics=values, step=step)
             self.saves.logged(logger)
 
     def save_loggers(self) -> None:
@@ -707,6 +768,40 @@ def raise_outside_loop(fx: str | None, name: str, predicting: bool) -> NoReturn:
         )
     _log_levels(fx, name, None, None)  # raises with the hook-specific message
     raise MisconfigurationException(f"`self.log({name!r}, ...)` was called from `{fx}`, outside of a running loop.")
+
+
+def log_without_run(trainer: Any, fx: str | None, name: str, value: Any, prog_bar: bool, logger: bool | None,
+                    on_step: bool | None, on_epoch: bool | None, reduce_fx: Any, batch_size: int | None) -> None:
+    """``self.log`` on a module attached to a Trainer that has not run (``model.trainer = trainer``, a hook name
+    and ``trainer.state.stage`` set by hand, as when a step method is unit-tested): the value is checked like
+    any logged value and its epoch-level reduction (of this one value) goes to ``trainer.callback_metrics``.
+
+    Raises:
+        MisconfigurationException: when no hook name or no stage is set (nothing says what is being run),
+            or for what ``self.log`` refuses in that hook.
+    """
+    fn, stage = trainer.state.fn, trainer.state.stage
+    if any(x is not None and x.value == "predict" for x in (fn, stage)):
+        raise_outside_loop(fx, name, predicting=True)
+    if fx is not None:
+        _log_levels(fx, name, on_step, on_epoch)  # a hook that cannot log says so (`configure_callbacks`, say)
+    if fx is None or stage is None:
+        raise MisconfigurationException(
+            f"`self.log({name!r}, ...)` was called outside of a running loop: the module is attached to a Trainer"
+            " that is not running it. Log from a hook while `trainer.fit/validate/test` runs."
+        )
+    results = ResultCollection(training=stage.value == "train", reduce_fn=lambda tensor, group, op: tensor,
+                               device=trainer.strategy.root_device)
+    results.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, False, False, None, True,
+                batch_size, False)
+    callback, log, _ = results.epoch_outputs()
+    # without a run, the Trainer's metric properties are its own store's dicts (no progress bar shows values)
+    trainer.callback_metrics.update(callback)
+    trainer.logged_metrics.update(log)
+
+
+# `LightningModule.log` reaches `log_without_run` through its module (core does not import the trainer layer)
+_core_module._log_without_run = log_without_run
 
 
 def _cpu(metrics: Mapping[str, Any]) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from torchbolt.core.optimizer import LightningOptimizer, LRSchedulerConfig
 from torchbolt.strategies.strategy import Strategy
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
+from torchbolt.utilities.signature_utils import is_param_in_hook_signature
 
 if TYPE_CHECKING:
     from torchbolt.trainer.context import RunContext
@@ -33,6 +34,12 @@ if TYPE_CHECKING:
     from torchbolt.trainer.states import SchedulerInterval
 
 _warning_cache = WarningCache()
+
+
+def _takes_batch_idx(module: Any) -> bool:
+    """Whether ``training_step`` receives ``batch_idx``: it is optional, passed when the method names it or
+    has room for a second positional argument (``training_step(self, batch)`` gets the batch only)."""
+    return is_param_in_hook_signature(module.training_step, "batch_idx", min_args=2)
 
 
 def _parse_training_step_output(output: Any, normalize: int) -> tuple[Tensor | None, dict[str, Any]]:
@@ -148,6 +155,9 @@ class AutomaticOptimization:
         hooks, module, strategy = ctx.hooks, ctx.module, ctx.strategy
         #: ``training_step``: the module's own when the strategy would only forward to it
         self.training_step = module.training_step if "training_step" in hooks.plain_steps else strategy.training_step
+        if not _takes_batch_idx(module):
+            step = self.training_step
+            self.training_step = lambda batch, batch_idx: step(batch)
         #: ``optimizer_zero_grad(epoch, batch_idx, optimizer)`` and ``optimizer_step(epoch, batch_idx, optimizer,
         #: closure)``: the module's hooks
         self.zero_grad = _bound_hook(hooks, module, "optimizer_zero_grad")
@@ -247,6 +257,7 @@ class ManualOptimization:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        self._takes_batch_idx = _takes_batch_idx(ctx.module)
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         hooks = self.ctx.hooks
@@ -255,7 +266,8 @@ class ManualOptimization:
 
     def run(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         ctx = self.ctx
-        output = ctx.hooks.run_as("training_step", ctx.strategy.training_step, batch, batch_idx)
+        args = (batch, batch_idx) if self._takes_batch_idx else (batch,)
+        output = ctx.hooks.run_as("training_step", ctx.strategy.training_step, *args)
         if output is None:
             return {}
         if isinstance(output, Tensor):

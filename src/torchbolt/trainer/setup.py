@@ -191,6 +191,10 @@ def build_loggers(config: TrainerConfig, logger: Logger | Iterable[Logger] | boo
         return [_default_logger(config.default_root_dir)]
     if isinstance(logger, Logger):
         return [logger]
+    if not isinstance(logger, Iterable) and callable(getattr(logger, "log_metrics", None)):
+        # an object with the logger interface that is not a `Logger` subclass (a test double, an adapter):
+        # accepted as Lightning accepts it
+        return [logger]
     if isinstance(logger, Iterable) and not isinstance(logger, (str, bytes)):
         loggers = list(logger)
         for item in loggers:
@@ -230,7 +234,12 @@ def reorder_callbacks(callbacks: list[Callback]) -> list[Callback]:
 def merge_model_callbacks(callbacks: list[Callback], model: LightningModule) -> list[Callback]:
     """``callbacks`` with ``model.configure_callbacks()`` merged in: a returned callback replaces the
     Trainer's callbacks of its type."""
-    model_callbacks = model.configure_callbacks()
+    previous = model.__dict__.get("_current_fx_name")
+    model.__dict__["_current_fx_name"] = "configure_callbacks"  # what `self.log` sees (it cannot log there)
+    try:
+        model_callbacks = model.configure_callbacks()
+    finally:
+        model.__dict__["_current_fx_name"] = previous
     if not model_callbacks:
         return callbacks
     if isinstance(model_callbacks, Callback):
@@ -244,6 +253,18 @@ def merge_model_callbacks(callbacks: list[Callback], model: LightningModule) -> 
             f" existing callbacks passed to Trainer: {', '.join(overridden)}"
         )
     return reorder_callbacks(kept + list(model_callbacks))
+
+
+def attach_module_logging(callbacks: list[Callback], model: LightningModule) -> None:
+    """Give each callback ``log`` and ``log_dict``: the module's, so that ``self.log(...)`` in a callback hook
+    logs as ``pl_module.log(...)`` would (as in Lightning). A callback class that defines its own ``log`` or
+    ``log_dict`` keeps it."""
+    for callback in callbacks:
+        cls = type(callback)
+        if not hasattr(cls, "log"):
+            callback.log = model.log  # type: ignore[attr-defined]
+        if not hasattr(cls, "log_dict"):
+            callback.log_dict = model.log_dict  # type: ignore[attr-defined]
 
 
 _MINIMUM = (" Lightning `Trainer` expects as minimum a `training_step()`, `train_dataloader()` and"

@@ -47,7 +47,6 @@ from torchbolt.trainer.properties import TrainerProperties
 from torchbolt.trainer.reporting import log_hyperparams, print_results
 from torchbolt.trainer.signals import SignalHandler
 from torchbolt.trainer.states import (
-    FnName,
     Progress,
     RunningStage,
     RunOutcome,
@@ -59,6 +58,14 @@ from torchbolt.utilities.exceptions import MisconfigurationException, _TunerExit
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_deprecation, rank_zero_info
 
 _warning_cache = WarningCache()
+
+
+_ENTRY_STAGE = {
+    TrainerFn.FITTING: RunningStage.TRAINING,
+    TrainerFn.VALIDATING: RunningStage.VALIDATING,
+    TrainerFn.TESTING: RunningStage.TESTING,
+    TrainerFn.PREDICTING: RunningStage.PREDICTING,
+}
 
 
 class Trainer(TrainerProperties):
@@ -401,6 +408,9 @@ class Trainer(TrainerProperties):
     def _run_entry(self, fn: TrainerFn, model: LightningModule, source: DataSource, options: _RunOptions) -> Any:
         self.state.fn = fn
         self.state.status = TrainerStatus.RUNNING
+        # the entry point's loop is the stage from the start (`setup` and `configure_model` see it), as in
+        # Lightning; the loops set it again as they run (sanity check, validation within fit)
+        self.state.stage = _ENTRY_STAGE[fn]
         self._lightning_module = model
         self.datamodule = source.datamodule
         self._runs.clear()  # the previous run's context must not be mistaken for this one's
@@ -412,7 +422,7 @@ class Trainer(TrainerProperties):
         except _TunerExitException:
             # a tuner callback finished its search and ends this fit: a normal finish, not a failure
             self._teardown()
-            self._call_teardown_hooks(fn.value)
+            self._call_teardown_hooks(fn)
             self.state.status = TrainerStatus.FINISHED
             self.state.stage = None
             return None
@@ -445,9 +455,15 @@ class Trainer(TrainerProperties):
             ctx.hooks.callbacks("on_exception", exception)
             ctx.hooks.module("on_exception", exception)
         elif module is not None:
-            for cb in self.callbacks:
-                cb.on_exception(self, module, exception)
-            module.on_exception(exception)
+            # the run failed before its hooks were set up; the hook name still tells `self.log` it cannot log
+            previous = module.__dict__.get("_current_fx_name")
+            module.__dict__["_current_fx_name"] = "on_exception"
+            try:
+                for cb in self.callbacks:
+                    cb.on_exception(self, module, exception)
+                module.on_exception(exception)
+            finally:
+                module.__dict__["_current_fx_name"] = previous
         if self.datamodule is not None:
             self.datamodule.on_exception(exception)
         self.strategy.on_exception(exception)
@@ -455,7 +471,7 @@ class Trainer(TrainerProperties):
         try:
             self._teardown()
             if ctx is not None and self.state.fn is not None:
-                self._call_teardown_hooks(self.state.fn.value, status="failed")
+                self._call_teardown_hooks(self.state.fn, status="failed")
         finally:
             self.state.stage = None
 
@@ -464,7 +480,7 @@ class Trainer(TrainerProperties):
         """The context of a run: this Trainer's state objects and the run's plug-ins, in one place."""
         profiler = self.profiler if _setup.is_active_profiler(self.profiler) else None
         hooks = HookDispatcher(self, model, self.callbacks, self.datamodule, profiler)
-        sink = MetricSink(self._metric_store, self._loggers, self._progress, self._config.barebones)
+        sink = MetricSink(self._metric_store, self._loggers, self._progress, self._config.barebones, module=model)
         return RunContext(
             trainer=self, fn=fn, config=self._config, state=self.state, progress=self._progress, metrics=sink,
             sizes=self._sizes, hooks=hooks, strategy=self.strategy, module=model, datamodule=self.datamodule,
@@ -475,8 +491,9 @@ class Trainer(TrainerProperties):
     def _run(self, model: LightningModule, source: DataSource, options: _RunOptions) -> Any:
         fn = self.state.fn
         assert fn is not None
+        model.trainer = self  # before `configure_callbacks`, which may use `self.trainer` (and cannot log)
         self.callbacks = _setup.merge_model_callbacks(self.callbacks, model)
-        model.trainer = self
+        _setup.attach_module_logging(self.callbacks, model)
         self.strategy.connect(model)
         if self.datamodule is not None:
             self.datamodule.trainer = self
@@ -493,7 +510,7 @@ class Trainer(TrainerProperties):
         if fn == TrainerFn.FITTING:
             self._signals.register(self._cluster_environment())
         self._prepare_data(ctx)
-        self._call_setup_hooks(ctx, fn.value)
+        self._call_setup_hooks(ctx, fn)
         self._configure_model(ctx)
         loaded = self._load_checkpoint(fn, options)
         if loaded is not None and not self.strategy.restore_checkpoint_after_setup:
@@ -519,7 +536,7 @@ class Trainer(TrainerProperties):
         self._teardown()
         if fn == TrainerFn.FITTING:
             ctx.hooks.both("on_fit_end")
-        self._call_teardown_hooks(fn.value)
+        self._call_teardown_hooks(fn)
         self.state.status = TrainerStatus.FINISHED
         self.state.stage = None
         return results
@@ -605,7 +622,8 @@ class Trainer(TrainerProperties):
                     ctx.hooks.datamodule("prepare_data")  # timed by the profiler, as the module's hook is
         strategy.barrier("prepare_data")
 
-    def _call_setup_hooks(self, ctx: RunContext, stage: FnName) -> None:
+    def _call_setup_hooks(self, ctx: RunContext, stage: TrainerFn) -> None:
+        """``setup(stage)`` on the datamodule, callbacks and module; ``stage`` is the ``TrainerFn`` (a ``str``)."""
         self.strategy.barrier("pre_setup")
         if ctx.datamodule is not None:
             ctx.hooks.datamodule("setup", stage=stage)
@@ -613,7 +631,7 @@ class Trainer(TrainerProperties):
         ctx.hooks.module("setup", stage=stage)
         self.strategy.barrier("post_setup")
 
-    def _call_teardown_hooks(self, stage: FnName, status: RunOutcome = "success") -> None:
+    def _call_teardown_hooks(self, stage: TrainerFn, status: RunOutcome = "success") -> None:
         ctx = self._runs[0] if self._runs else None
         if ctx is not None and ctx.datamodule is not None:
             ctx.hooks.datamodule("teardown", stage=stage)  # timed by the profiler

@@ -25,12 +25,22 @@ class TrainerStatus(str, Enum):
 
 
 class TrainerFn(str, Enum):
-    """The Trainer entry point being run."""
+    """The Trainer entry point being run.
+
+    ``setup(stage)`` and ``teardown(stage)`` hooks receive it: it equals its value (``stage == "fit"``)
+    and prints as it (``f"{stage}"`` is ``"fit"``), so code written for a plain string keeps working.
+    """
 
     FITTING = "fit"
     VALIDATING = "validate"
     TESTING = "test"
     PREDICTING = "predict"
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 class RunningStage(str, Enum):

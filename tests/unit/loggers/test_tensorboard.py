@@ -85,6 +85,13 @@ def test_hparams_reach_the_hparams_tab_and_yaml(tmp_path, tb_hparams, tb_scalars
         assert yaml.safe_load(f) == {"lr": 0.05, "layers": 3}
 
 
+def test_log_hyperparams_writes_its_metrics_at_the_given_step(tmp_path, tb_scalars):
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_hyperparams({"lr": 0.1}, {"hp_metric": 0.5}, step=7)
+    logger.save()
+    assert tb_scalars(logger.log_dir)["hp_metric"] == [(7, 0.5)]
+
+
 def test_default_hp_metric_false_writes_no_placeholder(tmp_path, tb_scalars):
     logger = TensorBoardLogger(tmp_path, default_hp_metric=False)
     trainer = _trainer(tmp_path, logger=logger)
