@@ -146,14 +146,14 @@ class EvaluationLoop:
             else counts.validate if ctx.fn == TrainerFn.VALIDATING
             else counts.fit_val
         )
-
-    def replace_loaders(self, loaders: list[Any], limits: list[int | float]) -> None:
-        """Run on other loaders (same count); call from ``on_<stage>_start``, before the batches."""
-        _replace_loaders(self, loaders, limits)
         # the x-axis of step-level logged values: batches seen per dataloader, counted across the runs of
         # this loop (a fit's validations) until its loaders are replaced (reloaded)
         self._seen_batches: dict[int, int] = {}
         self._seen_loaders: list[Any] | None = None
+
+    def replace_loaders(self, loaders: list[Any], limits: list[int | float]) -> None:
+        """Run on other loaders (same count); call from ``on_<stage>_start``, before the batches."""
+        _replace_loaders(self, loaders, limits)
 
     def _grad_context(self) -> Any:
         return torch.inference_mode() if self._inference_mode else torch.no_grad()
