@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import torch
 from torch import Tensor
 
+from torchbolt.trainer.dataloader_iter import NO_BATCH, check_log_batch_size
 from torchbolt.trainer.flush import LoggerSaves, to_numbers
 from torchbolt.utilities.data import extract_batch_size
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -276,6 +277,8 @@ class ResultCollection:
         rank_zero_only: bool,
     ) -> None:
         """Record one ``self.log`` call (see ``LightningModule.log`` for the arguments)."""
+        if self.batch is NO_BATCH:
+            check_log_batch_size(self.batch, batch_size)
         dl_idx = self.dataloader_idx
         entry = self._entries.get((fx, name, dl_idx))  # type: ignore[arg-type]
         args = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx,

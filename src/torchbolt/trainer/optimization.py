@@ -247,6 +247,8 @@ class ManualOptimization:
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        #: ``training_step(batch, batch_idx)`` in place of the strategy's (``None``: the strategy's, looked up per call)
+        self.training_step: Callable[..., Any] | None = None
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         hooks = self.ctx.hooks
@@ -255,7 +257,7 @@ class ManualOptimization:
 
     def run(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         ctx = self.ctx
-        output = ctx.hooks.run_as("training_step", ctx.strategy.training_step, batch, batch_idx)
+        output = ctx.hooks.run_as("training_step", self.training_step or ctx.strategy.training_step, batch, batch_idx)
         if output is None:
             return {}
         if isinstance(output, Tensor):
