@@ -96,13 +96,19 @@ class DataLoaderIter(Iterator[tuple[Any, int, int]]):
         return item
 
 
-def without_batch_idx(step: Any) -> Any:
-    """``step(dataloader_iter)`` callable as the optimization calls a training step: ``(batch, batch_idx)``."""
+class WithoutBatchIdx:
+    """``step(dataloader_iter)`` callable as the optimization calls a training step: ``(batch, batch_idx)``.
 
-    def call(dataloader_iter: DataLoaderIter, batch_idx: int) -> Any:
-        return step(dataloader_iter)
+    A class rather than a closure so that a loop holding it pickles (spawned processes receive the Trainer).
+    """
 
-    return call
+    __slots__ = ("step",)
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+
+    def __call__(self, dataloader_iter: DataLoaderIter, batch_idx: int) -> Any:
+        return self.step(dataloader_iter)
 
 
 # ---------------------------------------------------------------------------------------------- training

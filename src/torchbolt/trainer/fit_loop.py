@@ -18,10 +18,10 @@ import torch
 from torchbolt.profilers.profiler import profiled, profiled_iter
 from torchbolt.trainer.data import DataSource
 from torchbolt.trainer.dataloader_iter import (
+    WithoutBatchIdx,
     run_training_steps,
     takes_dataloader_iter,
     warn_experimental,
-    without_batch_idx,
 )
 from torchbolt.trainer.eval_loop import EvaluationLoop
 from torchbolt.trainer.logging import ResultCollection
@@ -120,7 +120,7 @@ class FitLoop:
         if self._iter_mode:
             warn_experimental("training_step")
             step = self.optimization.training_step or ctx.strategy.training_step
-            self.optimization.training_step = without_batch_idx(step)
+            self.optimization.training_step = WithoutBatchIdx(step)
         self.val_loop = EvaluationLoop(ctx, RunningStage.VALIDATING, inference_mode=False)
         self.train_loader: Any = None
         self._train_loaded_epoch = -1
