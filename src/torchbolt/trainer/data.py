@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from torchbolt.utilities.data import (
     _is_dataloader_shuffled,
     _warn_if_iterable_with_len,
     sized_len,
+    suggested_max_num_workers,
 )
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.parsing import is_overridden
@@ -127,6 +129,41 @@ def _samples_out_of_order(loader: Any) -> bool:
             and not isinstance(loader.sampler, SequentialSampler))
 
 
+def _check_workers(loader: Any, name: str, local_world_size: int, reload_every_n_epochs: int) -> None:
+    """Warn, once per prepared ``DataLoader``, about worker settings that slow loading down (Lightning's checks).
+
+    - workers started with ``spawn`` and not kept between epochs: each epoch pays their start-up again;
+    - otherwise fewer than 2 workers while the CPUs (see ``num_cpus_available``) allow more;
+    - ``persistent_workers`` with ``pin_memory`` while loaders are reloaded: unstable in PyTorch.
+    """
+    if not isinstance(loader, DataLoader):
+        return
+    workers = loader.num_workers
+    context = loader.multiprocessing_context
+    start_method = context.get_start_method() if context is not None else multiprocessing.get_start_method()
+    if workers > 0 and start_method == "spawn" and not loader.persistent_workers:
+        rank_zero_warn(
+            f"Consider setting `persistent_workers=True` in '{name}': its workers are started with 'spawn', which"
+            " is slow, and without it they are started again every epoch."
+        )
+    elif workers < 2:
+        suggested = suggested_max_num_workers(local_world_size)
+        if suggested > 1:
+            rank_zero_warn(
+                f"The '{name}' does not have many workers which may be a bottleneck: it has `num_workers={workers}`"
+                f" while this machine's CPUs allow more. Consider `num_workers={suggested}` in the `DataLoader` to"
+                " load batches in parallel with training.",
+                category=PossibleUserWarning,
+            )
+    if loader.persistent_workers and loader.pin_memory and reload_every_n_epochs > 0:
+        rank_zero_warn(
+            "`DataLoader(pin_memory=True, persistent_workers=True)` together with"
+            " `Trainer(reload_dataloaders_every_n_epochs > 0)` can be unstable in PyTorch"
+            " (https://github.com/pytorch/pytorch/issues/91252). Set `pin_memory=False` in this case.",
+            category=PossibleUserWarning,
+        )
+
+
 class DataPreparer:
     """Prepares a run's loaders: worker seeding, distributed samplers, overfit mode, batch counts.
 
@@ -165,7 +202,9 @@ class DataPreparer:
             loader.worker_init_fn = partial(pl_worker_init_function, rank=strategy.global_rank)
         if loader is not given and not loader.pin_memory and strategy.root_device.type == "cuda":
             loader.pin_memory = True  # a loader torchbolt re-creates pins batches: asynchronous copies to the GPU
-        return strategy.process_dataloader(loader)
+        loader = strategy.process_dataloader(loader)
+        _check_workers(loader, _STAGE_METHOD[stage], strategy.num_processes, config.reload_dataloaders_every_n_epochs)
+        return loader
 
     def _overfit(self, stage: DataStage, loaders: list[Any]) -> bool:
         """Whether the ``overfit_batches`` of a fit replace the samplers of ``loaders`` by sequential ones

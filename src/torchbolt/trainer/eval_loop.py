@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -22,6 +23,12 @@ from torch import nn
 
 from torchbolt.loops.progress import BatchCounter
 from torchbolt.profilers.profiler import Profiler, profiled_iter
+from torchbolt.trainer.dataloader_iter import (
+    run_eval_steps,
+    run_predict_steps,
+    takes_dataloader_iter,
+    warn_experimental,
+)
 from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.states import RunningStage, TrainerFn
 from torchbolt.utilities.combined_loader import CombinedLoader
@@ -48,18 +55,21 @@ def _restore_modes(module: nn.Module, modes: dict[str, bool]) -> None:
             m.training = modes[name]
 
 
-def _check_dataloader_idx_signature(module: Any, prefix: str, loader_name: str, multiple: bool) -> None:
+def _check_dataloader_idx_signature(module: Any, prefix: str, loader_name: str, multiple: bool,
+                                    check_step: bool = True) -> None:
     """Raise when the module's ``<prefix>_step`` or ``on_<prefix>_batch_start/end`` cannot take the
     ``dataloader_idx`` the loop will (or will not) pass.
 
     With several loaders run one after the other, each needs a parameter named ``dataloader_idx`` (or
     ``*args``; ``**kwargs`` does not count: the index is passed positionally). With one loader, a
-    ``dataloader_idx`` parameter needs a default value.
+    ``dataloader_idx`` parameter needs a default value. ``check_step=False``: the step takes
+    ``dataloader_iter`` (it gets the index from the iterator), only the hooks are checked.
 
     Raises:
         RuntimeError: naming the method and the fix (Lightning raises the same type).
     """
-    for name in (f"{prefix}_step", f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"):
+    names = (f"{prefix}_step",) if check_step else ()
+    for name in (*names, f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"):
         fn = getattr(module, name, None)
         if fn is None:
             continue
@@ -184,7 +194,11 @@ class EvaluationLoop:
         batch_start_hook, batch_end_hook = f"on_{prefix}_batch_start", f"on_{prefix}_batch_end"
         active = hooks.active
         loader_name = "val_dataloader" if prefix == "validation" else f"{prefix}_dataloader"
-        _check_dataloader_idx_signature(module, prefix, loader_name, multiple)
+        # `<stage>_step(self, dataloader_iter)`: the step fetches its own batches (decided once per run)
+        iter_mode = takes_dataloader_iter(getattr(module, step_name))
+        if iter_mode:
+            warn_experimental(step_name)
+        _check_dataloader_idx_signature(module, prefix, loader_name, multiple, check_step=not iter_mode)
         # `batch_idx` is passed to the step only when its signature can take it (decided once per run)
         pass_batch_idx = _takes_batch_idx(getattr(module, step_name))
         counter = self.batch_counter
@@ -199,6 +213,10 @@ class EvaluationLoop:
                 hooks.both(f"on_{prefix}_start")
                 hooks.both(f"on_{prefix}_epoch_start")
                 loaders, limits = self.loaders, self.limits  # a start hook may have replaced them
+                if iter_mode:
+                    run_eval_steps(self, loaders, limits, step_name, step_fn, multiple, sanity,
+                                   partial(_batches, profiler=profiler, action=next_action))
+                    loaders = []  # all batches done
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     module.__dict__["_current_dataloader_idx"] = dl_idx if multiple else None
                     eval_step_count = seen_batches.get(dl_idx, 0)
@@ -220,7 +238,7 @@ class EvaluationLoop:
                 module.__dict__["_current_dataloader_idx"] = None
                 self.results.batch_start(None, None)
                 hooks.both(f"on_{prefix}_epoch_end")
-                outputs = self._per_dataloader(metrics.publish_eval_epoch(self.results, sanity), len(loaders))
+                outputs = self._per_dataloader(metrics.publish_eval_epoch(self.results, sanity), len(self.loaders))
                 hooks.both(f"on_{prefix}_end")
         finally:
             self.results.reset()  # the values are out; logged Metrics start the next evaluation afresh
@@ -287,8 +305,16 @@ class PredictionLoop:
         hooks = ctx.hooks
         module = ctx.module
         multiple = len(loaders) > 1
-        _check_dataloader_idx_signature(module, "predict", "predict_dataloader", multiple)
+        iter_mode = takes_dataloader_iter(module.predict_step)
+        if iter_mode:
+            warn_experimental("predict_step")
+        _check_dataloader_idx_signature(module, "predict", "predict_dataloader", multiple, check_step=not iter_mode)
         writers = [cb for cb in ctx.callbacks if isinstance(cb, BasePredictionWriter)]
+        if writers and iter_mode:
+            raise NotImplementedError(
+                "A `BasePredictionWriter` callback cannot be used with `predict_step(self, dataloader_iter)`: the"
+                " batch indices it writes are unknown when the step fetches its own batches."
+            )
         track_indices = bool(writers)
         keep_for_epoch = any(w.interval.on_epoch for w in writers)
         self.loaders, self.limits = loaders, limits
@@ -308,6 +334,10 @@ class PredictionLoop:
                 loaders, limits = self.loaders, self.limits  # a start hook may have replaced them
                 if track_indices:
                     loaders = [_with_batch_indices(loader) for loader in loaders]
+                if iter_mode:
+                    run_predict_steps(self, loaders, limits, multiple, self.return_predictions,
+                                      partial(_batches, profiler=ctx.profiler, action="[_PredictionLoop].predict_next"))
+                    loaders = []  # all batches done
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     for batch_idx, batch in _batches(loader, limit, ctx.profiler,
                                                      "[_PredictionLoop].predict_next"):

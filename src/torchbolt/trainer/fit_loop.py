@@ -17,6 +17,12 @@ import torch
 
 from torchbolt.profilers.profiler import profiled, profiled_iter
 from torchbolt.trainer.data import DataSource
+from torchbolt.trainer.dataloader_iter import (
+    WithoutBatchIdx,
+    run_training_steps,
+    takes_dataloader_iter,
+    warn_experimental,
+)
 from torchbolt.trainer.eval_loop import EvaluationLoop
 from torchbolt.trainer.logging import ResultCollection
 from torchbolt.trainer.optimization import AutomaticOptimization, ManualOptimization, update_lr_schedulers
@@ -109,6 +115,12 @@ class FitLoop:
         self.optimization: AutomaticOptimization | ManualOptimization = (
             AutomaticOptimization(ctx) if automatic else ManualOptimization(ctx)
         )
+        # `training_step(self, dataloader_iter)`: the step fetches its own batches (decided once per run)
+        self._iter_mode = takes_dataloader_iter(ctx.module.training_step)
+        if self._iter_mode:
+            warn_experimental("training_step")
+            step = self.optimization.training_step or ctx.strategy.training_step
+            self.optimization.training_step = WithoutBatchIdx(step)
         self.val_loop = EvaluationLoop(ctx, RunningStage.VALIDATING, inference_mode=False)
         self.train_loader: Any = None
         self._train_loaded_epoch = -1
@@ -351,7 +363,9 @@ class FitLoop:
             more = phase is not EpochPhase.BATCHES_DONE
             if phase is EpochPhase.BATCH_TAIL:
                 more = self._finish_resumed_tail(done - 1)
-            if more:
+            if more and self._iter_mode:
+                run_training_steps(self, iterator)
+            elif more:
                 limited = ctx.config.max_steps != -1
                 for batch_idx, batch, is_last in self._batches(iterator):
                     if self._run_batch(batch, batch_idx, is_last):
@@ -512,8 +526,8 @@ class FitLoop:
             return False
         if every_n_epochs is not None and (p.current_epoch + 1) % every_n_epochs != 0:
             return False
-        if is_last and self.val_check_batch == math.inf and self._val_check_seconds is None:
-            return True
+        if is_last and ((self.val_check_batch == math.inf and self._val_check_seconds is None) or self._iter_mode):
+            return True  # a `dataloader_iter` step fetches an unknown number of batches: validate at the epoch's end
         if p.should_stop and self._can_stop_early():
             return True
         if self._val_check_seconds is not None:

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from torchbolt.core import module as _core_module
+from torchbolt.trainer.dataloader_iter import NO_BATCH, check_log_batch_size
 from torchbolt.trainer.flush import LoggerSaves, to_numbers
 from torchbolt.utilities.data import extract_batch_size
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -327,6 +328,8 @@ class ResultCollection:
         metric_attribute: str | None = None,
     ) -> None:
         """Record one ``self.log`` call (see ``LightningModule.log`` for the arguments)."""
+        if self.batch is NO_BATCH:
+            check_log_batch_size(self.batch, batch_size)
         dl_idx = self.dataloader_idx
         entry = self._entries.get((fx, name, dl_idx))  # type: ignore[arg-type]
         args = (prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist, add_dataloader_idx,

@@ -24,6 +24,7 @@ from torch.optim import Optimizer
 
 from torchbolt.core.optimizer import LightningOptimizer, LRSchedulerConfig
 from torchbolt.strategies.strategy import Strategy
+from torchbolt.trainer.dataloader_iter import WithoutBatchIdx
 from torchbolt.utilities.exceptions import MisconfigurationException
 from torchbolt.utilities.rank_zero import WarningCache, rank_zero_warn
 from torchbolt.utilities.signature_utils import is_param_in_hook_signature
@@ -156,8 +157,8 @@ class AutomaticOptimization:
         #: ``training_step``: the module's own when the strategy would only forward to it
         self.training_step = module.training_step if "training_step" in hooks.plain_steps else strategy.training_step
         if not _takes_batch_idx(module):
-            step = self.training_step
-            self.training_step = lambda batch, batch_idx: step(batch)
+            # `training_step(self, batch)`: called with the batch alone (a class, not a closure: the loop pickles)
+            self.training_step = WithoutBatchIdx(self.training_step)
         #: ``optimizer_zero_grad(epoch, batch_idx, optimizer)`` and ``optimizer_step(epoch, batch_idx, optimizer,
         #: closure)``: the module's hooks
         self.zero_grad = _bound_hook(hooks, module, "optimizer_zero_grad")
@@ -258,6 +259,8 @@ class ManualOptimization:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self._takes_batch_idx = _takes_batch_idx(ctx.module)
+        #: ``training_step(batch, batch_idx)`` in place of the strategy's (``None``: the strategy's, looked up per call)
+        self.training_step: Callable[..., Any] | None = None
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         hooks = self.ctx.hooks
@@ -266,8 +269,9 @@ class ManualOptimization:
 
     def run(self, batch: Any, batch_idx: int) -> dict[str, Any]:
         ctx = self.ctx
+        step = self.training_step or ctx.strategy.training_step
         args = (batch, batch_idx) if self._takes_batch_idx else (batch,)
-        output = ctx.hooks.run_as("training_step", ctx.strategy.training_step, *args)
+        output = ctx.hooks.run_as("training_step", step, *args)
         if output is None:
             return {}
         if isinstance(output, Tensor):

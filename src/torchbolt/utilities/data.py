@@ -177,11 +177,17 @@ def _warn_if_iterable_with_len(dataloader: object) -> None:
         )
 
 
-def suggested_max_num_workers(local_world_size: int) -> int:
-    """A ``num_workers`` for each of ``local_world_size`` processes: the CPUs shared out, one left free, at least 1."""
+def num_cpus_available() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one, else the machine's count)."""
     import os
 
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def suggested_max_num_workers(local_world_size: int) -> int:
+    """A ``num_workers`` for each of ``local_world_size`` processes: the CPUs shared out, one left free, at least 1."""
     if local_world_size < 1:
         raise ValueError(f"`local_world_size` must be at least 1, got {local_world_size}")
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // local_world_size - 1)
+    return max(1, num_cpus_available() // local_world_size - 1)
