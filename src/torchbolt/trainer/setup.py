@@ -77,11 +77,21 @@ def build_callbacks(config: TrainerConfig, callbacks: list[Callback] | Callback 
     items = _user_callbacks(callbacks)
     _add_progress_bar(config, items)
     if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
-        items.append(ModelSummary())
+        items.append(_default_model_summary(items))
     _add_checkpoint(config, items)
     if config.max_time is not None and not any(isinstance(cb, Timer) for cb in items):
         items.append(Timer(duration=config.max_time, interval="step"))
     return reorder_callbacks(items)
+
+
+def _default_model_summary(items: list[Callback]) -> ModelSummary:
+    """A rich table next to a rich progress bar (as Lightning does), the plain text table otherwise."""
+    from torchbolt.callbacks.progress.rich_progress import RichProgressBar
+    from torchbolt.callbacks.rich_model_summary import RichModelSummary
+
+    if any(isinstance(cb, RichProgressBar) for cb in items):
+        return RichModelSummary()
+    return ModelSummary()
 
 
 def _user_callbacks(callbacks: list[Callback] | Callback | None) -> list[Callback]:
@@ -156,12 +166,12 @@ def build_loggers(config: TrainerConfig, logger: Logger | Iterable[Logger] | boo
         from torchbolt.loggers import _default_logger
 
         return [_default_logger(config.default_root_dir)]
-    if isinstance(logger, Logger):
-        return [logger]
+    if _is_logger_like(logger):
+        return [logger]  # type: ignore[list-item]
     if isinstance(logger, Iterable) and not isinstance(logger, (str, bytes)):
         loggers = list(logger)
         for item in loggers:
-            if not isinstance(item, Logger):
+            if not _is_logger_like(item):
                 raise MisconfigurationException(
                     f"`Trainer(logger=...)` got {type(item).__name__}; pass torchbolt loggers"
                     " (e.g. `TensorBoardLogger`, `CSVLogger`), True, False or a list of loggers."
@@ -170,6 +180,19 @@ def build_loggers(config: TrainerConfig, logger: Logger | Iterable[Logger] | boo
     raise MisconfigurationException(
         f"`Trainer(logger={logger!r})`: pass True, False, a Logger or a list of loggers."
     )
+
+
+def _is_logger_like(obj: object) -> bool:
+    """A ``Logger`` subclass, or an object that answers the logger calls the Trainer makes.
+
+    Duck-typed objects (an adapter, a test double) are accepted as in Lightning; strings and other
+    values without ``log_metrics``/``log_hyperparams`` are rejected so a typo fails early.
+    """
+    if isinstance(obj, Logger):
+        return True
+    if isinstance(obj, (str, bytes, int, float, type)):
+        return False
+    return callable(getattr(obj, "log_metrics", None)) and callable(getattr(obj, "log_hyperparams", None))
 
 
 def _model_checkpoint_cls() -> type[Checkpoint] | None:
