@@ -249,6 +249,12 @@ def _load_from_checkpoint(
             f"{checkpoint_path!r} has no 'state_dict' entry, so it is not a Lightning/torchbolt checkpoint."
             " A plain state dict loads with `model.load_state_dict(torch.load(path, weights_only=True))`."
         )
+    if obj._strict_loading is not None and strict is not None and strict != obj.strict_loading:
+        raise ValueError(
+            f"You set `.load_from_checkpoint(..., strict={strict!r})` which is in conflict with"
+            f" `{cls.__name__}.strict_loading={obj.strict_loading!r}`. Set the same value for both, or leave"
+            " `strict` unset to follow the model's `strict_loading`."
+        )
     obj.on_load_checkpoint(checkpoint)
     if strict is None:
         strict = obj.strict_loading
@@ -260,7 +266,9 @@ def _load_from_checkpoint(
             " changed on purpose, `load_from_checkpoint(..., strict=False)` loads the matching keys and skips"
             " missing/unexpected ones (tensors whose shapes differ still cannot be loaded)."
         ) from None
-    if not strict and (keys.missing_keys or keys.unexpected_keys):
+    if not checkpoint["state_dict"]:
+        rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
+    elif not strict and (keys.missing_keys or keys.unexpected_keys):
         rank_zero_warn(
             f"Loaded {checkpoint_path!r} with strict=False: missing keys {keys.missing_keys},"
             f" unexpected keys {keys.unexpected_keys}."

@@ -240,3 +240,12 @@ def test_clashing_module_and_datamodule_hparams_raise_runtime_error(tmp_path):
                       enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     with pytest.raises(RuntimeError, match=r"Error while merging hparams: the keys \['data_dir'\]"):
         trainer.fit(Model(), datamodule=Data())
+
+
+def test_dummy_experiment_accepts_calls_and_item_assignment():
+    from torchbolt.loggers.logger import DummyExperiment
+
+    experiment = DummyExperiment()
+    experiment["tag"] = "value"
+    assert experiment[0] is experiment
+    assert experiment.add_scalar("x", 1.0) is None
