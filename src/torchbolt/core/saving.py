@@ -189,7 +189,8 @@ def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: s
     saved = saved or {}
     saved = dict(vars(saved) if isinstance(saved, Namespace) else saved)  # old Lightning files stored a Namespace
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
-    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    receiver = next(iter(params), None)  # the instance argument, whatever it is called ("self", "obj"...)
+    names = [n for n, p in params.items() if n != receiver and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
     args_name = checkpoint.get(name_key)
     kwargs: dict[str, Any] = {args_name: saved} if args_name and args_name in names else saved
@@ -202,7 +203,8 @@ def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: s
 def _check_required_init_args(cls: type, init_kwargs: dict[str, Any], checkpoint_path: Any, hp_key: str) -> None:
     """Name the ``__init__`` arguments neither the checkpoint nor the caller supplies, and the fix."""
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
-    missing = [n for n, p in params.items() if n != "self" and p.default is p.empty
+    receiver = next(iter(params), None)  # the instance argument, whatever it is called
+    missing = [n for n, p in params.items() if n != receiver and p.default is p.empty
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in init_kwargs]
     if missing:
         example = ", ".join(f"{n}=..." for n in missing)

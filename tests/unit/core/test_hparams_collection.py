@@ -101,3 +101,18 @@ def test_a_dataclass_module_stores_its_init_fields() -> None:
             self.save_hyperparameters()
 
     assert dict(Fields(size=7).hparams) == {"size": 7, "tag": "x"}
+
+
+def test_an_instance_argument_not_named_self_round_trips(tmp_path: Path) -> None:
+    class Unusual(BoringModel):
+        def __init__(obj, size: int = 3) -> None:  # the unusual instance name is the point
+            super().__init__()
+            obj.save_hyperparameters()
+
+    model = Unusual(size=6)
+    assert dict(model.hparams) == {"size": 6}
+    trainer = pl.Trainer(default_root_dir=tmp_path, max_steps=1, limit_val_batches=0, logger=False,
+                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(model)
+    trainer.save_checkpoint(tmp_path / "u.ckpt")
+    assert Unusual.load_from_checkpoint(tmp_path / "u.ckpt").hparams.size == 6

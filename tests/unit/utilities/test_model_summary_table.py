@@ -162,3 +162,23 @@ def test_rich_summary_prints_the_formatted_size() -> None:
     text = buffer.getvalue()
     assert "5,500.000" in text and "other params" in text and "Total FLOPs" in text
     assert isinstance(previous, Console)
+
+
+@pytest.mark.parametrize(("example", "expected"), [([], UNKNOWN_SIZE), (torch.tensor(1.0), UNKNOWN_SIZE),
+                                                   ({"x": torch.zeros(1, 4)}, [1, 4])])
+def test_empty_shapes_show_as_unknown(example: Any, expected: Any) -> None:
+    class Sink(nn.Module):
+        def forward(self, *args: Any) -> None:
+            return None
+
+    class AnyInput(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = Sink()
+
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return self.inner(*args, *kwargs.values())
+
+    model = AnyInput()
+    model.example_input_array = example
+    assert summarize(model).in_sizes == [expected]

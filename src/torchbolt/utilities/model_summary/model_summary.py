@@ -115,13 +115,15 @@ class LayerSummary:
         if handle is not None:
             handle.remove()
 
+    # an empty shape (no inputs, a 0-d tensor) shows as unknown too: there is nothing to print
+
     @property
     def in_size(self) -> str | list:
-        return self._in_size if self._in_size is not None else UNKNOWN_SIZE
+        return self._in_size or UNKNOWN_SIZE
 
     @property
     def out_size(self) -> str | list:
-        return self._out_size if self._out_size is not None else UNKNOWN_SIZE
+        return self._out_size or UNKNOWN_SIZE
 
     @property
     def layer_type(self) -> str:
