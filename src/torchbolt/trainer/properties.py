@@ -256,8 +256,9 @@ class TrainerProperties:
         Loads the training dataloader if it was not loaded yet (it may be called in ``configure_optimizers``).
         """
         config = self._config
-        if config.max_epochs == -1 and config.max_steps == -1:
-            return math.inf
+        if config.max_epochs == -1:
+            # no epoch limit: only max_steps bounds the fit
+            return math.inf if config.max_steps == -1 else config.max_steps
         loop = self._runs[-1].fit_loop if self._runs else self._fit_loop
         if loop is None and self.state.fn == TrainerFn.FITTING and self._lightning_module is not None:
             raise MisconfigurationException("`estimated_stepping_batches` is available once `fit` has started.")
