@@ -123,17 +123,22 @@ def _add_progress_bar(config: TrainerConfig, items: list[Callback]) -> None:
     """Append the default progress bar to ``items`` when enabled and none was given.
 
     Raises:
-        MisconfigurationException: when the bar is disabled but ``items`` holds one.
+        MisconfigurationException: when the bar is disabled but ``items`` holds one, or ``items`` holds several.
     """
+    bars = [cb for cb in items if isinstance(cb, ProgressBar)]
     if config.enable_progress_bar:
-        if not any(isinstance(cb, ProgressBar) for cb in items):
+        if len(bars) > 1:
+            raise MisconfigurationException(
+                "You added multiple progress bar callbacks to the Trainer, but only one progress bar is supported:"
+                f" {[type(bar).__name__ for bar in bars]}. Keep one of them in `callbacks`."
+            )
+        if not bars:
             items.append(TQDMProgressBar())
         return
-    bars = [cb for cb in items if isinstance(cb, ProgressBar)]
     if bars:
         raise MisconfigurationException(
-            f"`Trainer(enable_progress_bar=False)` but a progress bar callback ({type(bars[0]).__name__})"
-            " was passed in `callbacks`. Remove it or set `enable_progress_bar=True`."
+            f"Trainer was configured with `enable_progress_bar=False` but found `{type(bars[0]).__name__}` in"
+            " callbacks list. Remove it or set `enable_progress_bar=True`."
         )
 
 

@@ -18,7 +18,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class RichProgressBarTheme:
-    """Styles of the bar's parts (any ``rich`` style string)."""
+    """Styles of the bar's parts (any ``rich`` style string), and how metrics are written: ``metrics_format``
+    (a format spec for float values, default ``".3f"``) joined by ``metrics_text_delimiter``."""
 
     description: str = "white"
     progress_bar: str = "#6206E0"
@@ -27,6 +28,8 @@ class RichProgressBarTheme:
     time: str = "grey54"
     processing_speed: str = "grey70"
     metrics: str = "white"
+    metrics_text_delimiter: str = " "
+    metrics_format: str = ".3f"
 
 
 class RichProgressBar(ProgressBar):
@@ -148,8 +151,10 @@ class RichProgressBar(ProgressBar):
             return
         fields: dict[str, Any] = {}
         if metrics is not None:
-            fields["metrics"] = " ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
-                                         for k, v in metrics.items())
+            fmt = self.theme.metrics_format
+            fields["metrics"] = self.theme.metrics_text_delimiter.join(
+                f"{k}: {v:{fmt}}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()
+            )
         self.progress.update(self._tasks[name], completed=n, **fields)
 
     def _metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:
