@@ -50,3 +50,11 @@ def test_rich_theme_sets_the_metrics_format() -> None:
     bar = RichProgressBar(theme=theme)
     assert bar.theme.metrics_format == ".2e" and bar.theme.metrics_text_delimiter == " | "
     assert RichProgressBarTheme().metrics_format == ".3f"
+
+
+def test_rich_bar_without_rich_names_the_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torchbolt.callbacks.progress import rich_progress
+
+    monkeypatch.setattr(rich_progress, "_RICH_AVAILABLE", False)
+    with pytest.raises(ModuleNotFoundError, match="`RichProgressBar` requires `rich` >= 10.2.2"):
+        RichProgressBar()

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from torchbolt.callbacks.progress import _display
 from torchbolt.callbacks.progress.progress_bar import ProgressBar
-from torchbolt.utilities.imports import _require
+from torchbolt.utilities.imports import module_available
+
+# checked when a bar is created (a module-level flag, so a missing `rich` can be simulated)
+_RICH_AVAILABLE = module_available("rich")
 
 if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule
@@ -56,7 +59,11 @@ class RichProgressBar(ProgressBar):
     def __init__(self, refresh_rate: int | None = None, leave: bool = False,
                  theme: RichProgressBarTheme | None = None, *,
                  refresh_interval: float = _display.DEFAULT_REFRESH_INTERVAL) -> None:
-        _require("rich", "rich", "RichProgressBar")
+        if not _RICH_AVAILABLE:
+            raise ModuleNotFoundError(
+                "`RichProgressBar` requires `rich` >= 10.2.2. Install it with `pip install -U rich`"
+                " (or `pip install 'torchbolt[rich]'`)."
+            )
         super().__init__()
         owner = type(self).__name__
         self._refresh_rate = _display.check_refresh_rate(refresh_rate, owner)
