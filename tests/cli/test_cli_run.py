@@ -175,7 +175,7 @@ def test_saved_config_repeats_the_run(tmp_path):
 
 def test_existing_config_yaml_is_not_overwritten(tmp_path):
     (tmp_path / "config.yaml").write_text("keep: me\n")
-    with pytest.raises(RuntimeError, match="expected .*config.yaml to NOT exist"):
+    with pytest.raises(RuntimeError, match="expected .*config.yaml to NOT exist. Aborting to avoid overwriting"):
         run("fit", *TINY)
     assert (tmp_path / "config.yaml").read_text() == "keep: me\n"
 
@@ -215,7 +215,7 @@ def test_save_config_subclass_hook_runs_once_on_global_zero(tmp_path):
 
 
 def test_save_to_log_dir_false_without_override_is_an_error():
-    with pytest.raises(ValueError, match="save_to_log_dir=False"):
+    with pytest.raises(ValueError, match="`save_to_log_dir=False` only makes sense when subclassing"):
         SaveConfigCallback(parser=None, config={}, save_to_log_dir=False)
 
 
@@ -325,3 +325,20 @@ def test_adapt_checkpoint_hparams_can_drop_a_refused_class_path(tmp_path):
     cli = run("validate", *TINY, "--model=CLIModel", f"--ckpt_path={ckpt}", subclass_mode_model=True,
               cli_class=DropClassPathCLI, save_config_callback=None)
     assert type(cli.model) is CLIModel
+
+
+def test_args_together_with_command_line_arguments_warn(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["prog", "--model.hidden=4"])
+    with pytest.warns(UserWarning, match="LightningCLI's args parameter is meant to run from Python"):
+        LightningCLI(CLIModel, CLIDataModule, run=False, args=["--trainer.max_epochs=1"])
+
+
+def test_a_trainer_class_without_callbacks_warns():
+    from torchbolt import Trainer
+
+    class NoCallbacksTrainer(Trainer):
+        def __init__(self, max_epochs: int = 1) -> None:
+            super().__init__(max_epochs=max_epochs, logger=False, enable_checkpointing=False)
+
+    with pytest.warns(UserWarning, match="NoCallbacksTrainer` class does not expose the `callbacks` argument"):
+        LightningCLI(CLIModel, CLIDataModule, trainer_class=NoCallbacksTrainer, run=False, args=[])

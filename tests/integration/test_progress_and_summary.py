@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -76,10 +77,12 @@ def test_rich_progress_bar_runs_every_stage(capsys: pytest.CaptureFixture[str]) 
     assert "Epoch 0" in capsys.readouterr().out
 
 
-def test_model_summary_max_depth(capsys: pytest.CaptureFixture[str]) -> None:
-    _trainer(callbacks=[ModelSummary(max_depth=2)], limit_train_batches=1, limit_val_batches=0).fit(
-        ClassifierModule())
-    out = capsys.readouterr().out
+def test_model_summary_max_depth(caplog: pytest.LogCaptureFixture) -> None:
+    # the text summary is logged (INFO, ``torchbolt`` logger), as Lightning's is
+    with caplog.at_level(logging.INFO, logger="torchbolt"):
+        _trainer(callbacks=[ModelSummary(max_depth=2)], limit_train_batches=1, limit_val_batches=0).fit(
+            ClassifierModule())
+    out = caplog.text
     assert "net.0" in out and "Linear" in out and "ReLU" in out
     with pytest.raises(ValueError, match="max_depth"):
         ModelSummary(max_depth=-2)

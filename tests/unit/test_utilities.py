@@ -166,6 +166,6 @@ def test_grad_norm() -> None:
 
 
 def test_human_readable_counts() -> None:
-    assert get_human_readable_count(123) == "123"
+    assert get_human_readable_count(123) == "123  "  # a unit column keeps numbers aligned
     assert get_human_readable_count(1234) == "1.2 K"
     assert get_human_readable_count(2_000_000) == "2.0 M"

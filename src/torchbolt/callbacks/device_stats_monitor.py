@@ -20,7 +20,8 @@ def _should_update_logs(trainer: Trainer) -> bool:
 
 
 class DeviceStatsMonitor(Callback):
-    """Log the accelerator's statistics at the start and end of training batches, when step metrics are logged.
+    """Log the accelerator's statistics at the start and end of training, validation and test batches, when step
+    metrics are logged.
 
     On CUDA: ``torch.cuda.memory_stats`` (allocated/reserved/active bytes, allocation counts...). On the
     CPU, or with ``cpu_stats=True``: ``cpu_percent``, ``cpu_vm_percent`` and ``cpu_swap_percent``
@@ -81,3 +82,21 @@ class DeviceStatsMonitor(Callback):
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         self._log_device_stats(trainer, "on_train_batch_end")
+
+    # evaluation batches follow the same logging-step rule (the training step counter), as in Lightning
+
+    def on_validation_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
+                                  dataloader_idx: int = 0) -> None:
+        self._log_device_stats(trainer, "on_validation_batch_start")
+
+    def on_validation_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._log_device_stats(trainer, "on_validation_batch_end")
+
+    def on_test_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int,
+                            dataloader_idx: int = 0) -> None:
+        self._log_device_stats(trainer, "on_test_batch_start")
+
+    def on_test_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                          batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._log_device_stats(trainer, "on_test_batch_end")

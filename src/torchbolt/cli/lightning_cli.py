@@ -260,8 +260,8 @@ class LightningCLI:
         """Parse ``args`` (default ``sys.argv[1:]``) into ``self.config``; exits with code 2 on a bad input."""
         if args is not None and len(sys.argv) > 1:
             rank_zero_warn(
-                "LightningCLI(args=...) is meant to run from Python as if from the command line; both `args`"
-                f" and command-line arguments were given (sys.argv[1:]={sys.argv[1:]}, args={args}):"
+                "LightningCLI's args parameter is meant to run from Python as if from the command line; both"
+                f" `args` and command-line arguments were given (sys.argv[1:]={sys.argv[1:]}, args={args}):"
                 " only `args` is parsed."
             )
         if isinstance(args, (dict, Namespace)):
@@ -353,8 +353,8 @@ class LightningCLI:
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         if "callbacks" not in config:
             rank_zero_warn(
-                f"`{getattr(self.trainer_class, '__qualname__', self.trainer_class)}` has no `callbacks` argument,"
-                " so the CLI's callbacks (and the config-saving callback) are not added."
+                f"The `{getattr(self.trainer_class, '__qualname__', self.trainer_class)}` class does not expose the"
+                " `callbacks` argument, so the CLI's callbacks (and the config-saving callback) are not added."
             )
             return self.trainer_class(**config)
         value = config["callbacks"]

@@ -64,8 +64,9 @@ class SaveConfigCallback(Callback):
         self.already_saved = False
         if not save_to_log_dir and not is_overridden("save_config", self, SaveConfigCallback):
             raise ValueError(
-                "`SaveConfigCallback(save_to_log_dir=False)` saves nothing: subclass it and implement"
-                " `save_config` to save the config elsewhere, or keep `save_to_log_dir=True`."
+                "`save_to_log_dir=False` only makes sense when subclassing SaveConfigCallback to implement"
+                " `save_config` (saving the config elsewhere); otherwise nothing is saved. Keep"
+                " `save_to_log_dir=True` or override `save_config`."
             )
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -88,7 +89,7 @@ class SaveConfigCallback(Callback):
             # all ranks must raise together, or the others would hang in the next collective call
             if trainer.strategy.broadcast(exists):
                 raise RuntimeError(
-                    f"{type(self).__name__} expected {config_path} to NOT exist: refusing to overwrite the"
+                    f"{type(self).__name__} expected {config_path} to NOT exist. Aborting to avoid overwriting the"
                     " record of a previous run. Delete that file, use another log directory,"
                     " pass `LightningCLI(save_config_callback=None)` to not save the config, or"
                     ' `LightningCLI(save_config_kwargs={"overwrite": True})` to overwrite it.'

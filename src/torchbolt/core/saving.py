@@ -189,7 +189,8 @@ def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: s
     saved = saved or {}
     saved = dict(vars(saved) if isinstance(saved, Namespace) else saved)  # old Lightning files stored a Namespace
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
-    names = [n for n, p in params.items() if n != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    receiver = next(iter(params), None)  # the instance argument, whatever it is called ("self", "obj"...)
+    names = [n for n, p in params.items() if n != receiver and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
     takes_kwargs = any(p.kind == p.VAR_KEYWORD for p in params.values())
     args_name = checkpoint.get(name_key)
     kwargs: dict[str, Any] = {args_name: saved} if args_name and args_name in names else saved
@@ -202,7 +203,8 @@ def _init_kwargs(cls: type, checkpoint: dict[str, Any], hp_key: str, name_key: s
 def _check_required_init_args(cls: type, init_kwargs: dict[str, Any], checkpoint_path: Any, hp_key: str) -> None:
     """Name the ``__init__`` arguments neither the checkpoint nor the caller supplies, and the fix."""
     params = inspect.signature(cls.__init__).parameters  # type: ignore[misc]
-    missing = [n for n, p in params.items() if n != "self" and p.default is p.empty
+    receiver = next(iter(params), None)  # the instance argument, whatever it is called
+    missing = [n for n, p in params.items() if n != receiver and p.default is p.empty
                and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in init_kwargs]
     if missing:
         example = ", ".join(f"{n}=..." for n in missing)
@@ -244,10 +246,25 @@ def _load_from_checkpoint(
             obj.load_state_dict(state)
         return obj
     assert isinstance(obj, LightningModule)
+    _load_module_state(obj, cls, checkpoint, checkpoint_path, map_location, strict)
+    return obj
+
+
+def _load_module_state(obj: Any, cls: type, checkpoint: dict[str, Any], checkpoint_path: Any, map_location: Any,
+                       strict: bool | None) -> None:
+    """Load the checkpoint's ``state_dict`` into the new LightningModule ``obj`` (``configure_model`` first)."""
+    from torchbolt.core.module import LightningModule
+
     if "state_dict" not in checkpoint:
         raise KeyError(
             f"{checkpoint_path!r} has no 'state_dict' entry, so it is not a Lightning/torchbolt checkpoint."
             " A plain state dict loads with `model.load_state_dict(torch.load(path, weights_only=True))`."
+        )
+    if obj._strict_loading is not None and strict is not None and strict != obj.strict_loading:
+        raise ValueError(
+            f"You set `.load_from_checkpoint(..., strict={strict!r})` which is in conflict with"
+            f" `{cls.__name__}.strict_loading={obj.strict_loading!r}`. Set the same value for both, or leave"
+            " `strict` unset to follow the model's `strict_loading`."
         )
     # layers created in `configure_model` must exist before the state dict is loaded into them
     from torchbolt.utilities.parsing import is_overridden
@@ -265,11 +282,12 @@ def _load_from_checkpoint(
             " changed on purpose, `load_from_checkpoint(..., strict=False)` loads the matching keys and skips"
             " missing/unexpected ones (tensors whose shapes differ still cannot be loaded)."
         ) from None
-    if not strict and (keys.missing_keys or keys.unexpected_keys):
+    if not checkpoint["state_dict"]:
+        rank_zero_warn(f"The state dict in {str(checkpoint_path)!r} contains no parameters.")
+    elif not strict and (keys.missing_keys or keys.unexpected_keys):
         rank_zero_warn(
             f"Loaded {checkpoint_path!r} with strict=False: missing keys {keys.missing_keys},"
             f" unexpected keys {keys.unexpected_keys}."
         )
     if map_location is not None and not callable(map_location) and not isinstance(map_location, dict):
         obj.to(map_location)
-    return obj

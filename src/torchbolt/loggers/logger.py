@@ -22,14 +22,14 @@ def rank_zero_experiment(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def experiment(self: Any) -> Any:
         if rank_zero_only.rank > 0:
-            return _DummyExperiment()
+            return DummyExperiment()
         return fn(self)
 
     return experiment
 
 
-class _DummyExperiment:
-    """Accepts any call and does nothing (the experiment of non-zero ranks)."""
+class DummyExperiment:
+    """Accepts any call, item read or item assignment and does nothing (the experiment of non-zero ranks)."""
 
     def nop(self, *args: Any, **kw: Any) -> None:
         pass
@@ -37,11 +37,14 @@ class _DummyExperiment:
     def __getattr__(self, _: Any) -> Callable:
         return self.nop
 
-    def __getitem__(self, idx: int) -> _DummyExperiment:
+    def __getitem__(self, idx: int) -> DummyExperiment:
         return self
 
     def __setitem__(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+
+_DummyExperiment = DummyExperiment  # the earlier private name
 
 
 class Logger(ABC):
@@ -118,10 +121,10 @@ class DummyLogger(Logger):
 
     def __init__(self) -> None:
         super().__init__()
-        self._experiment = _DummyExperiment()
+        self._experiment = DummyExperiment()
 
     @property
-    def experiment(self) -> _DummyExperiment:
+    def experiment(self) -> DummyExperiment:
         return self._experiment
 
     def log_metrics(self, *args: Any, **kwargs: Any) -> None:

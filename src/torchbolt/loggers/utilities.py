@@ -43,3 +43,11 @@ def _checkpoint_metadata(checkpoint_callback: Any, path: str, score: Any, sectio
 
 def _checkpoint_aliases(checkpoint_callback: Any, path: str) -> list[str]:
     return ["latest", "best"] if path == getattr(checkpoint_callback, "best_model_path", None) else ["latest"]
+
+
+def _version(loggers: list[Any], separator: str = "_") -> int | str | None:
+    """The version shown for ``loggers``: the only logger's, or the distinct versions joined in order."""
+    if len(loggers) == 1:
+        version: int | str | None = loggers[0].version
+        return version
+    return separator.join(dict.fromkeys(str(logger.version) for logger in loggers))

@@ -286,8 +286,9 @@ class TrainerProperties:
         config = self._config
         # before a fit resolves an unset `max_epochs`, the value that fit would use
         max_epochs = config.max_epochs if config.max_epochs is not None else default_max_epochs(config)
-        if max_epochs == -1 and config.max_steps == -1:
-            return math.inf
+        if max_epochs == -1:
+            # no epoch limit: only max_steps bounds the fit
+            return math.inf if config.max_steps == -1 else config.max_steps
         loop = self._active_fit_loop()
         if loop is None and self.state.fn == TrainerFn.FITTING and self._lightning_module is not None:
             raise MisconfigurationException("`estimated_stepping_batches` is available once `fit` has started.")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
+import torch
+
 from torchbolt.trainer.states import TrainerFn
-from torchbolt.utilities.exceptions import MisconfigurationException
 
 if TYPE_CHECKING:
     from torchbolt.trainer.context import RunContext
@@ -14,7 +15,12 @@ if TYPE_CHECKING:
 
 def log_hyperparams(ctx: RunContext, enabled: bool) -> None:
     """Send the datamodule's and the module's saved hyperparameters (merged; a clash of values is an
-    error) and, when fitting, the model graph to every logger (``enabled``: ``enable_autolog_hparams``)."""
+    error) and, when fitting, the model graph to every logger (``enabled``: ``enable_autolog_hparams``).
+
+    Raises:
+        RuntimeError: when a key is in both hparams with values of another type, another tensor object,
+            or unequal values.
+    """
     if not ctx.loggers or not enabled:
         return
     model = ctx.module
@@ -26,7 +32,8 @@ def log_hyperparams(ctx: RunContext, enabled: bool) -> None:
         module_hp = model.hparams_initial
         clash = [k for k in module_hp if k in hparams and _differs(hparams[k], module_hp[k])]
         if clash:
-            raise MisconfigurationException(
+            # a RuntimeError, as in Lightning, so code written for it catches the same type
+            raise RuntimeError(
                 f"Error while merging hparams: the keys {clash} are present in both the LightningModule's and"
                 " LightningDataModule's hparams but have different values."
             )
@@ -40,6 +47,11 @@ def log_hyperparams(ctx: RunContext, enabled: bool) -> None:
 
 
 def _differs(a: Any, b: Any) -> bool:
+    """Values of one key in both hparams clash: another type, another tensor object, or unequal."""
+    if type(a) is not type(b):
+        return True
+    if isinstance(a, torch.Tensor):
+        return a is not b
     try:
         return bool(a != b)
     except Exception:

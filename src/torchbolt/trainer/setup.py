@@ -81,7 +81,7 @@ def build_callbacks(config: TrainerConfig, callbacks: list[Callback] | Callback 
     check_unique_state_keys(items)
     _add_progress_bar(config, items)
     if config.enable_model_summary and not any(isinstance(cb, ModelSummary) for cb in items):
-        items.append(ModelSummary())
+        items.append(_default_model_summary(items))
     _add_checkpoint(config, items)
     if config.max_time is not None:
         if any(isinstance(cb, Timer) for cb in items):
@@ -117,6 +117,16 @@ def check_unique_state_keys(callbacks: list[Callback]) -> None:
         seen.add(key)
 
 
+def _default_model_summary(items: list[Callback]) -> ModelSummary:
+    """A rich table next to a rich progress bar (as Lightning does), the plain text table otherwise."""
+    from torchbolt.callbacks.progress.rich_progress import RichProgressBar
+    from torchbolt.callbacks.rich_model_summary import RichModelSummary
+
+    if any(isinstance(cb, RichProgressBar) for cb in items):
+        return RichModelSummary()
+    return ModelSummary()
+
+
 def _user_callbacks(callbacks: list[Callback] | Callback | None) -> list[Callback]:
     """``Trainer(callbacks=...)`` as a new list, every item checked to be a ``Callback``.
 
@@ -146,17 +156,22 @@ def _add_progress_bar(config: TrainerConfig, items: list[Callback]) -> None:
     """Append the default progress bar to ``items`` when enabled and none was given.
 
     Raises:
-        MisconfigurationException: when the bar is disabled but ``items`` holds one.
+        MisconfigurationException: when the bar is disabled but ``items`` holds one, or ``items`` holds several.
     """
+    bars = [cb for cb in items if isinstance(cb, ProgressBar)]
     if config.enable_progress_bar:
-        if not any(isinstance(cb, ProgressBar) for cb in items):
+        if len(bars) > 1:
+            raise MisconfigurationException(
+                "You added multiple progress bar callbacks to the Trainer, but only one progress bar is supported:"
+                f" {[type(bar).__name__ for bar in bars]}. Keep one of them in `callbacks`."
+            )
+        if not bars:
             items.append(TQDMProgressBar())
         return
-    bars = [cb for cb in items if isinstance(cb, ProgressBar)]
     if bars:
         raise MisconfigurationException(
-            f"`Trainer(enable_progress_bar=False)` but a progress bar callback ({type(bars[0]).__name__})"
-            " was passed in `callbacks`. Remove it or set `enable_progress_bar=True`."
+            f"Trainer was configured with `enable_progress_bar=False` but found `{type(bars[0]).__name__}` in"
+            " callbacks list. Remove it or set `enable_progress_bar=True`."
         )
 
 
@@ -189,16 +204,12 @@ def build_loggers(config: TrainerConfig, logger: Logger | Iterable[Logger] | boo
         from torchbolt.loggers import _default_logger
 
         return [_default_logger(config.default_root_dir)]
-    if isinstance(logger, Logger):
-        return [logger]
-    if not isinstance(logger, Iterable) and callable(getattr(logger, "log_metrics", None)):
-        # an object with the logger interface that is not a `Logger` subclass (a test double, an adapter):
-        # accepted as Lightning accepts it
-        return [logger]
+    if _is_logger_like(logger):
+        return [logger]  # type: ignore[list-item]
     if isinstance(logger, Iterable) and not isinstance(logger, (str, bytes)):
         loggers = list(logger)
         for item in loggers:
-            if not isinstance(item, Logger):
+            if not _is_logger_like(item):
                 raise MisconfigurationException(
                     f"`Trainer(logger=...)` got {type(item).__name__}; pass torchbolt loggers"
                     " (e.g. `TensorBoardLogger`, `CSVLogger`), True, False or a list of loggers."
@@ -207,6 +218,19 @@ def build_loggers(config: TrainerConfig, logger: Logger | Iterable[Logger] | boo
     raise MisconfigurationException(
         f"`Trainer(logger={logger!r})`: pass True, False, a Logger or a list of loggers."
     )
+
+
+def _is_logger_like(obj: object) -> bool:
+    """A ``Logger`` subclass, or an object that answers the logger calls the Trainer makes.
+
+    Duck-typed objects (an adapter, a test double) are accepted as in Lightning; strings and other
+    values without ``log_metrics``/``log_hyperparams`` are rejected so a typo fails early.
+    """
+    if isinstance(obj, Logger):
+        return True
+    if isinstance(obj, (str, bytes, int, float, type)):
+        return False
+    return callable(getattr(obj, "log_metrics", None)) and callable(getattr(obj, "log_hyperparams", None))
 
 
 def _model_checkpoint_cls() -> type[Checkpoint] | None:

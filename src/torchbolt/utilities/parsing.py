@@ -125,7 +125,8 @@ def _attr_holders(model: Any, attribute: str) -> list[Any]:
     holders: list[Any] = []
     if hasattr(model, attribute):
         holders.append(model)
-    hparams = getattr(model, "_hparams", None)
+    # the public ``hparams`` (a subclass may replace it with its own namespace or dict)
+    hparams = getattr(model, "hparams", None)
     if hparams is not None and _has_key(hparams, attribute):
         holders.append(hparams)
     trainer = getattr(model, "_trainer", None)
@@ -133,15 +134,19 @@ def _attr_holders(model: Any, attribute: str) -> list[Any]:
     if datamodule is not None:
         if hasattr(datamodule, attribute):
             holders.append(datamodule)
-        dm_hparams = getattr(datamodule, "_hparams", None)
+        dm_hparams = getattr(datamodule, "hparams", None)
         if dm_hparams is not None and _has_key(dm_hparams, attribute):
             holders.append(dm_hparams)
     return holders
 
 
 def _has_key(container: Any, key: str) -> bool:
-    if isinstance(container, dict):
-        return key in container
+    """``key in container`` for a dict or anything defining ``__contains__``; ``hasattr`` otherwise."""
+    if isinstance(container, dict) or hasattr(type(container), "__contains__"):
+        try:
+            return key in container
+        except TypeError:
+            pass
     return hasattr(container, key)
 
 
@@ -197,7 +202,8 @@ def is_picklable(obj: object) -> bool:
 
     try:
         pickle.dumps(obj)
-    except (pickle.PicklingError, AttributeError, TypeError):
+    except (pickle.PickleError, AttributeError, RuntimeError, TypeError):
+        # RuntimeError: e.g. a scripted module, which refuses to be pickled
         return False
     return True
 

@@ -43,6 +43,19 @@ def test_device_stats_monitor_logs_cpu_stats_on_logging_steps(tmp_path):
             "DeviceStatsMonitor.on_train_batch_end/cpu_swap_percent"} <= set(rows[0])
 
 
+def test_device_stats_monitor_logs_validation_and_test_batches(tmp_path):
+    pytest.importorskip("psutil", reason="CPU stats need psutil")
+    trainer, logger = _fit(tmp_path, [DeviceStatsMonitor()], limit_train_batches=2, limit_val_batches=2,
+                           limit_test_batches=1, log_every_n_steps=1, num_sanity_val_steps=0)
+    fit_keys = set(_rows(logger)[0])
+    assert "DeviceStatsMonitor.on_validation_batch_start/cpu_percent" in fit_keys
+    assert "DeviceStatsMonitor.on_validation_batch_end/cpu_percent" in fit_keys
+    trainer.test(BoringModel())
+    test_keys = set(_rows(logger)[0])
+    assert {"DeviceStatsMonitor.on_test_batch_start/cpu_percent",
+            "DeviceStatsMonitor.on_test_batch_end/cpu_percent"} <= test_keys
+
+
 def test_device_stats_monitor_cpu_stats_false_logs_nothing_on_cpu(tmp_path):
     _, logger = _fit(tmp_path, [DeviceStatsMonitor(cpu_stats=False)])
     assert not os.path.exists(os.path.join(logger.log_dir, "metrics.csv"))

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from argparse import Namespace
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -171,3 +172,80 @@ def test_missing_package_names_the_extra(tmp_path, monkeypatch, factory, package
     finally:
         monkeypatch.undo()
         module_available.cache_clear()
+
+
+class DuckLogger:
+    """Not a ``Logger`` subclass: only the calls the Trainer makes."""
+
+    def __init__(self, root: str) -> None:
+        self.save_dir = root
+        self.metrics: list[dict[str, float]] = []
+        self.hparams: list[dict[str, Any]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.metrics.append(dict(metrics))
+
+    def log_hyperparams(self, params: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        self.hparams.append(dict(params))
+
+    def log_graph(self, model: Any, input_array: Any = None) -> None:
+        pass
+
+    def save(self) -> None:
+        pass
+
+    def finalize(self, status: str) -> None:
+        pass
+
+
+def test_a_duck_typed_logger_is_accepted_and_called(tmp_path):
+    duck = DuckLogger(str(tmp_path))
+    trainer = Trainer(logger=duck, default_root_dir=tmp_path, max_steps=2, limit_val_batches=0,
+                      log_every_n_steps=1, enable_progress_bar=False, enable_model_summary=False,
+                      enable_checkpointing=False)
+    assert trainer.loggers == [duck]
+
+    class Logs(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            out = super().training_step(batch, batch_idx)
+            self.log("seen", float(batch_idx))
+            return out
+
+    trainer.fit(Logs())
+    assert [m["seen"] for m in duck.metrics] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("value", ["tensorboard", 3])
+def test_a_value_that_is_not_a_logger_is_rejected(value):
+    from torchbolt.utilities.exceptions import MisconfigurationException
+
+    with pytest.raises(MisconfigurationException, match="Trainer\\(logger="):
+        Trainer(logger=value)
+
+
+def test_clashing_module_and_datamodule_hparams_raise_runtime_error(tmp_path):
+    from torchbolt.demos.boring_classes import BoringDataModule
+
+    class Model(BoringModel):
+        def __init__(self, data_dir: str = "a") -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    class Data(BoringDataModule):
+        def __init__(self, data_dir: str = "b") -> None:
+            super().__init__()
+            self.save_hyperparameters()
+
+    trainer = Trainer(logger=CSVLogger(tmp_path), default_root_dir=tmp_path, max_steps=1,
+                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    with pytest.raises(RuntimeError, match=r"Error while merging hparams: the keys \['data_dir'\]"):
+        trainer.fit(Model(), datamodule=Data())
+
+
+def test_dummy_experiment_accepts_calls_and_item_assignment():
+    from torchbolt.loggers.logger import DummyExperiment
+
+    experiment = DummyExperiment()
+    experiment["tag"] = "value"
+    assert experiment[0] is experiment
+    assert experiment.add_scalar("x", 1.0) is None

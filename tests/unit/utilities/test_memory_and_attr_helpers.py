@@ -63,3 +63,32 @@ def test_missing_attribute_raises():
     with pytest.raises(AttributeError, match="neither stored"):
         lightning_getattr(_Model(), "momentum")
     assert not lightning_hasattr(_Model(), "momentum")
+
+
+def test_a_replaced_hparams_namespace_is_searched() -> None:
+    class Settings:
+        learning_rate = 0.25
+
+        def __contains__(self, name: str) -> bool:
+            return name == "learning_rate"
+
+    class WithDict(pl.LightningModule):
+        hparams = {"learning_rate": 0.5}  # type: ignore[assignment]
+
+    class WithNamespace(pl.LightningModule):
+        hparams = Settings()  # type: ignore[assignment]
+
+    assert lightning_getattr(WithDict(), "learning_rate") == 0.5
+    assert lightning_hasattr(WithNamespace(), "learning_rate")
+    assert lightning_getattr(WithNamespace(), "learning_rate") == 0.25
+    assert not lightning_hasattr(WithNamespace(), "momentum")
+    model = WithDict()
+    lightning_setattr(model, "learning_rate", 0.1)
+    assert model.hparams["learning_rate"] == 0.1
+
+
+def test_a_scripted_module_is_not_picklable() -> None:
+    from torchbolt.utilities.parsing import is_picklable
+
+    assert not is_picklable(torch.jit.script(torch.nn.Linear(2, 2)))
+    assert is_picklable({"a": 1}) and not is_picklable(lambda: None)

@@ -129,11 +129,15 @@ class ProgressBar(Callback):
 
 
 def get_standard_metrics(trainer: Trainer) -> dict[str, int | str]:
-    """``{"v_num": version}`` of the first logger, if it has one."""
+    """``{"v_num": version}``: the logger's version (several loggers: their distinct versions joined with
+    ``_``), if there is one."""
     items: dict[str, int | str] = {}
     if trainer.loggers:
-        version = trainer.loggers[0].version
-        if version is not None:
+        from torchbolt.loggers.utilities import _version
+
+        version = _version(trainer.loggers)
+        # a logger without a version (e.g. the dummy logger of fast_dev_run) shows none
+        if version is not None and version != "":
             if isinstance(version, str):
                 # show the last 4 places of long version strings
                 version = version[-4:]

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 
 from torchbolt.callbacks.progress import _display
 from torchbolt.callbacks.progress.progress_bar import ProgressBar
-from torchbolt.utilities.imports import _require
+from torchbolt.utilities.imports import _require, module_available
+
+# checked when a bar is created (a module-level flag, so a missing `rich` can be simulated)
+_RICH_AVAILABLE = module_available("rich")
 
 if TYPE_CHECKING:
     from torchbolt.core.module import LightningModule
@@ -18,7 +21,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class RichProgressBarTheme:
-    """Styles of the bar's parts (any ``rich`` style string)."""
+    """Styles of the bar's parts (any ``rich`` style string), and how metrics are written: ``metrics_format``
+    (a format spec for float values, default ``".3f"``) joined by ``metrics_text_delimiter``."""
 
     description: str = "white"
     progress_bar: str = "#6206E0"
@@ -27,6 +31,8 @@ class RichProgressBarTheme:
     time: str = "grey54"
     processing_speed: str = "grey70"
     metrics: str = "white"
+    metrics_text_delimiter: str = " "
+    metrics_format: str = ".3f"
 
 
 class RichProgressBar(ProgressBar):
@@ -53,7 +59,11 @@ class RichProgressBar(ProgressBar):
     def __init__(self, refresh_rate: int | None = None, leave: bool = False,
                  theme: RichProgressBarTheme | None = None, *,
                  refresh_interval: float = _display.DEFAULT_REFRESH_INTERVAL) -> None:
-        _require("rich", "rich", "RichProgressBar")
+        if not _RICH_AVAILABLE:
+            raise ModuleNotFoundError(
+                "`RichProgressBar` requires `rich` >= 10.2.2. Install it with `pip install -U rich`"
+                " (or `pip install 'torchbolt[rich]'`)."
+            )
         super().__init__()
         owner = type(self).__name__
         self._refresh_rate = _display.check_refresh_rate(refresh_rate, owner)
@@ -148,8 +158,10 @@ class RichProgressBar(ProgressBar):
             return
         fields: dict[str, Any] = {}
         if metrics is not None:
-            fields["metrics"] = " ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}"
-                                         for k, v in metrics.items())
+            fmt = self.theme.metrics_format
+            fields["metrics"] = self.theme.metrics_text_delimiter.join(
+                f"{k}: {v:{fmt}}" if isinstance(v, float) else f"{k}: {v}" for k, v in metrics.items()
+            )
         self.progress.update(self._tasks[name], completed=n, **fields)
 
     def _metrics(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,10 @@ class TQDMProgressBar(ProgressBar):
         super().__init__()
         owner = type(self).__name__
         self._refresh_rate = _display.check_refresh_rate(refresh_rate, owner)
+        miniters = os.environ.get("TQDM_MINITERS")
+        if miniters:
+            # tqdm's own setting for the fewest iterations between redraws raises the rate, as in Lightning
+            self._refresh_rate = max(int(float(miniters)), self._refresh_rate if self._refresh_rate is not None else 1)
         self._mode = _display.check_mode(mode, owner)
         self._refresh_interval = _display.check_interval(refresh_interval, "refresh_interval", owner)
         self._plain_interval = _display.check_interval(plain_interval, "plain_interval", owner)

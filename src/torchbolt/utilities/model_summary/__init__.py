@@ -1,9 +1,10 @@
-"""A table of a LightningModule's layers and parameter counts (what the ``ModelSummary`` callback prints).
-
-Laid out as in Lightning: ``model_summary`` (the table) and ``model_summary_deepspeed`` (ZeRO stage 3).
-"""
+"""The model summary table: :class:`ModelSummary` and its helpers, laid out as in Lightning: ``model_summary``
+(the table) and ``model_summary_deepspeed`` (parameters partitioned by ZeRO stage 3)."""
 
 from torchbolt.utilities.model_summary.model_summary import (
+    LEFTOVER_PARAMS_NAME,
+    NOT_APPLICABLE,
+    PARAMETER_NUM_UNITS,
     UNKNOWN_SIZE,
     LayerSummary,
     ModelSummary,
@@ -15,6 +16,9 @@ from torchbolt.utilities.model_summary.model_summary import (
 from torchbolt.utilities.model_summary.model_summary_deepspeed import DeepSpeedSummary
 
 __all__ = [
+    "LEFTOVER_PARAMS_NAME",
+    "NOT_APPLICABLE",
+    "PARAMETER_NUM_UNITS",
     "UNKNOWN_SIZE",
     "DeepSpeedSummary",
     "LayerSummary",
