@@ -22,3 +22,10 @@ def _require(module: str, extra: str, feature: str) -> None:
             f"{feature} requires `{module}`, which is not installed. Install it with"
             f" `pip install 'torchbolt[{extra}]'` (or `pip install {module}`)."
         )
+
+
+# Availability flags under the names Lightning's examples import (`if _TORCHVISION_AVAILABLE: import torchvision`);
+# plain booleans, evaluated once at import.
+_TORCHVISION_AVAILABLE: bool = module_available("torchvision")
+_OMEGACONF_AVAILABLE: bool = module_available("omegaconf")
+_RICH_AVAILABLE: bool = module_available("rich")
