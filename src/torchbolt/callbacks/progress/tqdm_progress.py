@@ -288,6 +288,9 @@ class TQDMProgressBar(ProgressBar):
             self._total_steps = trainer.estimated_stepping_batches
         except Exception:  # the count is a nicety of the plain line; never fail a fit over it
             self._total_steps = math.inf
+        if not pl_module.automatic_optimization and len(trainer.optimizers) > 1:
+            # each optimizer's step counts (a GAN steps two per batch): the estimate, one per batch, is no total
+            self._total_steps = math.inf
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         bar = self.train_progress_bar
