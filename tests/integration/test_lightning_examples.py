@@ -174,3 +174,36 @@ def test_example_availability_flags_import() -> None:
         assert _TORCHVISION_AVAILABLE is False
     else:
         pytest.skip("torchvision is installed here")
+
+
+def test_manual_optimization_steps_its_scheduler_on_the_epochs_last_batch() -> None:
+    """The manual-optimization docs step a scheduler when ``self.trainer.is_last_batch`` in ``training_step``."""
+
+    class EpochScheduled(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.automatic_optimization = False
+            self.layer = nn.Linear(4, 1)
+            self.flags: list[bool] = []
+
+        def on_train_batch_start(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            self.flags.append(self.trainer.is_last_batch)
+
+        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            opt = self.optimizers()
+            opt.zero_grad()
+            self.manual_backward(F.mse_loss(self.layer(batch[0]), batch[1]))
+            opt.step()
+            self.flags.append(self.trainer.is_last_batch)
+            if self.trainer.is_last_batch:
+                self.lr_schedulers().step()
+
+        def configure_optimizers(self):  # type: ignore[no-untyped-def]
+            opt = torch.optim.SGD(self.parameters(), lr=0.1)
+            return [opt], [torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)]
+
+    model = EpochScheduled()
+    trainer = _trainer(max_epochs=2)
+    trainer.fit(model, _data(6))  # three batches an epoch
+    assert model.flags == [False, False, False, False, True, True] * 2  # (start, step) per batch
+    assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.025)
