@@ -207,3 +207,44 @@ def test_manual_optimization_steps_its_scheduler_on_the_epochs_last_batch() -> N
     trainer.fit(model, _data(6))  # three batches an epoch
     assert model.flags == [False, False, False, False, True, True] * 2  # (start, step) per batch
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.025)
+
+
+def test_self_print_in_a_validation_hook_during_the_sanity_check(capsys: pytest.CaptureFixture[str]) -> None:
+    """``self.print`` while only the sanity check's placeholder bar exists prints instead of raising."""
+
+    class Printing(StepsWithoutBatchIdx):
+        def on_validation_epoch_end(self) -> None:
+            self.print("validated at step", self.global_step)
+
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False, accelerator="cpu")
+    trainer.fit(Printing(), _data(), _data(2))
+    out = capsys.readouterr()
+    assert "validated at step 0" in out.out + out.err and "validated at step 1" in out.out + out.err
+
+
+def test_hyperparameters_saved_from_a_namespace_argument_come_back_as_that_argument() -> None:
+    """The hyperparameters docs pass an ``argparse.Namespace`` to ``__init__`` and save it whole."""
+    from argparse import ArgumentParser
+
+    class FromArgs(pl.LightningModule):
+        def __init__(self, args):  # type: ignore[no-untyped-def]
+            super().__init__()
+            self.save_hyperparameters(args)
+            self.layer = nn.Linear(4, self.hparams.hidden)
+
+        def training_step(self, batch, batch_idx):  # type: ignore[no-untyped-def]
+            return self.layer(batch[0]).pow(2).mean()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    parser = ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--hidden", type=int, default=3)
+    trainer = _trainer(max_epochs=1, limit_train_batches=1, enable_checkpointing=True)
+    trainer.fit(FromArgs(parser.parse_args(["--hidden", "5"])), _data())
+    path = trainer.checkpoint_callback.best_model_path
+    assert torch.load(path, weights_only=False)["hparams_name"] == "args"
+    reloaded = FromArgs.load_from_checkpoint(path)
+    assert reloaded.hparams.hidden == 5 and reloaded.layer.out_features == 5 and reloaded.hparams.lr == 0.05

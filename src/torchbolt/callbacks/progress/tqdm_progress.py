@@ -461,9 +461,10 @@ class TQDMProgressBar(ProgressBar):
             self._write_eval_line(self.predict_description, trainer.num_predict_batches)
 
     def print(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
-        active = (self._train_progress_bar or self._val_progress_bar or self._test_progress_bar
-                  or self._predict_progress_bar)
-        if active is not None and not active.disable:
+        # the first bar that is shown; compared with None, since a tqdm bar without a total has no truth value
+        bars = (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar, self._predict_progress_bar)
+        active = next((bar for bar in bars if bar is not None and not bar.disable), None)
+        if active is not None:
             active.write(sep.join(map(str, args)), **kwargs)
         else:
             print(*args, sep=sep, **kwargs)

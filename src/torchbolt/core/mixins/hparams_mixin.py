@@ -23,6 +23,21 @@ def _frame_self(frame: types.FrameType) -> Any:
     return frame.f_locals.get(code.co_varnames[0])
 
 
+def _argument_holding(frame: types.FrameType, value: Any) -> str | None:
+    """The name of the ``__init__`` argument (of ``frame``'s object) that holds ``value``, if any."""
+    init_args = _collect_init_args(frame, set())
+    for name, arg in init_args.items():
+        if arg is value:
+            return name
+    for name, arg in init_args.items():
+        try:
+            if arg == value:
+                return name
+        except Exception:  # an argument whose comparison fails (e.g. a tensor) cannot be the match
+            continue
+    return None
+
+
 def _collect_init_args(frame: types.FrameType, ignore: set[str]) -> dict[str, Any]:
     """The named arguments of the ``__init__`` that owns ``frame``, with its ``**kwargs`` merged in.
 
@@ -90,6 +105,10 @@ class HyperparametersMixin:
         """
         self._log_hyperparams = logger
         if len(args) == 1 and not isinstance(args[0], str):
+            # remembered under the `__init__` argument it came in as, so `load_from_checkpoint` passes
+            # the saved values back as that argument (`__init__(self, config)` gets `config=...`)
+            caller = frame if frame is not None else getattr(inspect.currentframe(), "f_back", None)
+            self._hparams_name = _argument_holding(caller, args[0]) if caller is not None else None
             self._set_hparams(args[0])
             self._hparams_initial = copy.deepcopy(self._hparams)
             return
