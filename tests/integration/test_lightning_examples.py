@@ -248,3 +248,18 @@ def test_hyperparameters_saved_from_a_namespace_argument_come_back_as_that_argum
     assert torch.load(path, weights_only=False)["hparams_name"] == "args"
     reloaded = FromArgs.load_from_checkpoint(path)
     assert reloaded.hparams.hidden == 5 and reloaded.layer.out_features == 5 and reloaded.hparams.lr == 0.05
+
+
+def test_cli_docs_demo_model_takes_out_dim_and_learning_rate_and_trains_on_boring_data() -> None:
+    """The CLI docs run ``LightningCLI(DemoModel, BoringDataModule)`` with ``--model.learning_rate``."""
+    from torchbolt.cli import LightningCLI
+    from torchbolt.demos.boring_classes import BoringDataModule, DemoModel
+
+    cli = LightningCLI(DemoModel, BoringDataModule, args=[
+        "fit", "--model.out_dim=4", "--model.learning_rate=0.5", "--trainer.max_steps=2",
+        "--trainer.limit_val_batches=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
+    ])
+    assert cli.model.l1.out_features == 4 and cli.model.learning_rate == 0.5
+    assert cli.trainer.global_step == 2
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.5
