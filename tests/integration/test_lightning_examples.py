@@ -263,3 +263,17 @@ def test_cli_docs_demo_model_takes_out_dim_and_learning_rate_and_trains_on_borin
     assert cli.model.l1.out_features == 4 and cli.model.learning_rate == 0.5
     assert cli.trainer.global_step == 2
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == 0.5
+
+
+def test_test_with_ckpt_path_last_and_no_last_file_loads_nothing_and_says_so() -> None:
+    """Without ``save_last`` there is no last checkpoint: ``test(ckpt_path="last")`` keeps the current weights."""
+    model = StepsWithoutBatchIdx()
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=".")
+    trainer.fit(model, _data())
+    assert trainer.checkpoint_callback.best_model_path  # a top-k file exists, but it is not a last file
+    with torch.no_grad():
+        model.layer.weight.fill_(0.25)  # changed after the checkpoint: loading it would undo this
+    with pytest.warns(UserWarning, match="no last checkpoint available"):
+        trainer.test(model, _data(2), ckpt_path="last", verbose=False)
+    assert trainer.ckpt_path is None and torch.all(model.layer.weight == 0.25)

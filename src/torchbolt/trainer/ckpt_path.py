@@ -78,7 +78,7 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
     if ckpt_path == "best":
         return _best(trainer, name)
     if ckpt_path == "last":
-        return _last(trainer, name, on_exception, weights_only)
+        return _last(trainer, name, on_exception, weights_only, resuming=fn == TrainerFn.FITTING)
     return str(ckpt_path)
 
 
@@ -106,10 +106,12 @@ def _best(trainer: Trainer, name: str) -> str:
     return str(path)
 
 
-def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bool | None = None) -> str | None:
-    # "last"-like files: what the user asked for; every other complete checkpoint of the ModelCheckpoint
-    # directories is a candidate too, because a crash between two writes of the same step (top-k file
-    # renamed into place, `last` not yet written) leaves the newest state only there
+def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bool | None = None,
+          resuming: bool = True) -> str | None:
+    # "last"-like files: what the user asked for; when resuming `fit`, every other complete checkpoint of the
+    # ModelCheckpoint directories is a candidate too, because a crash between two writes of the same step
+    # (top-k file renamed into place, `last` not yet written) leaves the newest state only there.
+    # `validate`/`test`/`predict` load only a `last` file, as Lightning does: with none, nothing is loaded.
     last_like = {_normalized(cb.ckpt_path) for cb in on_exception}
     others: set[str] = set()
     for callback in trainer.checkpoint_callbacks:
@@ -117,7 +119,7 @@ def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bo
         if callable(find):
             last_like |= {_normalized(p) for p in find(trainer)}
         find_all = getattr(callback, "_find_resumable_checkpoints", None)
-        if callable(find_all):
+        if resuming and callable(find_all):
             others |= {_normalized(p) for p in find_all(trainer)}
     choice: str | None = None
     if trainer.is_global_zero:
