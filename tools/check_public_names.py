@@ -66,8 +66,6 @@ ALLOWED: dict[str, str] = {
     "plugins:XLACheckpointIO": "XLA checkpoint I/O: needs torch_xla, not supported",
     "profilers.xla": "XLA profiler: needs torch_xla, not supported",
     "profilers:XLAProfiler": "XLA profiler: needs torch_xla, not supported",
-    # Things that would download.
-    "demos.mnist_datamodule": "downloads MNIST; torchbolt's demos never download (use BoringDataModule or WikiText2)",
 }
 
 # Known gaps still to close: printed as failures so that the report stays honest.

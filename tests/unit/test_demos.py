@@ -57,8 +57,8 @@ def test_transformer_shapes_and_causal_mask() -> None:
     model = Transformer(vocab_size=50, ninp=16, nhead=2, nhid=16, nlayers=1)
     x = torch.randint(0, 50, (3, 7))
     out = model(x, x)
-    assert out.shape == (3, 7, 50)
-    assert torch.allclose(out.exp().sum(-1), torch.ones(3, 7), atol=1e-4)
+    assert out.shape == (3 * 7, 50)  # flat, ready for `F.nll_loss(out, target.view(-1))`
+    assert torch.allclose(out.exp().sum(-1), torch.ones(3 * 7), atol=1e-4)
     mask = Transformer.generate_square_subsequent_mask(3)
     assert torch.isinf(mask[0, 1]) and mask[1, 0] == 0
 

@@ -155,28 +155,26 @@ class ManualOptimBoringModel(BoringModel):
 
 
 class DemoModel(LightningModule):
-    """A small MLP classifier: ``in_features -> hidden -> num_classes`` with cross-entropy."""
+    """The model of the CLI docs: one ``32 -> out_dim`` linear layer with ReLU, trained to shrink its outputs' sum.
 
-    def __init__(self, in_features: int = 32, hidden: int = 32, num_classes: int = 2, lr: float = 0.1) -> None:
+    Batches are plain ``(batch, 32)`` tensors, as :class:`BoringDataModule` yields, so
+    ``LightningCLI(DemoModel, BoringDataModule)`` runs as is; ``--model.out_dim`` and
+    ``--model.learning_rate`` are its two options (Adam at ``learning_rate``).
+    """
+
+    def __init__(self, out_dim: int = 10, learning_rate: float = 0.02) -> None:
         super().__init__()
-        self.save_hyperparameters()
-        self.net = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(), nn.Linear(hidden, num_classes))
+        self.l1 = nn.Linear(32, out_dim)
+        self.learning_rate = learning_rate
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        return torch.relu(self.l1(x.view(x.size(0), -1)))
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        x, y = batch
-        loss = F.cross_entropy(self(x), y)
-        self.log("train_loss", loss)
-        return loss
-
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
-        x, y = batch
-        self.log("val_loss", F.cross_entropy(self(x), y))
+        return self(batch).sum()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.SGD(self.parameters(), lr=self.hparams["lr"])
+        return torch.optim.Adam(self.parameters(), lr=self.learning_rate)
 
 
 class BoringDataModuleNoLen(LightningDataModule):

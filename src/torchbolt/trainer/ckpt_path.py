@@ -78,7 +78,7 @@ def resolve_ckpt_path(trainer: Trainer, fn: TrainerFn, ckpt_path: Any, model_pro
     if ckpt_path == "best":
         return _best(trainer, name)
     if ckpt_path == "last":
-        return _last(trainer, name, on_exception, weights_only)
+        return _last(trainer, name, on_exception, weights_only, resuming=fn == TrainerFn.FITTING)
     return str(ckpt_path)
 
 
@@ -106,10 +106,12 @@ def _best(trainer: Trainer, name: str) -> str:
     return str(path)
 
 
-def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bool | None = None) -> str | None:
-    # "last"-like files: what the user asked for; every other complete checkpoint of the ModelCheckpoint
-    # directories is a candidate too, because a crash between two writes of the same step (top-k file
-    # renamed into place, `last` not yet written) leaves the newest state only there
+def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bool | None = None,
+          resuming: bool = True) -> str | None:
+    # "last"-like files: what the user asked for; when resuming `fit`, every other complete checkpoint of the
+    # ModelCheckpoint directories is a candidate too, because a crash between two writes of the same step
+    # (top-k file renamed into place, `last` not yet written) leaves the newest state only there.
+    # `validate`/`test`/`predict` load only a `last` file, as Lightning does: with none, nothing is loaded.
     last_like = {_normalized(cb.ckpt_path) for cb in on_exception}
     others: set[str] = set()
     for callback in trainer.checkpoint_callbacks:
@@ -118,8 +120,9 @@ def _last(trainer: Trainer, name: str, on_exception: list[Any], weights_only: bo
             last_like |= {_normalized(p) for p in find(trainer)}
         find_all = getattr(callback, "_find_resumable_checkpoints", None)
         # only a callback that writes `last` can have left a step's newest state in its top-k file alone;
-        # without `save_last` there is no last checkpoint, as in Lightning (a warning and no restore)
-        if callable(find_all) and getattr(callback, "save_last", False):
+        # without `save_last` there is no last checkpoint, as in Lightning (a warning and no restore); and only
+        # a resumed fit looks past `last` files (evaluation loads a `last` file or nothing, as in Lightning)
+        if resuming and callable(find_all) and getattr(callback, "save_last", False):
             others |= {_normalized(p) for p in find_all(trainer)}
     choice: str | None = None
     if trainer.is_global_zero:

@@ -449,7 +449,7 @@ class FitLoop:
         ctx, p = self.ctx, self.progress
         hooks = ctx.hooks
         active = hooks.active
-        p.begin_batch(batch_idx)
+        p.begin_batch(batch_idx, is_last)
         batch = hooks.transfer_batch(batch, 0)
         self.results.batch_start(batch)
         if "on_train_batch_start" in active:

@@ -17,6 +17,7 @@ from torchbolt.core.module import LightningModule
 from torchbolt.utilities.apply_func import move_data_to_device
 from torchbolt.utilities.parsing import has_own_hook, is_overridden
 from torchbolt.utilities.rank_zero import rank_zero_warn
+from torchbolt.utilities.signature_utils import is_param_in_hook_signature
 
 if TYPE_CHECKING:
     from torchbolt.profilers.profiler import Profiler
@@ -38,6 +39,27 @@ _BATCH_HOOKS = (
     "on_test_batch_end", "on_predict_batch_start", "on_predict_batch_end",
 )
 _STEP_METHODS = ("training_step", "validation_step", "test_step", "predict_step")
+
+
+def _steps_without_batch_idx(module: LightningModule) -> frozenset[str]:
+    """The module's ``*_step`` methods that take no ``batch_idx`` (``def training_step(self, batch)``).
+
+    The loops then call them without it, as Lightning does; a step with a ``batch_idx`` parameter, ``*args``
+    or two or more positional parameters gets it.
+    """
+    names = []
+    for name in _STEP_METHODS:
+        fn = getattr(module, name, None)
+        if fn is None:
+            continue
+        try:
+            if not is_param_in_hook_signature(fn, "batch_idx", min_args=2):
+                names.append(name)
+        except TypeError:  # no inspectable signature: pass everything, as before
+            pass
+    return frozenset(names)
+
+
 # module hooks whose default does not log (`optimizer.step(closure)`, `optimizer.zero_grad()`, the Trainer's
 # clipping, `loss.backward()`): when the module keeps the default, the loops call it directly (no hook name to
 # set), or skip it when it has nothing to do (clipping without `gradient_clip_val`)
@@ -88,6 +110,7 @@ class HookDispatcher:
             name for name in _STEP_METHODS if unprofiled and _is_base(strategy, name, "strategy")
             and _is_base(strategy, "_call_step", "strategy") and _is_base(precision, "forward_context", "precision")
         )
+        self._steps_without_batch_idx = _steps_without_batch_idx(module)
         self.plain_no_backward_sync: bool = _is_base(strategy, "no_backward_sync", "strategy")
         self.plain_backward: bool = unprofiled and _is_base(strategy, "backward", "strategy") and all(
             _is_base(precision, name, "precision") for name in ("pre_backward", "backward", "post_backward"))
@@ -225,6 +248,8 @@ class HookDispatcher:
         d = self._module_dict
         prev = d.get("_current_fx_name")
         d["_current_fx_name"] = name
+        if name in self._steps_without_batch_idx:
+            args = args[:1] + args[2:]  # `(batch, batch_idx, *rest)` -> `(batch, *rest)`
         try:
             return fn(*args, **kwargs)
         finally:

@@ -361,8 +361,9 @@ class TrainerProperties:
 
     @property
     def is_last_batch(self) -> bool:
-        """Whether the training batch being (or last) processed is the epoch's last."""
-        return self._live_progress().last_batch_seen
+        """Whether the training batch being (or last) processed is the epoch's last (already in its
+        ``on_train_batch_start`` and ``training_step``, so a manual-optimization step can act on it)."""
+        return self._live_progress().batch_is_last
 
     @property
     def sanity_checking(self) -> bool:

@@ -55,6 +55,8 @@ class Progress:
             has not finished; a resume finishes it before fetching the next batch.
         tail_validated: the validation due after that batch already ran.
         last_batch_seen: that batch was the last of the epoch.
+        batch_is_last: the batch being (or last) processed is the epoch's last, known from when it is
+            fetched, before its hooks run (``trainer.is_last_batch``).
         epoch_ending: ``on_train_epoch_end`` hooks started for ``current_epoch``; a resume does not
             call them again and goes on with the epoch's closing steps.
     """
@@ -70,6 +72,7 @@ class Progress:
     in_batch_tail: bool = False
     tail_validated: bool = False
     last_batch_seen: bool = False
+    batch_is_last: bool = False
     epoch_ending: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -98,10 +101,11 @@ class Progress:
         """``on_train_epoch_start`` ran: a checkpoint written from here resumes inside the epoch."""
         self.epoch_started = True
 
-    def begin_batch(self, batch_idx: int) -> None:
-        """Training batch ``batch_idx`` of the epoch starts."""
+    def begin_batch(self, batch_idx: int, is_last: bool = False) -> None:
+        """Training batch ``batch_idx`` of the epoch starts; ``is_last``: it is the epoch's last."""
         self.batch_idx = batch_idx
         self.total_batch_idx += 1
+        self.batch_is_last = is_last
 
     def batch_trained(self, batch_idx: int, is_last: bool) -> None:
         """The batch's forward/backward (and optimizer step, when due) are done; its post-step work is not."""
@@ -148,6 +152,7 @@ class Progress:
         self.in_batch_tail = False
         self.tail_validated = False
         self.last_batch_seen = False
+        self.batch_is_last = False
         self.epoch_ending = False
 
     # ------------------------------------------------------------------ saving and restoring

@@ -40,6 +40,8 @@ def _version_at_least(module: str, minimum: tuple[int, ...]) -> bool:
 # `import torchbolt` stays free of these look-ups
 _LIGHTNING_FLAGS = {
     "_OMEGACONF_AVAILABLE": lambda: module_available("omegaconf"),
+    "_RICH_AVAILABLE": lambda: module_available("rich"),
+    "_TORCHVISION_AVAILABLE": lambda: module_available("torchvision"),
     "_TORCH_GREATER_EQUAL_2_8": lambda: _version_at_least("torch", (2, 8)),
     "_TORCHMETRICS_GREATER_EQUAL_0_11": lambda: _version_at_least("torchmetrics", (0, 11)),
 }

@@ -293,6 +293,9 @@ class TQDMProgressBar(ProgressBar):
             self._total_steps = trainer.estimated_stepping_batches
         except Exception:  # the count is a nicety of the plain line; never fail a fit over it
             self._total_steps = math.inf
+        if not pl_module.automatic_optimization and len(trainer.optimizers) > 1:
+            # each optimizer's step counts (a GAN steps two per batch): the estimate, one per batch, is no total
+            self._total_steps = math.inf
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         bar = self.train_progress_bar
@@ -463,9 +466,10 @@ class TQDMProgressBar(ProgressBar):
             self._write_eval_line(self.predict_description, trainer.num_predict_batches)
 
     def print(self, *args: Any, sep: str = " ", **kwargs: Any) -> None:
-        active = (self._train_progress_bar or self._val_progress_bar or self._test_progress_bar
-                  or self._predict_progress_bar)
-        if active is not None and not active.disable:
+        # the first bar that is shown; compared with None, since a tqdm bar without a total has no truth value
+        bars = (self._train_progress_bar, self._val_progress_bar, self._test_progress_bar, self._predict_progress_bar)
+        active = next((bar for bar in bars if bar is not None and not bar.disable), None)
+        if active is not None:
             active.write(sep.join(map(str, args)), **kwargs)
         else:
             print(*args, sep=sep, **kwargs)
