@@ -364,11 +364,11 @@ def test_print_goes_through_the_progress_bar(capsys: pytest.CaptureFixture[str])
     assert "epoch done 0" in capsys.readouterr().out
 
 
-def test_example_input_array_adds_shapes_to_the_summary(capsys: pytest.CaptureFixture[str]) -> None:
+def test_example_input_array_adds_shapes_to_the_summary(caplog: pytest.LogCaptureFixture) -> None:
     model = ClassifierModule()
     model.example_input_array = torch.zeros(3, 8)
     quiet_trainer(enable_model_summary=True, limit_train_batches=1, limit_val_batches=0).fit(model)
-    out = capsys.readouterr().out
+    out = caplog.text  # the summary is logged (INFO) on the `torchbolt` logger, as Lightning logs it
     assert "In sizes" in out and "[3, 8]" in out and "[3, 2]" in out
 
 

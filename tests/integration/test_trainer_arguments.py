@@ -195,11 +195,11 @@ def test_enable_progress_bar_adds_a_tqdm_bar(capsys: pytest.CaptureFixture[str])
     assert quiet.progress_bar_callback is None
 
 
-def test_enable_model_summary_prints_parameter_counts(capsys: pytest.CaptureFixture[str]) -> None:
+def test_enable_model_summary_prints_parameter_counts(caplog: pytest.LogCaptureFixture) -> None:
     trainer = quiet_trainer(enable_model_summary=True)
     assert any(isinstance(c, ModelSummary) for c in trainer.callbacks)
     trainer.fit(ClassifierModule())
-    out = capsys.readouterr().out
+    out = caplog.text  # the summary is logged (INFO) on the `torchbolt` logger, as Lightning logs it
     assert "Trainable params" in out and "Sequential" in out
     assert str(8 * 16 + 16 + 16 * 2 + 2) in out
 

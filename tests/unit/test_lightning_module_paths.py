@@ -44,7 +44,7 @@ def test_model_summary_package_layout_and_helpers() -> None:
     partitioned.ds_numel = 1000  # type: ignore[attr-defined]
     holder = nn.Module()
     holder.p = partitioned
-    assert ModelSummary(holder).total_parameters == 1000
+    assert DeepSpeedSummary(holder).total_parameters == 1000
 
 
 def test_ds_checkpoint_dir_reads_the_latest_tag(tmp_path: Path) -> None:
@@ -145,9 +145,9 @@ def test_instantiate_module_builds_from_a_config() -> None:
     from torchbolt.demos.boring_classes import DemoModel
 
     model = instantiate_module(pl.LightningModule, {"_class_path": "torchbolt.demos.boring_classes.DemoModel",
-                                                    "hidden": 16})
-    assert isinstance(model, DemoModel) and model.hparams["hidden"] == 16
-    assert instantiate_module(DemoModel, {"hidden": 8}).hparams["hidden"] == 8
+                                                    "out_dim": 16})
+    assert isinstance(model, DemoModel) and model.l1.out_features == 16
+    assert instantiate_module(DemoModel, {"out_dim": 8}).l1.out_features == 8
 
 
 def test_rich_columns_render_a_progress_line() -> None:

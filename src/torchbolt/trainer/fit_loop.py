@@ -457,7 +457,7 @@ class FitLoop:
             if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
                 # as in Lightning, the rest of the epoch is skipped: this is its last batch
                 # (`trainer.is_last_batch`), so the schedulers stepped at an epoch's end are stepped now
-                p.last_batch_seen = True
+                p.last_batch_seen = p.batch_is_last = True
                 if ctx.strategy.lr_scheduler_configs:
                     update_lr_schedulers(ctx, "epoch", False, batch_idx)
                 return True

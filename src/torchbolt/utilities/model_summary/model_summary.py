@@ -154,6 +154,9 @@ class ModelSummary:
         ValueError: when ``max_depth`` is not ``-1``, ``0`` or a positive int.
     """
 
+    #: the summary of one layer (a subclass may count parameters differently)
+    _layer_class: type[LayerSummary] = LayerSummary
+
     def __init__(self, model: nn.Module, max_depth: int = 1) -> None:
         if isinstance(max_depth, bool) or not isinstance(max_depth, int) or max_depth < -1:
             raise ValueError(f"`max_depth` can be -1, 0 or > 0, got {max_depth}.")
@@ -253,7 +256,7 @@ class ModelSummary:
 
     def summarize(self) -> dict[str, LayerSummary]:
         """Hook the submodules, run the example input (if any) and return the layers to list, by name."""
-        summary = OrderedDict((name, LayerSummary(module)) for name, module in self.named_modules)
+        summary = OrderedDict((name, self._layer_class(module)) for name, module in self.named_modules)
         if getattr(self._model, "example_input_array", None) is not None:
             self._forward_example_input()
         for layer in summary.values():

@@ -14,7 +14,7 @@ def deepspeed_param_size(p: nn.Parameter) -> int:
 
 
 class DeepSpeedLayerSummary(LayerSummary):
-    """:class:`LayerSummary` counting partitioned parameters at their full size (as ``LayerSummary`` does)."""
+    """:class:`LayerSummary` counting partitioned parameters at their full size."""
 
     @property
     def num_parameters(self) -> int:
@@ -26,8 +26,17 @@ class DeepSpeedSummary(ModelSummary):
 
     Such a parameter is empty on each process and carries its full size in ``ds_numel``; the counts
     (per layer, total, trainable, model size) use that size, so they describe the whole model.
-    :class:`ModelSummary` counts the same way, so both print the same table.
     """
+
+    _layer_class = DeepSpeedLayerSummary
+
+    @property
+    def total_parameters(self) -> int:
+        return sum(deepspeed_param_size(p) for p in self._model.parameters())
+
+    @property
+    def trainable_parameters(self) -> int:
+        return sum(deepspeed_param_size(p) for p in self._model.parameters() if p.requires_grad)
 
 
 __all__ = ["DeepSpeedLayerSummary", "DeepSpeedSummary", "deepspeed_param_size"]
