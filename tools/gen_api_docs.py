@@ -42,6 +42,7 @@ SECTIONS: list[tuple[str, str, list[str]]] = [
     ("Cluster environments", "torchbolt.plugins.environments", ["ClusterEnvironment", "LightningEnvironment",
                                                                  "XLAEnvironment"]),
     ("Profilers", "torchbolt.profilers", ["Profiler", "PassThroughProfiler", "XLAProfiler"]),
+    ("Serving check", "torchbolt.serve", ["ServableModule", "ServableModuleValidator"]),
     ("Checkpoint commands", "torchbolt.utilities.consolidate_checkpoint", ["consolidate_checkpoint"]),
     ("Checkpoint upgrades", "torchbolt.utilities.upgrade_checkpoint", ["upgrade_checkpoint"]),
     ("CLI", "torchbolt.cli", ["LightningCLI", "SaveConfigCallback"]),

@@ -15,7 +15,7 @@ LAYERS = {
     "utilities": 1,
     "core": 2,
     "accelerators": 3, "plugins": 3, "strategies": 3,
-    "callbacks": 4, "loggers": 4, "profilers": 4,
+    "callbacks": 4, "loggers": 4, "profilers": 4, "serve": 4,
     "trainer": 5, "loops": 5,
     "tuner": 6, "cli": 6,
 }
