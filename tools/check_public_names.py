@@ -70,12 +70,6 @@ ALLOWED: dict[str, str] = {
 
 # Known gaps still to close: printed as failures so that the report stays honest.
 NOT_YET: dict[str, str] = {
-    "loggers:LitLogger": "Lightning.ai's hosted logger (needs the `litlogger` service client) not written yet",
-    "loggers.litlogger": "Lightning.ai's hosted logger (needs the `litlogger` service client) not written yet",
-    "loggers.neptune": "Neptune logger not written yet",
-    "strategies:ModelParallelStrategy": "tensor-parallel strategy being written",
-    "strategies.model_parallel": "tensor-parallel strategy being written",
-    "utilities.model_registry": "Lightning.ai model registry: needs a network service, not written yet",
 }
 
 

@@ -1,18 +1,30 @@
 """Experiment loggers, at Lightning's names and module paths.
 
-Each logger imports its backend package (tensorboard, mlflow, wandb, comet_ml) only when it is created or
+Each logger imports its backend package (tensorboard, mlflow, wandb, comet_ml, litlogger) only when it is created or
 first writes, so ``import torchbolt`` never pays for them.
 """
 
 from torchbolt.loggers.comet import CometLogger
 from torchbolt.loggers.csv_logs import CSVLogger
+from torchbolt.loggers.litlogger import LitLogger
 from torchbolt.loggers.logger import DummyLogger, Logger
 from torchbolt.loggers.mlflow import MLFlowLogger
+from torchbolt.loggers.neptune import NeptuneLogger  # kept for imports; it cannot be created (as in Lightning 2.6)
 from torchbolt.loggers.tensorboard import TensorBoardLogger, _tensorboard_available
 from torchbolt.loggers.wandb import WandbLogger
 from torchbolt.utilities.rank_zero import rank_zero_warn
 
-__all__ = ["CSVLogger", "CometLogger", "DummyLogger", "Logger", "MLFlowLogger", "TensorBoardLogger", "WandbLogger"]
+__all__ = [
+    "CSVLogger",
+    "CometLogger",
+    "DummyLogger",
+    "LitLogger",
+    "Logger",
+    "MLFlowLogger",
+    "NeptuneLogger",
+    "TensorBoardLogger",
+    "WandbLogger",
+]
 
 
 def _default_logger(root_dir: str) -> Logger:
