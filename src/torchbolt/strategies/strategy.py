@@ -222,6 +222,16 @@ class Strategy(ABC):
         if setup_optimizers is not None:
             setup_optimizers()
 
+    def setup_optimizers(self, trainer: Any) -> None:
+        """Create the optimizers and scheduler configs from the module's ``configure_optimizers`` (Lightning's
+        public entry point; torchbolt's Trainer calls it through ``setup``). Only a fit creates them."""
+        from torchbolt.core.optimizer import _init_optimizers_and_lr_schedulers
+        from torchbolt.utilities.states import TrainerFn
+
+        if trainer.state.fn != TrainerFn.FITTING or self._lightning_module is None:
+            return
+        self.optimizers, self.lr_scheduler_configs = _init_optimizers_and_lr_schedulers(self._lightning_module)
+
     def model_to_device(self) -> None:
         """Move the LightningModule to :attr:`root_device`."""
         assert self._lightning_module is not None

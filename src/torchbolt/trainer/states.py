@@ -96,6 +96,8 @@ class Progress:
     def open_epoch(self) -> None:
         """A new epoch's training is about to start (before ``on_train_epoch_start``)."""
         self.batch_idx = 0
+        # `trainer.is_last_batch` keeps the finished epoch's answer until the next epoch starts (as in Lightning)
+        self.batch_is_last = False
 
     def epoch_opened(self) -> None:
         """``on_train_epoch_start`` ran: a checkpoint written from here resumes inside the epoch."""
@@ -152,7 +154,6 @@ class Progress:
         self.in_batch_tail = False
         self.tail_validated = False
         self.last_batch_seen = False
-        self.batch_is_last = False
         self.epoch_ending = False
 
     # ------------------------------------------------------------------ saving and restoring

@@ -63,3 +63,10 @@ def test_progress_bar_total_of_an_endless_loader_is_the_steps_left(tmp_path: Pat
     trainer.fit(model)
     assert bar is not None and bar.train_progress_bar.total == 7
     assert trainer.global_step == 7
+
+
+def test_is_last_batch_keeps_the_finished_epochs_answer_after_fit(tmp_path: Path) -> None:
+    # read after `fit` (or in `on_train_end`), it still describes the last epoch's final batch
+    trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0)
+    trainer.fit(BoringModel())
+    assert trainer.is_last_batch
