@@ -15,7 +15,7 @@ from torchbolt.callbacks.progress.progress_bar import ProgressBar
 from torchbolt.core.optimizer import LRSchedulerConfig
 from torchbolt.loggers.logger import Logger
 from torchbolt.plugins.precision.precision import Precision
-from torchbolt.trainer.config import default_max_epochs
+from torchbolt.trainer.config import _check_val_check_interval, default_max_epochs
 from torchbolt.trainer.logging import scalars
 from torchbolt.trainer.states import RunningStage, TrainerFn, TrainerStatus
 from torchbolt.utilities.combined_loader import CombinedLoader
@@ -454,7 +454,8 @@ class TrainerProperties:
     fast_dev_run = property(lambda self: _fast_dev_run_view(self._config.fast_dev_run))
     gradient_clip_val = property(lambda self: self._config.gradient_clip_val)
     gradient_clip_algorithm = property(lambda self: self._config.gradient_clip_algorithm)
-    val_check_interval = property(lambda self: self._config.val_check_interval)
+    val_check_interval = property(lambda self: self._config.val_check_interval,
+                                  lambda self, value: _set_val_check_interval(self, value))
     check_val_every_n_epoch = property(lambda self: self._config.check_val_every_n_epoch)
     log_every_n_steps = property(lambda self: self._config.log_every_n_steps)
     limit_train_batches = property(lambda self: self._config.limit_train_batches)
@@ -468,6 +469,13 @@ class TrainerProperties:
     # Lightning 1.x tuner flags, read by ``trainer.tune()``
     auto_lr_find = property(lambda self: self._config.auto_lr_find)
     auto_scale_batch_size = property(lambda self: self._config.auto_scale_batch_size)
+
+
+def _set_val_check_interval(trainer: Any, value: Any) -> None:
+    """``trainer.val_check_interval = value`` (as Lightning allows): checked as the argument is, used by the next
+    fit (a running fit decided its validation points when its loaders were set up)."""
+    config = trainer._config
+    config.val_check_interval = _check_val_check_interval(value, config.check_val_every_n_epoch)
 
 
 def _fast_dev_run_view(batches: int) -> int | bool:

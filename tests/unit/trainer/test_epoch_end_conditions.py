@@ -70,3 +70,20 @@ def test_is_last_batch_keeps_the_finished_epochs_answer_after_fit(tmp_path: Path
     trainer = _trainer(tmp_path, max_epochs=2, limit_train_batches=3, limit_val_batches=0)
     trainer.fit(BoringModel())
     assert trainer.is_last_batch
+
+
+def test_val_check_interval_can_be_set_on_the_trainer_and_is_checked(tmp_path: Path) -> None:
+    trainer = _trainer(tmp_path, max_epochs=1, limit_train_batches=4, val_check_interval=0.5)
+    trainer.val_check_interval = 2
+    assert trainer.val_check_interval == 2
+    with pytest.raises(Exception, match="val_check_interval"):
+        trainer.val_check_interval = -3
+    assert trainer.val_check_interval == 2  # a refused value changes nothing
+    validations: list[int] = []
+
+    class Counts(BoringModel):
+        def on_validation_start(self) -> None:
+            validations.append(self.trainer.global_step)
+
+    trainer.fit(Counts())
+    assert validations == [0, 2, 4]  # the sanity check, then every 2 batches
