@@ -45,6 +45,12 @@ class BatchCounter:
         self._before += self.current
         self.current = 0
 
+    def clear(self) -> None:
+        """Both counts back to 0 (the fit's validation counts restart with each training epoch, as in Lightning:
+        ``fit_loop.epoch_loop.val_loop.batch_progress.total`` counts the validation batches of the epoch)."""
+        self._before = 0
+        self.current = 0
+
     def set(self, total: int | None = None, current: int | None = None) -> None:
         """Set the counts (``trainer.<stage>_loop.batch_progress.total.completed = n`` and friends).
 

@@ -379,6 +379,7 @@ class FitLoop:
         """A new epoch: ``on_train_epoch_start`` (the epoch aggregates were cleared when the last epoch closed,
         so values logged in ``on_train_start`` count towards the first epoch)."""
         self.progress.open_epoch()
+        self.val_loop.batch_counter.clear()
         self.ctx.metrics.collect_into(self.results)
         self.ctx.hooks.both("on_train_epoch_start")
         # after the hooks: a checkpoint written in them resumes before them, so that callbacks that
