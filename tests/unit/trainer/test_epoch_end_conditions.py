@@ -87,3 +87,17 @@ def test_val_check_interval_can_be_set_on_the_trainer_and_is_checked(tmp_path: P
 
     trainer.fit(Counts())
     assert validations == [0, 2, 4]  # the sanity check, then every 2 batches
+
+
+def test_fit_validation_batch_counts_restart_with_each_training_epoch(tmp_path: Path) -> None:
+    per_epoch: list[int] = []
+
+    class Reads(BoringModel):
+        def on_train_epoch_end(self) -> None:
+            per_epoch.append(self.trainer.fit_loop.epoch_loop.val_loop.batch_progress.total.completed)
+
+    trainer = _trainer(tmp_path, max_epochs=3, limit_train_batches=4, limit_val_batches=1, val_check_interval=0.5,
+                       num_sanity_val_steps=0)
+    trainer.fit(Reads())
+    # two validations of one batch in every epoch: the count is the epoch's, not the fit's
+    assert per_epoch == [2, 2, 2]
