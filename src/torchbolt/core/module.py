@@ -93,6 +93,9 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         self._strict_loading: bool | None = None
         self._current_fx_name: str | None = None
         self._current_dataloader_idx: int | None = None
+        #: ``requires_grad`` of the parameters :meth:`toggle_optimizer` switched off (Lightning's name), empty
+        #: when nothing is toggled
+        self._param_requires_grad_state: dict[Tensor, bool] = {}
         self._device: torch.device = torch.device("cpu")
         self._dtype: torch.dtype = torch.get_default_dtype()
         # set by `ModelParallelStrategy.setup_environment` so `configure_model` can parallelize on it
@@ -524,25 +527,26 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
         """Make only ``optimizer``'s parameters require gradients; :meth:`untoggle_optimizer` restores
         the others. Prevents dangling gradients when several optimizers share a graph."""
         target = optimizer.optimizer if isinstance(optimizer, LightningOptimizer) else optimizer
-        saved: dict[int, bool] = {}
+        saved: dict[Tensor, bool] = {}
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 for param in group["params"]:
-                    saved.setdefault(id(param), param.requires_grad)
+                    saved.setdefault(param, param.requires_grad)
                     param.requires_grad = False
         for group in target.param_groups:
             for param in group["params"]:
-                param.requires_grad = saved[id(param)]
-        self.__dict__["_toggled_requires_grad"] = saved
+                param.requires_grad = saved[param]
+        self.__dict__["_param_requires_grad_state"] = saved
 
     def untoggle_optimizer(self, optimizer: Optimizer | LightningOptimizer) -> None:
         """Restore ``requires_grad`` of the parameters :meth:`toggle_optimizer` switched off."""
-        saved: dict[int, bool] = self.__dict__.pop("_toggled_requires_grad", {})
+        saved: dict[Tensor, bool] = self.__dict__.get("_param_requires_grad_state") or {}
         for opt in self.trainer.optimizers:
             for group in opt.param_groups:
                 for param in group["params"]:
-                    if id(param) in saved:
-                        param.requires_grad = saved[id(param)]
+                    if param in saved:
+                        param.requires_grad = saved[param]
+        self.__dict__["_param_requires_grad_state"] = {}
 
     @contextmanager
     def toggled_optimizer(self, optimizer: Optimizer | LightningOptimizer) -> Generator[None, None, None]:

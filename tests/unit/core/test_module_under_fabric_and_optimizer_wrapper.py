@@ -142,3 +142,31 @@ def test_lightning_optimizer_repr_and_live_state() -> None:
     assert other.param_groups[0]["lr"] == 1.0 and other.optimizer.param_groups is other.param_groups
     view.param_groups[0]["lr"] = 0.5
     assert target.param_groups[0]["lr"] == 0.5
+
+
+def test_toggle_optimizer_records_and_clears_the_switched_requires_grad() -> None:
+    # Lightning keeps the saved flags in `_param_requires_grad_state` (code that checks whether a
+    # toggle is active reads it): filled by toggle_optimizer, emptied by untoggle_optimizer
+    import torch
+    from torch import nn
+
+    import torchbolt as pl
+
+    class Two(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(2, 2), nn.Linear(2, 2)
+
+    model = Two()
+    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    model.trainer = trainer
+    first, second = torch.optim.SGD(model.a.parameters(), lr=0.1), torch.optim.SGD(model.b.parameters(), lr=0.1)
+    trainer.strategy.optimizers = [first, second]
+    assert not model._param_requires_grad_state
+    with model.toggled_optimizer(first):
+        assert model._param_requires_grad_state
+        assert all(p.requires_grad for p in model.a.parameters())
+        assert not any(p.requires_grad for p in model.b.parameters())
+    assert not model._param_requires_grad_state
+    assert all(p.requires_grad for p in model.parameters())
