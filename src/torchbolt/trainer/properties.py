@@ -455,7 +455,12 @@ class TrainerProperties:
     gradient_clip_val = property(lambda self: self._config.gradient_clip_val)
     gradient_clip_algorithm = property(lambda self: self._config.gradient_clip_algorithm)
     val_check_interval = property(lambda self: self._config.val_check_interval,
-                                  lambda self, value: _set_val_check_interval(self, value))
+                                  lambda self, value: self._set_val_check_interval(value))
+
+    def _set_val_check_interval(self, value: Any) -> None:
+        """``trainer.val_check_interval = value`` (as Lightning allows): checked as the argument is, used by the
+        next fit (a running fit decided its validation points when its loaders were set up)."""
+        self._config.val_check_interval = _check_val_check_interval(value, self._config.check_val_every_n_epoch)
     check_val_every_n_epoch = property(lambda self: self._config.check_val_every_n_epoch)
     log_every_n_steps = property(lambda self: self._config.log_every_n_steps)
     limit_train_batches = property(lambda self: self._config.limit_train_batches)
@@ -469,13 +474,6 @@ class TrainerProperties:
     # Lightning 1.x tuner flags, read by ``trainer.tune()``
     auto_lr_find = property(lambda self: self._config.auto_lr_find)
     auto_scale_batch_size = property(lambda self: self._config.auto_scale_batch_size)
-
-
-def _set_val_check_interval(trainer: Any, value: Any) -> None:
-    """``trainer.val_check_interval = value`` (as Lightning allows): checked as the argument is, used by the next
-    fit (a running fit decided its validation points when its loaders were set up)."""
-    config = trainer._config
-    config.val_check_interval = _check_val_check_interval(value, config.check_val_every_n_epoch)
 
 
 def _fast_dev_run_view(batches: int) -> int | bool:

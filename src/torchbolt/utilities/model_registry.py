@@ -106,7 +106,7 @@ def download_model_from_registry(ckpt_path: Any, trainer: Any) -> None:
             )
         from litmodels import download_model
 
-        model_name = _determine_model_name(ckpt_path, getattr(trainer, "_model_registry", None))
+        model_name = _determine_model_name(ckpt_path, getattr(trainer, "model_registry", None))
         folder = _determine_model_folder(model_name, trainer.default_root_dir)
         if not download_model(model_name, download_dir=folder):
             raise RuntimeError(f"Downloading model {model_name!r} from the registry returned no files.")

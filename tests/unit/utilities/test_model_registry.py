@@ -82,7 +82,7 @@ def test_find_model_local_ckpt_path_reads_the_downloaded_folder(tmp_path: Path) 
 @pytest.mark.skipif(module_available("litmodels"), reason="litmodels is installed here")
 def test_download_without_litmodels_names_the_install(tmp_path: Path) -> None:
     waited: list[str] = []
-    trainer = SimpleNamespace(local_rank=0, default_root_dir=str(tmp_path), _model_registry=None,
+    trainer = SimpleNamespace(local_rank=0, default_root_dir=str(tmp_path), model_registry=None,
                               strategy=SimpleNamespace(barrier=waited.append))
     with pytest.raises(ModuleNotFoundError, match="pip install litmodels"):
         download_model_from_registry("registry:digits", trainer)
