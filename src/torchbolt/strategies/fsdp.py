@@ -266,22 +266,7 @@ class FSDPStrategy(ParallelStrategy):
         if self.state_dict_type == "full":
             super().save_checkpoint(checkpoint, filepath, storage_options=storage_options)
             return
-        import torch.distributed.checkpoint as dcp
-
-        path = os.fspath(filepath)
-        partial = path + ".partial"
-        if self.is_global_zero and os.path.lexists(partial):
-            _remove_sharded_dir(partial)
-        self.barrier("fsdp.save.prepare")
-        tensors = {"state_dict": checkpoint.pop("state_dict"),
-                   "optimizer_states": checkpoint.pop("optimizer_states", [])}
-        dcp.save(tensors, checkpoint_id=partial)
-        if self.is_global_zero:
-            checkpoint["optimizer_states"] = [None] * len(tensors["optimizer_states"])
-            self.checkpoint_io.save_checkpoint(checkpoint, os.path.join(partial, _META_FILE))
-            wait_for_checkpoint_writes(self.checkpoint_io)  # the directory is complete only with its metadata
-            _replace_dir(partial, path)
-        self.barrier("fsdp.save.done")
+        save_sharded(self, checkpoint, os.fspath(filepath), "fsdp")
 
     def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
         """A full file is read as usual; for a sharded directory the metadata is read now and the shards
@@ -297,7 +282,7 @@ class FSDPStrategy(ParallelStrategy):
         return checkpoint
 
     def load_model_state_dict(self, checkpoint: dict[str, Any], strict: bool = True) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         module = self._lightning_module
         assert module is not None
@@ -306,16 +291,11 @@ class FSDPStrategy(ParallelStrategy):
             set_model_state_dict(module, checkpoint["state_dict"],
                                  options=StateDictOptions(full_state_dict=True, strict=strict))
             return
-        import torch.distributed.checkpoint as dcp
-
-        state = {"state_dict": get_model_state_dict(module)}
-        dcp.load(state, checkpoint_id=path)
-        set_model_state_dict(module, state["state_dict"], options=StateDictOptions(strict=strict))
+        load_sharded_model_state(module, path, strict)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
-            get_optimizer_state_dict,
             set_optimizer_state_dict,
         )
 
@@ -328,14 +308,7 @@ class FSDPStrategy(ParallelStrategy):
                 set_optimizer_state_dict(module, optimizer, optim_state_dict=state,
                                          options=StateDictOptions(full_state_dict=True))
             return
-        import torch.distributed.checkpoint as dcp
-
-        saved = len(checkpoint.get("optimizer_states", []))
-        templates = [get_optimizer_state_dict(module, opt) for opt in optimizers[:saved]]
-        state = {"optimizer_states": templates}
-        dcp.load(state, checkpoint_id=path)
-        for optimizer, loaded in zip(optimizers, state["optimizer_states"]):
-            set_optimizer_state_dict(module, optimizer, optim_state_dict=loaded)
+        load_sharded_optimizer_states(module, optimizers, path, len(checkpoint.get("optimizer_states", [])))
 
     def remove_checkpoint(self, filepath: _PATH) -> None:
         """Delete a full checkpoint file, or a sharded checkpoint directory file by file (never recursively).
@@ -344,12 +317,7 @@ class FSDPStrategy(ParallelStrategy):
             IsADirectoryError: ``filepath`` is a directory that holds anything but a sharded checkpoint's
                 files; it is left untouched.
         """
-        if self.is_global_zero:
-            path = os.fspath(filepath)
-            if os.path.isdir(path) and not os.path.islink(path):
-                _remove_sharded_dir(path)
-            else:
-                self.checkpoint_io.remove_checkpoint(path)
+        remove_file_or_sharded(self, filepath)
 
 
 # what a sharded checkpoint directory holds: our metadata file, torch.distributed.checkpoint's
@@ -419,3 +387,57 @@ def _replace_dir(source: str, target: str) -> None:
 register_strategy("fsdp", FSDPStrategy, "Fully sharded data parallel (FSDP2)")
 register_strategy("fsdp_cpu_offload", FSDPStrategy, "FSDP2 with parameters and optimizer state on the CPU",
                   cpu_offload=True)
+
+
+# ---------------------------------------------------------------------------------------------- sharded checkpoints
+# The steps of a `torch.distributed.checkpoint` directory, shared by FSDPStrategy and ModelParallelStrategy.
+def save_sharded(strategy: ParallelStrategy, checkpoint: dict[str, Any], path: str, tag: str) -> None:
+    """Every rank writes its shards of ``checkpoint`` into a directory at ``path``; rank 0 adds ``meta.pt`` (the
+    loop and callback state). Complete atomically: written to ``<path>.partial``, then renamed into place."""
+    import torch.distributed.checkpoint as dcp
+
+    partial = path + ".partial"
+    if strategy.is_global_zero and os.path.lexists(partial):
+        _remove_sharded_dir(partial)
+    strategy.barrier(f"{tag}.save.prepare")
+    tensors = {"state_dict": checkpoint.pop("state_dict"),
+               "optimizer_states": checkpoint.pop("optimizer_states", [])}
+    dcp.save(tensors, checkpoint_id=partial)
+    if strategy.is_global_zero:
+        # the optimizer entries keep their count; their tensors are in the shards
+        checkpoint["optimizer_states"] = [None] * len(tensors["optimizer_states"])
+        strategy.checkpoint_io.save_checkpoint(checkpoint, os.path.join(partial, _META_FILE))
+        wait_for_checkpoint_writes(strategy.checkpoint_io)  # the directory is complete only with its metadata
+        _replace_dir(partial, path)
+    strategy.barrier(f"{tag}.save.done")
+
+
+def load_sharded_model_state(module: nn.Module, path: str, strict: bool) -> None:
+    """Load the model shards of the directory ``path`` into the (sharded or parallelized) ``module``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+
+    state = {"state_dict": get_model_state_dict(module)}
+    dcp.load(state, checkpoint_id=path)
+    set_model_state_dict(module, state["state_dict"], options=StateDictOptions(strict=strict))
+
+
+def load_sharded_optimizer_states(module: nn.Module, optimizers: list[Any], path: str, saved: int) -> None:
+    """Load the first ``saved`` optimizers' states from the shards of the directory ``path``."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+
+    state = {"optimizer_states": [get_optimizer_state_dict(module, opt) for opt in optimizers[:saved]]}
+    dcp.load(state, checkpoint_id=path)
+    for optimizer, loaded in zip(optimizers, state["optimizer_states"]):
+        set_optimizer_state_dict(module, optimizer, optim_state_dict=loaded)
+
+
+def remove_file_or_sharded(strategy: ParallelStrategy, filepath: _PATH) -> None:
+    """On rank 0: delete a checkpoint file, or a sharded checkpoint directory file by file (never recursively)."""
+    if strategy.is_global_zero:
+        path = os.fspath(filepath)
+        if os.path.isdir(path) and not os.path.islink(path):
+            _remove_sharded_dir(path)
+        else:
+            strategy.checkpoint_io.remove_checkpoint(path)

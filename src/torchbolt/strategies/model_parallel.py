@@ -25,10 +25,17 @@ from torch import nn
 
 from torchbolt.accelerators.accelerator import Accelerator
 from torchbolt.plugins.environments import ClusterEnvironment
-from torchbolt.plugins.io.async_io import wait_for_checkpoint_writes
 from torchbolt.plugins.io.checkpoint_io import _PATH, CheckpointIO
 from torchbolt.plugins.precision.precision import Precision
-from torchbolt.strategies.fsdp import _META_FILE, _SHARDED_KEY, _remove_sharded_dir, _replace_dir
+from torchbolt.strategies.fsdp import (
+    _META_FILE,
+    _SHARDED_KEY,
+    _remove_sharded_dir,
+    load_sharded_model_state,
+    load_sharded_optimizer_states,
+    remove_file_or_sharded,
+    save_sharded,
+)
 from torchbolt.strategies.parallel import ParallelStrategy, _ForwardRedirection
 from torchbolt.strategies.registry import register_strategy
 from torchbolt.utilities.exceptions import MisconfigurationException
@@ -325,22 +332,7 @@ class ModelParallelStrategy(ParallelStrategy):
                 " `storage_options`, or save one file with `ModelParallelStrategy(save_distributed_checkpoint="
                 "False)`."
             )
-        import torch.distributed.checkpoint as dcp
-
-        partial = path + ".partial"
-        if self.is_global_zero and os.path.lexists(partial):
-            _remove_sharded_dir(partial)
-        self.barrier("model_parallel.save.prepare")
-        tensors = {"state_dict": checkpoint.pop("state_dict"),
-                   "optimizer_states": checkpoint.pop("optimizer_states", [])}
-        dcp.save(tensors, checkpoint_id=partial)
-        if self.is_global_zero:
-            # the loop/callback state; the optimizer entries keep their count, their tensors are in the shards
-            checkpoint["optimizer_states"] = [None] * len(tensors["optimizer_states"])
-            self.checkpoint_io.save_checkpoint(checkpoint, os.path.join(partial, _META_FILE))
-            wait_for_checkpoint_writes(self.checkpoint_io)  # the directory is complete only with its metadata
-            _replace_dir(partial, path)
-        self.barrier("model_parallel.save.done")
+        save_sharded(self, checkpoint, path, "model_parallel")
 
     def load_checkpoint(self, checkpoint_path: _PATH, weights_only: bool | None = None) -> dict[str, Any]:
         """Read a checkpoint file whole, or only the ``meta.pt`` of a sharded checkpoint directory.
@@ -368,7 +360,7 @@ class ModelParallelStrategy(ParallelStrategy):
         """Load the full weights of a file, or the shards of a directory, into the parallelized model.
 
         The mesh and world size may differ from those at saving time."""
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, set_model_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
         module = self._lightning_module
         assert module is not None
@@ -379,11 +371,7 @@ class ModelParallelStrategy(ParallelStrategy):
             set_model_state_dict(module, checkpoint["state_dict"],
                                  options=StateDictOptions(full_state_dict=True, strict=strict))
             return
-        import torch.distributed.checkpoint as dcp
-
-        state = {"state_dict": get_model_state_dict(module)}
-        dcp.load(state, checkpoint_id=path)
-        set_model_state_dict(module, state["state_dict"], options=StateDictOptions(strict=strict))
+        load_sharded_model_state(module, path, strict)
 
     def load_optimizer_state_dict(self, checkpoint: dict[str, Any]) -> None:
         """Load the optimizer states of a checkpoint file or of a sharded directory.
@@ -391,7 +379,6 @@ class ModelParallelStrategy(ParallelStrategy):
         A file's states may be keyed by parameter name or, as a single-device run saves them, by position."""
         from torch.distributed.checkpoint.state_dict import (
             StateDictOptions,
-            get_optimizer_state_dict,
             set_optimizer_state_dict,
         )
 
@@ -404,13 +391,7 @@ class ModelParallelStrategy(ParallelStrategy):
                 set_optimizer_state_dict(module, optimizer, optim_state_dict=_keyed_by_name(module, optimizer, state),
                                          options=StateDictOptions(full_state_dict=True))
             return
-        import torch.distributed.checkpoint as dcp
-
-        saved = len(checkpoint.get("optimizer_states", []))
-        state = {"optimizer_states": [get_optimizer_state_dict(module, opt) for opt in optimizers[:saved]]}
-        dcp.load(state, checkpoint_id=path)
-        for optimizer, loaded in zip(optimizers, state["optimizer_states"]):
-            set_optimizer_state_dict(module, optimizer, optim_state_dict=loaded)
+        load_sharded_optimizer_states(module, optimizers, path, len(checkpoint.get("optimizer_states", [])))
 
     def remove_checkpoint(self, filepath: _PATH) -> None:
         """Delete a checkpoint file, or a sharded checkpoint directory file by file (never recursively).
@@ -418,12 +399,7 @@ class ModelParallelStrategy(ParallelStrategy):
         Raises:
             IsADirectoryError: ``filepath`` is a directory holding anything but a sharded checkpoint's files.
         """
-        if self.is_global_zero:
-            path = os.fspath(filepath)
-            if os.path.isdir(path) and not os.path.islink(path):
-                _remove_sharded_dir(path)
-            else:
-                self.checkpoint_io.remove_checkpoint(path)
+        remove_file_or_sharded(self, filepath)
 
 
 def _is_fsdp_module(module: nn.Module) -> bool:
