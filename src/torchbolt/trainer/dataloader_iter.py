@@ -115,7 +115,6 @@ class WithoutBatchIdx:
 # ---------------------------------------------------------------------------------------------- training
 def run_training_steps(loop: FitLoop, iterator: Iterator[Any]) -> None:
     """The rest of a training epoch with a ``training_step(dataloader_iter)``; ``iterator``: the epoch's batches."""
-    from torchbolt.trainer.optimization import update_lr_schedulers
 
     ctx, p = loop.ctx, loop.progress
     hooks = ctx.hooks
@@ -141,21 +140,9 @@ def run_training_steps(loop: FitLoop, iterator: Iterator[Any]) -> None:
         except StopIteration:
             return  # the loader (or the step) ended the epoch
         is_last = it.done
-        if ctx.strategy.lr_scheduler_configs:
-            if is_step:
-                update_lr_schedulers(ctx, "step", False, step_idx)
-            if is_last:
-                update_lr_schedulers(ctx, "epoch", False, step_idx)
-        p.batch_trained(step_idx, is_last)
-        if "on_train_batch_end" in active:
-            hooks.both("on_train_batch_end", outputs, it.batch, it.batch_idx)
-        loop._finish_batch(step_idx, is_step, is_last)
-        if ctx.signals.poll(ctx.strategy):
-            ctx.signal_received = True
-        stop = is_last or loop._epoch_done(step_idx)
-        if ctx.signal_received and not stop:
-            ctx.signals.stop(ctx.trainer)
-        if stop:
+        # `on_train_batch_end` gets the batch and index the step fetched last
+        loop._complete_batch(outputs, it.batch, step_idx, is_step, is_last, hook_batch_idx=it.batch_idx)
+        if is_last or loop._epoch_done(step_idx):
             return
         step_idx += 1
 

@@ -469,21 +469,30 @@ class FitLoop:
             outputs = optimization.run(batch, batch_idx, is_step, window_start=batch_idx % accumulate == 0)
         else:
             outputs = optimization.run(batch, batch_idx)
+        self._complete_batch(outputs, batch, batch_idx, is_step, is_last)
+        return False
+
+    def _complete_batch(self, outputs: Any, batch: Any, batch_idx: int, is_step: bool, is_last: bool,
+                        hook_batch_idx: int | None = None) -> None:
+        """Everything after step ``batch_idx``'s optimization: the schedulers due, ``on_train_batch_end`` (with
+        ``batch`` and ``hook_batch_idx``, default ``batch_idx``: a ``dataloader_iter`` step passes the index of
+        the batch it fetched last), the post-step work and the signal check."""
+        ctx = self.ctx
         if ctx.strategy.lr_scheduler_configs:
             if is_step:
                 update_lr_schedulers(ctx, "step", False, batch_idx)
             if is_last:
                 update_lr_schedulers(ctx, "epoch", False, batch_idx)
         # the batch counts as done from here: a checkpoint written in on_train_batch_end resumes after it
-        p.batch_trained(batch_idx, is_last)
-        if "on_train_batch_end" in active:
-            hooks.both("on_train_batch_end", outputs, batch, batch_idx)
+        self.progress.batch_trained(batch_idx, is_last)
+        if "on_train_batch_end" in ctx.hooks.active:
+            ctx.hooks.both("on_train_batch_end", outputs, batch,
+                           batch_idx if hook_batch_idx is None else hook_batch_idx)
         self._finish_batch(batch_idx, is_step, is_last)
         if ctx.signals.poll(ctx.strategy):  # every rank sees a signal at the same batch
             ctx.signal_received = True
         if ctx.signal_received and not (is_last or self._epoch_done(batch_idx)):
             ctx.signals.stop(ctx.trainer)  # checkpoint if the signal asks for it; raises
-        return False
 
     def _finish_batch(self, batch_idx: int, is_step: bool, is_last: bool) -> None:
         """The work after ``on_train_batch_end``: step logging, validation when due, plateau schedulers."""
