@@ -1,6 +1,6 @@
 """The Trainer a user actually gets, every default on, against a hand-written loop with a tqdm bar.
 
-    python benchmarks/defaults.py --rounds 12   # the table (also `benchmarks/run.py --only defaults`)
+    python benchmarks/defaults.py --rounds 12 --processes 4   # the table (also `benchmarks/run.py --only defaults`)
     python benchmarks/defaults.py --breakdown   # time inside the bar, ModelCheckpoint and the logger, per step
     python benchmarks/defaults.py --profile     # cProfile of one torchbolt fit: its callbacks and loggers
 
@@ -35,6 +35,11 @@ directory, callbacks), "teardown" from the epoch end to ``fit`` returning (the c
 final flush); "whole fit" is the whole ``fit`` call (for the raw loops: the model, the optimizer and
 the loop) divided by the number of steps.
 Every round also checks that each implementation ended with exactly the reference's weights.
+
+With ``--processes N`` (``benchmarks/run.py`` uses 4) the rounds are shared among N fresh interpreters run
+one after the other: on a shared machine one process's memory layout can favour or slow one
+implementation by several percent for all of its rounds, so pooling rounds from several processes
+gives the steadier median.
 """
 
 from __future__ import annotations
@@ -227,14 +232,49 @@ def _orders(names: list[str], rounds: int) -> list[list[str]]:
 
 
 def measure(rounds: int, steps: int = STEPS, with_lightning: bool = True,
-            log: Callable[[str], None] = lambda _: None) -> DefaultsResult:
+            log: Callable[[str], None] = lambda _: None, processes: int = 1) -> DefaultsResult:
+    """``rounds`` paired rounds; with ``processes`` > 1 they are shared among that many fresh interpreters,
+    one after the other (each warms up first): a process's memory layout favours or slows one
+    implementation for all of its rounds, so rounds pooled from several processes average that out."""
+    if processes > 1:
+        return _measure_in_processes(rounds, steps, with_lightning, log, processes)
+    return _measure(rounds, steps, with_lightning, log)
+
+
+def _measure_in_processes(rounds: int, steps: int, with_lightning: bool, log: Callable[[str], None],
+                          processes: int) -> DefaultsResult:
+    import json
+    import subprocess
+
+    result = DefaultsResult(steps, rounds)
+    first = 0
+    for i in range(processes):
+        count = rounds // processes + (1 if i < rounds % processes else 0)
+        if count == 0:
+            continue
+        command = [sys.executable, os.path.abspath(__file__), "--worker", "--rounds", str(count), "--steps", str(steps),
+                   "--first-round", str(first)] + ([] if with_lightning else ["--no-lightning"])
+        log(f"defaults: process {i + 1}/{processes} ({count} rounds)")
+        done = subprocess.run(command, check=True, capture_output=True, text=True)
+        part = json.loads(done.stdout.strip().splitlines()[-1])
+        for name in ("per_step", "per_step_cpu", "setup_ms", "teardown_ms", "total"):
+            for impl, values in part[name].items():
+                getattr(result, name).setdefault(impl, []).extend(values)
+        for impl, equal in part["weights_equal"].items():
+            result.weights_equal[impl] = result.weights_equal.get(impl, True) and equal
+        first += count
+    return result
+
+
+def _measure(rounds: int, steps: int, with_lightning: bool, log: Callable[[str], None],
+             first_round: int = 0) -> DefaultsResult:
     p = prepare(WORKLOADS["tiny_mlp"], VARIANTS["plain"], torch.device("cpu"), steps)
     impls = implementations(with_lightning)
     names = list(impls)
     result = DefaultsResult(p.steps, rounds)
     for name in names:  # warm-up: lazy imports and first-call paths are no per-step cost
         impls[name](p)
-    for r, order in enumerate(_orders(names, rounds)):
+    for r, order in enumerate(_orders(names, first_round + rounds)[first_round:]):
         runs: dict[str, Timing] = {}
         for name in order:
             gc.collect()
@@ -393,15 +433,27 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="print a cProfile breakdown of the torchbolt run")
     parser.add_argument("--breakdown", action="store_true",
                         help="time the per-step methods of the bar, ModelCheckpoint and the logger in place")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="share the rounds among this many fresh interpreters (pools away one process's luck)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--first-round", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.worker:  # one process of `--processes`: its rounds as JSON on the last line
+        import dataclasses
+        import json
+
+        part = _measure(args.rounds, args.steps, not args.no_lightning, lambda _: None, args.first_round)
+        print(json.dumps(dataclasses.asdict(part)))
+        return
     if args.profile:
         print(profile(args.steps))
         return
     if args.breakdown:
         print(breakdown(args.rounds, args.steps, log=lambda m: print(m, file=sys.stderr)))
         return
-    result = measure(args.rounds, args.steps, not args.no_lightning, log=lambda m: print(m, file=sys.stderr))
+    result = measure(args.rounds, args.steps, not args.no_lightning, log=lambda m: print(m, file=sys.stderr),
+                     processes=args.processes)
     print(format_table(result))
 
 

@@ -109,10 +109,12 @@ def _user_facing_sections(args: argparse.Namespace, out: list[str]) -> None:
         import defaults
 
         steps = args.steps or (500 if args.quick else defaults.STEPS)
+        processes = args.processes or (1 if args.quick else 4)
         result = defaults.measure(args.rounds if args.rounds_given else (3 if args.quick else 12), steps,
-                                  with_lightning=not args.no_lightning, log=log)
+                                  with_lightning=not args.no_lightning, log=log, processes=processes)
         out += [f"## Every default on: `Trainer(max_epochs=1)` vs a raw loop with a tqdm bar (tiny MLP, {steps} steps"
-                f" x {result.rounds} rounds)", "", defaults.format_table(result), ""]
+                f" x {result.rounds} rounds in {processes} process{'es' if processes > 1 else ''})", "",
+                defaults.format_table(result), ""]
     if args.only in (None, "first_step"):
         import first_step
 
@@ -216,6 +218,8 @@ def main() -> None:
     parser.add_argument("--import-repeats", type=int, default=None)
     parser.add_argument("--memory-steps", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1: less noise)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="defaults: share the rounds among this many fresh interpreters (default 4; 1 with --quick)")
     parser.add_argument("--no-lightning", action="store_true", help="skip PyTorch Lightning even if installed")
     parser.add_argument("--output", type=Path, help="also write the Markdown report here")
     parser.add_argument("--memory-child", nargs=4, metavar=("IMPL", "WORKLOAD", "VARIANT", "STEPS"),

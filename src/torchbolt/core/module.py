@@ -391,14 +391,14 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
                 " This is most likely because the model hasn't been passed to the `Trainer`"
             )
             return
-        if trainer.barebones:
+        ctx = trainer.run_context
+        if ctx.metrics.barebones if ctx is not None else trainer.barebones:
             # as in Lightning: a warning and nothing logged, so code shared with logging runs keeps working
             rank_zero_warn(
                 f"`self.log({name!r}, ...)` was called, but `Trainer(barebones=True)` is configured, so nothing is"
                 " logged. Logging can be re-enabled by setting `Trainer(barebones=False)`."
             )
             return
-        ctx = trainer.run_context
         fx = self._current_fx_name
         if ctx is None:  # attached by hand, no run has started (a step method driven by a test, say)
             if _log_without_run is None:  # unreachable with a torchbolt Trainer, whose module sets it
@@ -408,8 +408,16 @@ class LightningModule(HyperparametersMixin, ModelHooks, DataHooks, CheckpointHoo
                 )
             _log_without_run(trainer, fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, batch_size)
             return
-        ctx.metrics.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
-                        sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, ctx.fn, metric_attribute)
+        sink = ctx.metrics
+        results = sink.results
+        if results is None or (logger and not sink.loggers):
+            # no loop collecting, or a warning to give: the sink says what is wrong
+            sink.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                     sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, ctx.fn, metric_attribute)
+            return
+        # the per-step path: straight into the running loop's collection (the sink's checks all pass here)
+        results.log(fx, name, value, prog_bar, logger, on_step, on_epoch, reduce_fx, enable_graph, sync_dist,
+                    sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, metric_attribute)
 
     def log_dict(
         self,

@@ -90,6 +90,8 @@ class TensorBoardLogger(Logger):
         self._kwargs = kwargs
         self._fs = get_filesystem(self._root_dir)
         self._experiment: Any = None
+        #: the writer class whose scalars `log_metrics` writes as one event (torch's `SummaryWriter`, once created)
+        self._batch_writer_type: type | None = None
         self.hparams: dict[str, Any] = {}
         self._hparams_dirty = False
 
@@ -142,6 +144,8 @@ class TensorBoardLogger(Logger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
         if module_available("tensorboard"):
             from torch.utils.tensorboard import SummaryWriter
+
+            self._batch_writer_type = SummaryWriter
         else:
             from tensorboardX import SummaryWriter  # type: ignore[no-redef]
         self._experiment = SummaryWriter(log_dir=self.log_dir, **self._kwargs)
@@ -157,6 +161,14 @@ class TensorBoardLogger(Logger):
         """
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
         writer = self.experiment
+        if type(writer) is self._batch_writer_type and "add_scalar" not in vars(writer):
+            summary = _scalars_summary(metrics)
+            if summary is not None:
+                # what `add_scalar` writes value by value, as one event: the event file's writer thread is
+                # woken once per call instead of once per value (the Trainer calls this every
+                # `log_every_n_steps`)
+                writer._get_file_writer().add_summary(summary, step)
+                return
         for key, value in metrics.items():
             if isinstance(value, Tensor):
                 value = value.item()
@@ -257,3 +269,21 @@ class TensorBoardLogger(Logger):
         state = self.__dict__.copy()
         state["_experiment"] = None  # a SummaryWriter cannot be pickled (spawned processes make their own)
         return state
+
+
+def _scalars_summary(metrics: Mapping[str, Any]) -> Any:
+    """A TensorBoard ``Summary`` holding every value of ``metrics`` as a scalar (``simple_value``, as
+    ``SummaryWriter.add_scalar`` writes it), or ``None`` when a value is not a plain number or a
+    one-element tensor (a dict of values, say: ``log_metrics`` then writes value by value), or when there is none."""
+    from tensorboard.compat.proto.summary_pb2 import Summary
+
+    values = []
+    for key, value in metrics.items():
+        if isinstance(value, Tensor):
+            if value.numel() != 1:
+                return None
+            value = value.item()
+        if not isinstance(value, (int, float)):
+            return None
+        values.append(Summary.Value(tag=key, simple_value=float(value)))
+    return Summary(value=values) if values else None

@@ -14,12 +14,14 @@ from torchbolt.callbacks.callback import Callback
 from torchbolt.core.datamodule import LightningDataModule
 from torchbolt.core.hooks import ModelHooks
 from torchbolt.core.module import LightningModule
-from torchbolt.utilities.apply_func import move_data_to_device
+from torchbolt.utilities.apply_func import batch_mover
 from torchbolt.utilities.parsing import has_own_hook, is_overridden
 from torchbolt.utilities.rank_zero import rank_zero_warn
 from torchbolt.utilities.signature_utils import is_param_in_hook_signature
 
 if TYPE_CHECKING:
+    import torch
+
     from torchbolt.profilers.profiler import Profiler
     from torchbolt.trainer.trainer import Trainer
 
@@ -94,6 +96,7 @@ class HookDispatcher:
         self._profiler = profiler
         self._cb_table: dict[str, tuple[Callable[..., Any], ...]] = {}
         self._module_table: dict[str, Callable[..., Any] | None] = {}
+        self._both_table: dict[str, tuple[tuple[Callable[..., Any], ...], Callable[..., Any] | None]] = {}
         self._overrides: dict[str, bool] = {}
         self._data_hooks: dict[str, Callable[..., Any] | None] = {name: self._resolve_data_hook(name) for name in _DATA_HOOKS}
         self._before_transfer, self._transfer, self._after_transfer = (self._data_hooks[n] for n in _DATA_HOOKS)
@@ -105,6 +108,12 @@ class HookDispatcher:
         unprofiled = profiler is None
         self._default_batch_to_device = unprofiled and _is_base(strategy, "batch_to_device", "strategy")
         self._precision_converts_input = not _is_base(precision, "convert_input", "precision")
+        #: a batch goes to the device with `move_data_to_device` and nothing else (no hook, no precision cast)
+        self._plain_transfer = (self._default_batch_to_device and not self._precision_converts_input
+                                and all(fn is None for fn in self._data_hooks.values()))
+        #: the device `_move` was built for (the strategy's root device is final only once the run has set up)
+        self._mover_device: torch.device | None = None
+        self._move: Callable[[Any], Any] = _unset_mover
         #: `*_step` methods the strategy only forwards to the module, with no precision context around them
         self.plain_steps: frozenset[str] = frozenset(
             name for name in _STEP_METHODS if unprofiled and _is_base(strategy, name, "strategy")
@@ -259,21 +268,45 @@ class HookDispatcher:
         """No hook is running any more (the run ended)."""
         self._module_dict["_current_fx_name"] = None
 
-    def both(self, name: str, *args: Any, **kwargs: Any) -> None:
-        """Callbacks, then the module."""
-        self.callbacks(name, *args, **kwargs)
-        self.module(name, *args, **kwargs)
+    def both(self, name: str, *args: Any) -> None:
+        """Callbacks, then the module (what :meth:`callbacks` and :meth:`module` do, in one call: the loops
+        call this for every batch)."""
+        try:
+            fns, module_fn = self._both_table[name]
+        except KeyError:
+            if name not in self._cb_table:
+                self._cb_table[name] = self._callback_fns(name)
+            if name not in self._module_table:
+                self._module_table[name] = self._module_fn(name)
+            fns, module_fn = self._both_table[name] = self._cb_table[name], self._module_table[name]
+        if not fns and module_fn is None:
+            return
+        d = self._module_dict
+        prev = d.get("_current_fx_name")
+        trainer, module = self._trainer, self._module
+        try:
+            for fn in fns:
+                d["_current_fx_name"] = name
+                fn(trainer, module, *args)
+            if module_fn is not None:
+                d["_current_fx_name"] = name
+                module_fn(*args)
+        finally:
+            d["_current_fx_name"] = prev
 
     def transfer_batch(self, batch: Any, dataloader_idx: int) -> Any:
         """``precision.convert_input`` -> ``on_before_batch_transfer`` -> ``transfer_batch_to_device`` ->
         ``on_after_batch_transfer`` (Lightning's order: the precision casts the batch before the hooks see it)."""
         strategy = self._trainer.strategy
+        if self._plain_transfer:  # the per-batch path of a plain run: one call, built once per device
+            device = strategy.root_device
+            if device is not self._mover_device:
+                self._move, self._mover_device = batch_mover(device), device
+            return self._move(batch)
         if self._precision_converts_input:
             batch = strategy.precision_plugin.convert_input(batch)
         before, transfer, after = self._before_transfer, self._transfer, self._after_transfer
         if before is None and transfer is None and after is None:
-            if self._default_batch_to_device:
-                return move_data_to_device(batch, strategy.root_device)
             return strategy.batch_to_device(batch, dataloader_idx=dataloader_idx)
         d = self._module_dict
         prev = d.get("_current_fx_name")
@@ -290,6 +323,10 @@ class HookDispatcher:
             batch = after(batch, dataloader_idx)
         d["_current_fx_name"] = prev
         return batch
+
+
+def _unset_mover(batch: Any) -> Any:
+    raise AssertionError("the batch mover is built on the first transfer")
 
 
 def _is_base(obj: Any, name: str, kind: Literal["strategy", "precision"]) -> bool:

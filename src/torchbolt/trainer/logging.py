@@ -189,7 +189,7 @@ class _Entry:
     """One logged key: its last step value and its running epoch reduction."""
 
     __slots__ = ("args", "buffer_bs", "buffer_values", "computed", "count", "dtype", "key", "key_epoch", "key_step",
-                 "last", "meta", "metric", "total", "updated")
+                 "last", "meta", "metric", "step_only", "total", "updated")
 
     def __init__(self, meta: _Meta, args: tuple[Any, ...], metric: Any) -> None:
         self.meta = meta
@@ -206,6 +206,8 @@ class _Entry:
         self.dtype: torch.dtype | None = None
         self.computed: Tensor | None = None
         self.updated = False
+        #: only the step value is kept, detached (``self.log(name, loss)`` in ``training_step``)
+        self.step_only = metric is None and meta.on_step and not meta.on_epoch and not meta.enable_graph
 
     def fold(self) -> None:
         """Reduce the buffered values into the running total (device ops only, no host sync)."""
@@ -336,6 +338,13 @@ class ResultCollection:
                 rank_zero_only)
         if entry is None or entry.args != args:
             entry = self._new_entry(fx, name, value, args, sync_dist_group, dl_idx, entry, metric_attribute)
+        if entry.step_only and isinstance(value, Tensor) and value.ndim == 0 and value.dtype == entry.dtype:
+            # the steady state of `self.log(name, loss)` in `training_step`: keep the detached step value
+            entry.last = value.detach()
+            if not entry.updated:
+                entry.updated = True
+                self._updated.append(entry)
+            return
         meta = entry.meta
         if entry.metric is not None:
             self._log_metric(entry, name, value)
@@ -446,8 +455,16 @@ class ResultCollection:
     def step_outputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """``(callback, log, progress_bar)`` metrics of the step values logged since the last call."""
         callback: dict[str, Tensor] = {}
-        log: dict[str, Tensor] = {}
         pbar: dict[str, Tensor] = {}
+        log = self.write_step_outputs(callback, pbar)
+        return callback, log, pbar
+
+    def write_step_outputs(self, callback: dict[str, Tensor], pbar: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The step values logged since the last call: the callback and progress-bar ones written into
+        ``callback`` and ``pbar`` (the per-step path writes straight into the Trainer's dicts), the logger
+        ones returned."""
+        log: dict[str, Tensor] = {}
+        training = self.training
         for entry in self._updated:
             entry.updated = False
             meta = entry.meta
@@ -458,13 +475,13 @@ class ResultCollection:
                 value = self._reduce_fn(value, meta.sync_dist_group, meta.reduce)
             if meta.logger:
                 log[entry.key_step] = value
-            if self.training:
+            if training:
                 callback[entry.key] = value
                 callback[entry.key_step] = value
             if meta.prog_bar:
                 pbar[entry.key_step] = value
         self._updated = []
-        return callback, log, pbar
+        return log
 
     def epoch_outputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
         """``(callback, log, progress_bar)`` metrics of the epoch reductions (computing them)."""
@@ -674,8 +691,10 @@ class MetricSink:
     # ------------------------------------------------------------------ publishing
     def publish_train_step(self, results: ResultCollection, log_every_n_steps: int) -> None:
         """A training step's values: to callbacks and the bar now, to the loggers every ``log_every_n_steps``."""
-        callback, log, pbar = results.step_outputs()
-        self.store.update(callback, log, pbar)
+        store = self.store
+        log = results.write_step_outputs(store.callback, store.pbar)
+        if log:
+            store.logged.update(log)
         p = self.progress
         if log and ((log_every_n_steps and (p.batches_that_stepped + 1) % log_every_n_steps == 0) or p.should_stop):
             self.send(log, step=p.batches_that_stepped)

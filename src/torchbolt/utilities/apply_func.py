@@ -182,6 +182,31 @@ def move_data_to_device(batch: Any, device: torch.device | str | int) -> Any:
     return apply_to_collection(batch, dtype=_TransferableType, function=batch_to)
 
 
+def batch_mover(device: torch.device) -> Callable[[Any], Any]:
+    """``move_data_to_device(batch, device)`` for one fixed ``device``: the loops build it once per run.
+
+    A ``(inputs, targets)`` tuple (or a tensor) whose tensors are already on a CPU ``device`` is returned
+    as is, the same object, with one attribute read per tensor (a tuple cannot be changed, so sharing it
+    is safe; a list is copied, as ``move_data_to_device`` does). Everything else goes through
+    :func:`move_data_to_device`, with the same result.
+    """
+    if device.type != "cpu":
+        return lambda batch: move_data_to_device(batch, device)
+
+    def to_cpu(batch: Any) -> Any:
+        batch_type = type(batch)
+        if batch_type is tuple:
+            for item in batch:
+                if not (isinstance(item, Tensor) and item.is_cpu):
+                    return move_data_to_device(batch, device)
+            return batch
+        if batch_type is Tensor and batch.is_cpu:
+            return batch
+        return move_data_to_device(batch, device)
+
+    return to_cpu
+
+
 class _TransferableMeta(type):
     def __instancecheck__(cls, instance: object) -> bool:
         return isinstance(instance, Tensor) or (_has_to(instance) and not isinstance(instance, type))

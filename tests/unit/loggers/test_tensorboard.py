@@ -266,3 +266,55 @@ def test_name_and_version_overridden_by_a_subclass_shape_the_log_dir(tmp_path):
 
     assert FixedLayout(tmp_path).log_dir == os.path.join(str(tmp_path), "fixed", "v")
     assert FixedLayout(tmp_path, sub_dir="s").log_dir == os.path.join(str(tmp_path), "fixed", "v", "s")
+
+
+def _summary_events(log_dir: str) -> list:
+    """Every event with a summary in the directory's event files, in order (tensorboard's raw reader)."""
+    import glob
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    events = []
+    for path in sorted(glob.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        events += [e for e in EventFileLoader(path).Load() if e.HasField("summary")]
+    return events
+
+
+def test_one_log_metrics_call_is_one_event_with_every_scalar(tmp_path, tb_scalars):
+    # the Trainer's flush every `log_every_n_steps` wakes the event writer once, not once per value
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"loss": torch.tensor(0.25), "acc": 0.5, "epoch": 2, "flag": True}, step=7)
+    logger.log_metrics({"loss": 0.125}, step=8)
+    logger.finalize("success")
+    events = _summary_events(logger.log_dir)
+    assert [(e.step, [v.tag for v in e.summary.value]) for e in events] == [
+        (7, ["loss", "acc", "epoch", "flag"]), (8, ["loss"])]
+    # read back exactly as values written one by one with `add_scalar`
+    assert tb_scalars(logger.log_dir) == {"loss": [(7, 0.25), (8, 0.125)], "acc": [(7, 0.5)], "epoch": [(7, 2.0)],
+                                          "flag": [(7, 1.0)]}
+
+
+def test_a_patched_add_scalar_still_receives_every_value(tmp_path):
+    # code that wraps the writer's `add_scalar` (to mirror values elsewhere, say) keeps seeing each one
+    logger = TensorBoardLogger(tmp_path)
+    seen = []
+    original = logger.experiment.add_scalar
+    logger.experiment.add_scalar = lambda tag, value, step=None: (seen.append((tag, value, step)),
+                                                                   original(tag, value, step))
+    logger.log_metrics({"a": torch.tensor(1.5), "b": 2.0}, step=3)
+    assert seen == [("a", 1.5, 3), ("b", 2.0, 3)]
+
+
+def test_a_trainer_run_writes_one_event_per_flush(tmp_path, tb_scalars):
+    class TwoValues(LoggingModel):
+        def training_step(self, batch, batch_idx):
+            out = super().training_step(batch, batch_idx)
+            self.log("other", 2.0 * batch_idx)
+            return out
+
+    trainer = _trainer(tmp_path, log_every_n_steps=2, limit_val_batches=0)
+    trainer.fit(TwoValues())
+    steps = [(e.step, sorted(v.tag for v in e.summary.value)) for e in _summary_events(trainer.logger.log_dir)
+             if any(v.tag == "train_loss" for v in e.summary.value)]
+    assert steps == [(1, ["epoch", "other", "train_loss"]), (3, ["epoch", "other", "train_loss"])]
+    assert tb_scalars(trainer.logger.log_dir)["other"] == [(1, 2.0), (3, 6.0)]

@@ -14,7 +14,7 @@ from torchbolt.callbacks import Callback
 from torchbolt.demos.boring_classes import BoringModel
 from torchbolt.plugins.precision import Precision
 from torchbolt.strategies import SingleDeviceStrategy
-from torchbolt.utilities.apply_func import move_data_to_device
+from torchbolt.utilities.apply_func import batch_mover, move_data_to_device
 
 
 def _trainer(**kwargs: Any) -> pl.Trainer:
@@ -101,6 +101,47 @@ def test_batch_transfer_keeps_the_container_types() -> None:
     assert mixed[1] == ["a"] and torch.equal(mixed[2]["k"], y) and mixed[3] == 3
     Pair = namedtuple("Pair", "x y")
     assert type(move_data_to_device(Pair(x, y), device)) is Pair
+
+
+def test_the_per_run_batch_mover_gives_what_move_data_to_device_gives() -> None:
+    cpu = torch.device("cpu")
+    move = batch_mover(cpu)
+    x, y = torch.ones(2), torch.zeros(2)
+    pair = (x, y)
+    assert move(pair) is pair  # already on the CPU: nothing to rebuild (a tuple cannot change)
+    assert move(x) is x
+    as_list = [x, y]
+    moved_list = move(as_list)
+    assert moved_list == as_list and moved_list is not as_list  # a list is copied, so the step may change it
+    Pair = namedtuple("Pair", "x y")
+    assert type(move(Pair(x, y))) is Pair
+    mixed = move((x, ["a"], {"k": y}, 3))
+    assert mixed[1] == ["a"] and torch.equal(mixed[2]["k"], y) and mixed[3] == 3
+    meta = batch_mover(torch.device("meta"))((x, y))  # another device: every tensor goes there
+    assert all(t.device.type == "meta" for t in meta) and type(meta) is tuple
+
+
+def test_a_trainer_step_sees_the_loader_batch_on_the_cpu() -> None:
+    seen: list[Any] = []
+    pairs = [(torch.randn(4, 32), torch.randn(4, 2)) for _ in range(3)]
+
+    class Recording(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            seen.append(batch)
+            return self.step(batch[0])
+
+        def train_dataloader(self) -> Any:
+            return Batches()
+
+    class Batches:  # an iterable of ready-made batches (what a loader with `batch_size=None` yields, say)
+        def __iter__(self) -> Any:
+            return iter(pairs)
+
+        def __len__(self) -> int:
+            return len(pairs)
+
+    _trainer().fit(Recording())
+    assert len(seen) == 3 and all(a is b for a, b in zip(seen, pairs))
 
 
 def test_logging_a_later_value_of_another_dtype_is_converted_to_the_first_one() -> None:

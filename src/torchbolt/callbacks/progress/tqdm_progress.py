@@ -324,6 +324,8 @@ class TQDMProgressBar(ProgressBar):
             elif now >= self._next_line and self.is_enabled:
                 self._write_train_line(trainer, pl_module, now)
             return
+        if n != self._train_total and self._refresh_rate is None and time.perf_counter() < self._next_draw:
+            return  # the common step: no redraw due (what `_should_update` says first, without the call)
         if self._should_update(n, self._train_total):
             bar = self.train_progress_bar
             bar.n = n
