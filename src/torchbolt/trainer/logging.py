@@ -341,16 +341,20 @@ class ResultCollection:
         if entry.step_only and isinstance(value, Tensor) and value.ndim == 0 and value.dtype == entry.dtype:
             # the steady state of `self.log(name, loss)` in `training_step`: keep the detached step value
             entry.last = value.detach()
-            if not entry.updated:
-                entry.updated = True
-                self._updated.append(entry)
-            return
-        meta = entry.meta
-        if entry.metric is not None:
+        elif entry.metric is not None:
             self._log_metric(entry, name, value)
             return
+        else:
+            self._record(entry, name, value, batch_size)
+        if not entry.updated:
+            entry.updated = True
+            self._updated.append(entry)
+
+    def _record(self, entry: _Entry, name: str, value: Any, batch_size: int | None) -> None:
+        """Keep a logged value (not a ``Metric``) as the step value and/or in the epoch's buffer."""
+        meta = entry.meta
         if isinstance(value, Tensor) and value.ndim == 0 and value.dtype == entry.dtype:
-            # the steady state of `self.log(name, loss)`: a scalar of the dtype this key was first logged with
+            # a scalar of the dtype this key was first logged with
             if not meta.enable_graph:
                 value = value.detach()
         else:
@@ -363,9 +367,6 @@ class ResultCollection:
                 entry.buffer_bs.append(self._current_batch_size() if batch_size is None else int(batch_size))
             if len(entry.buffer_values) >= _FOLD_EVERY:
                 entry.fold()
-        if not entry.updated:
-            entry.updated = True
-            self._updated.append(entry)
 
     def _log_metric(self, entry: _Entry, name: str, value: Any) -> None:
         """A torchmetrics ``Metric`` logged again: it keeps its own state; remember this batch's value."""
