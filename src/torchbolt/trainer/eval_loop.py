@@ -220,8 +220,9 @@ class EvaluationLoop:
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
                     module.__dict__["_current_dataloader_idx"] = dl_idx if multiple else None
                     eval_step_count = seen_batches.get(dl_idx, 0)
+                    transfer = hooks.batch_transfer(dl_idx)
                     for batch_idx, batch in _batches(loader, limit, profiler, next_action):
-                        batch = hooks.transfer_batch(batch, dl_idx)
+                        batch = transfer(batch)
                         extra = (dl_idx,) if multiple else ()
                         self.results.batch_start(batch, dl_idx if multiple else None)
                         if batch_start_hook in active:
@@ -339,12 +340,13 @@ class PredictionLoop:
                                       partial(_batches, profiler=ctx.profiler, action="[_PredictionLoop].predict_next"))
                     loaders = []  # all batches done
                 for dl_idx, (loader, limit) in enumerate(zip(loaders, limits)):
+                    transfer = hooks.batch_transfer(dl_idx)
                     for batch_idx, batch in _batches(loader, limit, ctx.profiler,
                                                      "[_PredictionLoop].predict_next"):
                         if track_indices:
                             self._record_batch_indices(loader, dl_idx, batch_idx, keep_for_epoch,
                                                        _seen_batch_indices(loader))
-                        batch = hooks.transfer_batch(batch, dl_idx)
+                        batch = transfer(batch)
                         extra = (dl_idx,) if multiple else ()
                         hooks.both("on_predict_batch_start", batch, batch_idx, *extra)
                         output = hooks.run_as("predict_step", ctx.strategy.predict_step, batch, batch_idx, *extra)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -148,6 +149,8 @@ class FitLoop:
         self._epoch_generators: list[torch.Tensor] = []
         self._resume: ResumePoint | None = None
         self._val_enabled = False
+        #: moves a training batch to the device (resolved when an epoch's batches start)
+        self._transfer: Callable[[Any], Any] = partial(ctx.hooks.transfer_batch, dataloader_idx=0)
 
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
@@ -367,6 +370,7 @@ class FitLoop:
                 run_training_steps(self, iterator)
             elif more:
                 limited = ctx.config.max_steps != -1
+                self._transfer = ctx.hooks.batch_transfer(0)
                 for batch_idx, batch, is_last in self._batches(iterator):
                     if self._run_batch(batch, batch_idx, is_last):
                         break  # on_train_batch_start returned -1
@@ -451,7 +455,7 @@ class FitLoop:
         hooks = ctx.hooks
         active = hooks.active
         p.begin_batch(batch_idx, is_last)
-        batch = hooks.transfer_batch(batch, 0)
+        batch = self._transfer(batch)
         self.results.batch_start(batch)
         if "on_train_batch_start" in active:
             hooks.callbacks("on_train_batch_start", batch, batch_idx)

@@ -8,6 +8,7 @@ With a profiler, each entry is wrapped once in ``profiler.profile(action)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from torchbolt.callbacks.callback import Callback
@@ -113,7 +114,7 @@ class HookDispatcher:
                                 and all(fn is None for fn in self._data_hooks.values()))
         #: the device `_move` was built for (the strategy's root device is final only once the run has set up)
         self._mover_device: torch.device | None = None
-        self._move: Callable[[Any], Any] = _unset_mover
+        self._move: Callable[[Any], Any] | None = None
         #: `*_step` methods the strategy only forwards to the module, with no precision context around them
         self.plain_steps: frozenset[str] = frozenset(
             name for name in _STEP_METHODS if unprofiled and _is_base(strategy, name, "strategy")
@@ -294,15 +295,29 @@ class HookDispatcher:
         finally:
             d["_current_fx_name"] = prev
 
+    def batch_transfer(self, dataloader_idx: int) -> Callable[[Any], Any]:
+        """:meth:`transfer_batch` for the batches of loader ``dataloader_idx``, as a function of the batch,
+        resolved when a loop starts on the loader: in a plain run (no batch hook, no precision cast, the
+        strategy's own transfer) it is the device's batch mover, one call per batch."""
+        if self._plain_transfer:
+            return self._mover()
+        return partial(self.transfer_batch, dataloader_idx=dataloader_idx)
+
+    def _mover(self) -> Callable[[Any], Any]:
+        """The batch mover for the strategy's root device (built again if the device changed)."""
+        device = self._trainer.strategy.root_device
+        move = self._move
+        if move is None or device is not self._mover_device:
+            move = self._move = batch_mover(device)
+            self._mover_device = device
+        return move
+
     def transfer_batch(self, batch: Any, dataloader_idx: int) -> Any:
         """``precision.convert_input`` -> ``on_before_batch_transfer`` -> ``transfer_batch_to_device`` ->
         ``on_after_batch_transfer`` (Lightning's order: the precision casts the batch before the hooks see it)."""
         strategy = self._trainer.strategy
-        if self._plain_transfer:  # the per-batch path of a plain run: one call, built once per device
-            device = strategy.root_device
-            if device is not self._mover_device:
-                self._move, self._mover_device = batch_mover(device), device
-            return self._move(batch)
+        if self._plain_transfer:
+            return self._mover()(batch)
         if self._precision_converts_input:
             batch = strategy.precision_plugin.convert_input(batch)
         before, transfer, after = self._before_transfer, self._transfer, self._after_transfer
@@ -323,10 +338,6 @@ class HookDispatcher:
             batch = after(batch, dataloader_idx)
         d["_current_fx_name"] = prev
         return batch
-
-
-def _unset_mover(batch: Any) -> Any:
-    raise AssertionError("the batch mover is built on the first transfer")
 
 
 def _is_base(obj: Any, name: str, kind: Literal["strategy", "precision"]) -> bool:

@@ -126,7 +126,11 @@ class _Closure:
             if "on_before_zero_grad" in active:
                 hooks.callbacks("on_before_zero_grad", optimizer)
                 hooks.module("on_before_zero_grad", optimizer)
-            self._loop.zero_grad(ctx.progress.current_epoch, self._batch_idx, optimizer)
+            zero_grad = self._loop.zero_grad
+            if zero_grad is None:
+                optimizer.zero_grad()  # what the default `optimizer_zero_grad` hook does
+            else:
+                zero_grad(ctx.progress.current_epoch, self._batch_idx, optimizer)
         if loss is not None:
             if "on_before_backward" in active:
                 hooks.callbacks("on_before_backward", loss)
@@ -159,14 +163,19 @@ class AutomaticOptimization:
         if not _takes_batch_idx(module):
             # `training_step(self, batch)`: called with the batch alone (a class, not a closure: the loop pickles)
             self.training_step = WithoutBatchIdx(self.training_step)
-        #: ``optimizer_zero_grad(epoch, batch_idx, optimizer)`` and ``optimizer_step(epoch, batch_idx, optimizer,
-        #: closure)``: the module's hooks
-        self.zero_grad = _bound_hook(hooks, module, "optimizer_zero_grad")
+        #: ``optimizer_zero_grad(epoch, batch_idx, optimizer)``: the module's hook (``None``: the default, which
+        #: is ``optimizer.zero_grad()``, called as such) and ``optimizer_step(epoch, batch_idx, optimizer,
+        #: closure)``
+        self.zero_grad: Callable[..., Any] | None = (
+            None if "optimizer_zero_grad" in hooks.inline_defaults else _bound_hook(hooks, module, "optimizer_zero_grad"))
         self.optimizer_step = _bound_hook(hooks, module, "optimizer_step")
         #: ``backward(loss)``: the module's hook when the strategy and precision plug-in add nothing to it
-        #: (``None``: the strategy's ``backward(loss, optimizer)`` runs, e.g. with gradient scaling or sharding)
-        self.backward: Callable[[Tensor], Any] | None = (
-            _bound_hook(hooks, module, "backward") if hooks.plain_backward else None)
+        #: (``None``: the strategy's ``backward(loss, optimizer)`` runs, e.g. with gradient scaling or sharding);
+        #: the default hook under a Trainer is ``loss.backward()``, called as ``Tensor.backward(loss)``
+        self.backward: Callable[[Tensor], Any] | None = None
+        if hooks.plain_backward:
+            inline = "backward" in hooks.inline_defaults and module._fabric is None
+            self.backward = Tensor.backward if inline else _bound_hook(hooks, module, "backward")
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
