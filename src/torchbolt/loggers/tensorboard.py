@@ -91,7 +91,7 @@ class TensorBoardLogger(Logger):
         self._fs = get_filesystem(self._root_dir)
         self._experiment: Any = None
         #: the writer class whose scalars `log_metrics` writes as one event (torch's `SummaryWriter`, once created)
-        self._batch_writer_type: type | None = None
+        self._batch_writer_type: Any = None
         self.hparams: dict[str, Any] = {}
         self._hparams_dirty = False
 
