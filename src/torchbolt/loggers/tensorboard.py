@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import os
+import time
 from argparse import Namespace
 from collections.abc import Mapping
 from typing import Any
@@ -92,6 +93,8 @@ class TensorBoardLogger(Logger):
         self._experiment: Any = None
         #: the writer class whose scalars `log_metrics` writes as one event (torch's `SummaryWriter`, once created)
         self._batch_writer_type: Any = None
+        #: scalar events of `log_metrics` calls not yet given to the writer: ``(summary, step, wall time)``
+        self._pending: list[tuple[Any, int | None, float]] = []
         self.hparams: dict[str, Any] = {}
         self._hparams_dirty = False
 
@@ -139,6 +142,8 @@ class TensorBoardLogger(Logger):
             self.logger.experiment.add_histogram("weights", self.layer.weight, self.global_step)
         """
         if self._experiment is not None:
+            if self._pending:  # what is done with the writer from here sees the scalars logged so far
+                self._hand_over()
             return self._experiment
         if self.root_dir:
             self._fs.makedirs(self.root_dir, exist_ok=True)
@@ -160,14 +165,17 @@ class TensorBoardLogger(Logger):
             ValueError: for a value that is neither a number, a one-element tensor nor a dict of them.
         """
         metrics = _add_prefix(metrics, self._prefix, self.LOGGER_JOIN_CHAR)
-        writer = self.experiment
+        # not through `experiment`, which hands the kept events over
+        writer = self._experiment if self._experiment is not None else self.experiment
         if type(writer) is self._batch_writer_type and "add_scalar" not in vars(writer):
             summary = _scalars_summary(metrics)
             if summary is not None:
-                # what `add_scalar` writes value by value, as one event: the event file's writer thread is
-                # woken once per call instead of once per value (the Trainer calls this every
-                # `log_every_n_steps`)
-                writer._get_file_writer().add_summary(summary, step)
+                # what `add_scalar` writes value by value, as one event, kept until the next `save()`: handing
+                # each event to the writer's thread wakes it and makes the training thread wait for the GIL,
+                # every `log_every_n_steps`; a batch of them at a save (every few seconds) wakes it once
+                self._pending.append((summary, step, time.time()))
+                if len(self._pending) >= _MAX_PENDING:
+                    self._hand_over()
                 return
         for key, value in metrics.items():
             if isinstance(value, Tensor):
@@ -245,10 +253,19 @@ class TensorBoardLogger(Logger):
         with _jit_is_scripting():
             self.experiment.add_graph(model, input_array)
 
+    def _hand_over(self) -> None:
+        """Give the scalar events kept by :meth:`log_metrics` to the writer (their step and time as logged)."""
+        pending, self._pending = self._pending, []
+        if pending and self._experiment is not None:
+            file_writer = self._experiment._get_file_writer()
+            for summary, step, walltime in pending:
+                file_writer.add_summary(summary, step, walltime)
+
     @rank_zero_only
     def save(self) -> None:
-        """Flush the events and (re)write ``hparams.yaml`` when hyperparameters changed or it is missing."""
-        self.experiment.flush()
+        """Write and flush the events and (re)write ``hparams.yaml`` when hyperparameters changed or it is
+        missing."""
+        self.experiment.flush()  # `experiment` hands the kept events over first
         hparams_file = os.path.join(self.log_dir, self.NAME_HPARAMS_FILE)
         if self._fs.isdir(self.log_dir) and (self._hparams_dirty or not self._fs.isfile(hparams_file)):
             from torchbolt.core.saving import save_hparams_to_yaml
@@ -262,13 +279,19 @@ class TensorBoardLogger(Logger):
             return
         if status == "success":
             self.save()
+        self._hand_over()
         self._experiment.flush()
         self._experiment.close()
 
     def __getstate__(self) -> dict[str, Any]:
+        self._hand_over()  # the events logged so far belong to this process's file
         state = self.__dict__.copy()
         state["_experiment"] = None  # a SummaryWriter cannot be pickled (spawned processes make their own)
         return state
+
+
+#: at most this many `log_metrics` calls wait for a `save()` before their events go to the writer anyway
+_MAX_PENDING = 100
 
 
 def _scalars_summary(metrics: Mapping[str, Any]) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -318,3 +319,63 @@ def test_a_trainer_run_writes_one_event_per_flush(tmp_path, tb_scalars):
              if any(v.tag == "train_loss" for v in e.summary.value)]
     assert steps == [(1, ["epoch", "other", "train_loss"]), (3, ["epoch", "other", "train_loss"])]
     assert tb_scalars(trainer.logger.log_dir)["other"] == [(1, 2.0), (3, 6.0)]
+
+
+def test_scalars_reach_the_writer_before_anything_done_with_experiment(tmp_path, tb_scalars):
+    # the scalars of `log_metrics` wait for the next save; whatever is done with `logger.experiment` first
+    # (a flush, an image, closing it) comes after them, with each value at the step and time it was logged
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"loss": 1.0}, step=0)
+    time.sleep(0.05)
+    logger.log_metrics({"loss": 0.5}, step=1)
+    logger.experiment.flush()
+    assert tb_scalars(logger.log_dir) == {"loss": [(0, 1.0), (1, 0.5)]}
+    first, second = _summary_events(logger.log_dir)
+    assert second.wall_time - first.wall_time >= 0.04
+
+
+def test_kept_scalar_events_are_bounded(tmp_path, tb_scalars):
+    logger = TensorBoardLogger(tmp_path)
+    writer = logger.experiment
+    for step in range(150):
+        logger.log_metrics({"x": float(step)}, step=step)
+    writer.flush()  # the writer itself, not through `experiment`: only what was handed over is written
+    written = tb_scalars(logger.log_dir)["x"]
+    assert 100 <= len(written) < 150 and written[:3] == [(0, 0.0), (1, 1.0), (2, 2.0)]
+    logger.finalize("success")
+    assert len(tb_scalars(logger.log_dir)["x"]) == 150
+
+
+def test_a_pickled_logger_leaves_its_scalars_in_its_own_file(tmp_path, tb_scalars):
+    import pickle
+
+    logger = TensorBoardLogger(tmp_path)
+    logger.log_metrics({"loss": 2.0}, step=4)
+    copy = pickle.loads(pickle.dumps(logger))
+    assert copy._pending == []
+    logger.finalize("success")
+    assert tb_scalars(logger.log_dir) == {"loss": [(4, 2.0)]}
+
+
+def test_the_trainer_s_flushes_do_not_wake_the_writer_between_saves(tmp_path, tb_scalars):
+    # every `log_every_n_steps` the Trainer calls `log_metrics`; the events reach the writer's thread at
+    # the logger's saves (every few seconds, epoch ends, checkpoints), not at each call
+    handed: list[int] = []
+
+    class Watching(LoggingModel):
+        def on_train_start(self) -> None:
+            file_writer = self.logger.experiment._get_file_writer()
+            add_event = file_writer.add_event
+
+            def recording(event, *args, **kwargs):
+                if event.HasField("summary") and any(v.tag == "train_loss" for v in event.summary.value):
+                    handed.append(self.trainer.global_step)
+                return add_event(event, *args, **kwargs)
+
+            file_writer.add_event = recording
+
+    trainer = _trainer(tmp_path, limit_train_batches=20, limit_val_batches=0, log_every_n_steps=2)
+    trainer.fit(Watching())
+    # the first call is saved at once (the files appear early); the others wait for the epoch's end
+    assert handed == [2] + [20] * 9
+    assert [step for step, _ in tb_scalars(trainer.logger.log_dir)["train_loss"]] == list(range(1, 20, 2))
