@@ -31,6 +31,11 @@ class Callback:
     # in on_train_epoch_end, so they see what the module logged there
     _monitors_epoch_end_metrics: bool = False
 
+    def _idle_hooks(self) -> frozenset[str]:
+        """Hooks this callback overrides that do nothing in its current configuration: the Trainer does not
+        call them during a run (asked once, when the run starts). None by default."""
+        return frozenset()
+
     @property
     def state_key(self) -> str:
         """The key of this callback's state in checkpoints.

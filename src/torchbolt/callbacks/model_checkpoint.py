@@ -245,12 +245,20 @@ class ModelCheckpoint(Checkpoint):
         self._last_time_checked = time.monotonic()
         self._validated_this_fit = False
 
+    def _idle_hooks(self) -> frozenset[str]:
+        # the default: nothing saves at a batch's end (epoch ends and validation do), so a default Trainer
+        # does not call the hook at all; decided from the configuration alone, alike on every rank. A
+        # subclass's or a patched `on_train_batch_end` is always called.
+        if (self._every_n_train_steps < 1 and self._train_time_interval is None
+                and type(self).on_train_batch_end is _ON_TRAIN_BATCH_END and "on_train_batch_end" not in vars(self)):
+            return frozenset({"on_train_batch_end"})
+        return frozenset()
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         """Save when ``every_n_train_steps`` or ``train_time_interval`` is due."""
         if self._every_n_train_steps < 1 and self._train_time_interval is None:
-            # the default: nothing saves at a batch's end (epoch ends and validation do). Decided from the
-            # configuration alone, so every step of a default Trainer pays one comparison, and every rank
+            # nothing saves at a batch's end (the Trainer skips this call then, see `_idle_hooks`); every rank
             # returns alike (the time-interval branch below broadcasts)
             return
         if self._should_skip_saving_checkpoint(trainer):
@@ -712,6 +720,10 @@ class ModelCheckpoint(Checkpoint):
 # `inspect.signature(ModelCheckpoint).parameters["save_last"].annotation` directly (jsonargparse) needs the
 # composed type itself to parse `--save_last link` / `true` / `false`
 ModelCheckpoint.__init__.__annotations__["save_last"] = typing.get_type_hints(ModelCheckpoint.__init__)["save_last"]
+
+
+#: `ModelCheckpoint.on_train_batch_end` as defined here (a patched class attribute is not this function)
+_ON_TRAIN_BATCH_END = ModelCheckpoint.on_train_batch_end
 
 
 def _reads_checkpoint_files(logger: Any, callback: ModelCheckpoint) -> bool:

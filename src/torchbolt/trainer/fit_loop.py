@@ -453,11 +453,10 @@ class FitLoop:
         """
         ctx, p = self.ctx, self.progress
         hooks = ctx.hooks
-        active = hooks.active
         p.begin_batch(batch_idx, is_last)
         batch = self._transfer(batch)
         self.results.batch_start(batch)
-        if "on_train_batch_start" in active:
+        if "on_train_batch_start" in hooks.active:
             hooks.callbacks("on_train_batch_start", batch, batch_idx)
             if hooks.module("on_train_batch_start", batch, batch_idx) == -1:
                 # as in Lightning, the rest of the epoch is skipped: this is its last batch
@@ -467,10 +466,11 @@ class FitLoop:
                     update_lr_schedulers(ctx, "epoch", False, batch_idx)
                 return True
         accumulate = ctx.config.accumulate_grad_batches
-        is_step = is_last or (batch_idx + 1) % accumulate == 0
+        single = accumulate == 1  # every batch steps and starts a window (the modulos are skipped)
+        is_step = single or is_last or (batch_idx + 1) % accumulate == 0
         optimization = self.optimization
         if isinstance(optimization, AutomaticOptimization):
-            outputs = optimization.run(batch, batch_idx, is_step, window_start=batch_idx % accumulate == 0)
+            outputs = optimization.run(batch, batch_idx, is_step, single or batch_idx % accumulate == 0)
         else:
             outputs = optimization.run(batch, batch_idx)
         self._complete_batch(outputs, batch, batch_idx, is_step, is_last)

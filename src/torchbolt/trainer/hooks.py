@@ -151,7 +151,7 @@ class HookDispatcher:
         for cb in self._callbacks:
             if monitoring is not None and cb._monitors_epoch_end_metrics != monitoring:
                 continue
-            if not has_own_hook(name, cb, Callback):
+            if not has_own_hook(name, cb, Callback) or name in cb._idle_hooks():
                 continue
             fn = getattr(cb, name)
             if self._profiler is not None:

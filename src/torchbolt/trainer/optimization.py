@@ -110,10 +110,10 @@ class _Closure:
         self.extra: dict[str, Any] = {}
 
     def __call__(self) -> Tensor | None:
-        ctx = self._loop.ctx
+        loop = self._loop
+        ctx = loop.ctx
         hooks = ctx.hooks
-        active = hooks.active
-        output = hooks.run_as("training_step", self._loop.training_step, self._batch, self._batch_idx)
+        output = hooks.run_as("training_step", loop.training_step, self._batch, self._batch_idx)
         accumulate = ctx.config.accumulate_grad_batches
         loss: Tensor | None
         if isinstance(output, Tensor) and output.requires_grad and output.numel() == 1:
@@ -121,6 +121,17 @@ class _Closure:
             loss = output if accumulate == 1 else output / accumulate
         else:
             loss, self.extra = _parse_training_step_output(output, accumulate)
+        if loop.plain_closure:
+            # no hook listens around zero_grad/backward and both are the defaults: what they amount to
+            if self._zero_grad:
+                self._optimizer.zero_grad()
+            if loss is not None:
+                loss.backward()  # type: ignore[no-untyped-call]
+                loss = loss.detach()
+            self.loss = loss
+            self.called = True
+            return loss
+        active = hooks.active
         if self._zero_grad:
             optimizer = self._optimizer
             if "on_before_zero_grad" in active:
@@ -176,6 +187,9 @@ class AutomaticOptimization:
         if hooks.plain_backward:
             inline = "backward" in hooks.inline_defaults and module._fabric is None
             self.backward = Tensor.backward if inline else _bound_hook(hooks, module, "backward")
+        #: the closure is `training_step`, `optimizer.zero_grad()` and `loss.backward()`, nothing else
+        self.plain_closure = (self.zero_grad is None and self.backward is Tensor.backward
+                              and not {"on_before_zero_grad", "on_before_backward", "on_after_backward"} & hooks.active)
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
@@ -229,8 +243,10 @@ class AutomaticOptimization:
                 " call did not execute it internally."
             )
         ctx.progress.optimizer_stepped()
-        loss = closure.loss
-        return {} if loss is None else {"loss": loss, **closure.extra}
+        loss, extra = closure.loss, closure.extra
+        if loss is None:
+            return {}
+        return {"loss": loss, **extra} if extra else {"loss": loss}
 
 
 def _bound_hook(hooks: HookDispatcher, module: Any, name: str) -> Callable[..., Any]:
@@ -257,9 +273,11 @@ class _NoOptimizer(Optimizer):
 
 
 def _outputs(closure: _Closure) -> dict[str, Any]:
-    if closure.loss is None:
+    """What ``on_train_batch_end`` receives: ``{"loss": ..., **extra}``, ``{}`` when the batch was skipped."""
+    loss, extra = closure.loss, closure.extra
+    if loss is None:
         return {}
-    return {"loss": closure.loss, **closure.extra}
+    return {"loss": loss, **extra} if extra else {"loss": loss}
 
 
 class ManualOptimization:

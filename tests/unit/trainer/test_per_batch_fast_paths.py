@@ -213,3 +213,30 @@ def test_evaluation_batch_hooks_and_strategy_steps_are_called_when_overridden() 
     trainer = _trainer(strategy=Wrapping("cpu"), callbacks=[OnlyValBatchEnd()], limit_val_batches=2)
     trainer.validate(BoringModel(), verbose=False)
     assert calls == ["strategy", "cb:0", "strategy", "cb:1"]
+
+
+def test_model_checkpoint_batch_hook_runs_when_it_can_do_something(tmp_path: Any) -> None:
+    # a default ModelCheckpoint saves nothing at a batch's end and is not called there; one that saves
+    # every N steps, a subclass's own hook and a hook patched on the class are called every batch
+    from unittest import mock
+
+    from torchbolt.callbacks import ModelCheckpoint
+
+    seen: list[int] = []
+
+    class Counting(ModelCheckpoint):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            seen.append(batch_idx)
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    _trainer(callbacks=[Counting(dirpath=tmp_path / "a")], enable_checkpointing=True).fit(BoringModel())
+    assert seen == [0, 1, 2]
+
+    every = ModelCheckpoint(dirpath=tmp_path / "b", every_n_train_steps=2, save_top_k=-1)
+    _trainer(callbacks=[every], enable_checkpointing=True, limit_train_batches=4).fit(BoringModel())
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["epoch=0-step=2.ckpt", "epoch=0-step=4.ckpt"]
+
+    original = ModelCheckpoint.on_train_batch_end
+    with mock.patch.object(ModelCheckpoint, "on_train_batch_end", autospec=True, side_effect=original) as patched:
+        _trainer(callbacks=[ModelCheckpoint(dirpath=tmp_path / "c")], enable_checkpointing=True).fit(BoringModel())
+    assert patched.call_count == 3
