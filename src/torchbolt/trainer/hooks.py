@@ -21,8 +21,6 @@ from torchbolt.utilities.rank_zero import rank_zero_warn
 from torchbolt.utilities.signature_utils import is_param_in_hook_signature
 
 if TYPE_CHECKING:
-    import torch
-
     from torchbolt.profilers.profiler import Profiler
     from torchbolt.trainer.trainer import Trainer
 
@@ -112,9 +110,6 @@ class HookDispatcher:
         #: a batch goes to the device with `move_data_to_device` and nothing else (no hook, no precision cast)
         self._plain_transfer = (self._default_batch_to_device and not self._precision_converts_input
                                 and all(fn is None for fn in self._data_hooks.values()))
-        #: the device `_move` was built for (the strategy's root device is final only once the run has set up)
-        self._mover_device: torch.device | None = None
-        self._move: Callable[[Any], Any] | None = None
         #: `*_step` methods the strategy only forwards to the module, with no precision context around them
         self.plain_steps: frozenset[str] = frozenset(
             name for name in _STEP_METHODS if unprofiled and _is_base(strategy, name, "strategy")
@@ -299,25 +294,14 @@ class HookDispatcher:
         """:meth:`transfer_batch` for the batches of loader ``dataloader_idx``, as a function of the batch,
         resolved when a loop starts on the loader: in a plain run (no batch hook, no precision cast, the
         strategy's own transfer) it is the device's batch mover, one call per batch."""
-        if self._plain_transfer:
-            return self._mover()
+        if self._plain_transfer:  # the strategy's device is final once a loop runs
+            return batch_mover(self._trainer.strategy.root_device)
         return partial(self.transfer_batch, dataloader_idx=dataloader_idx)
-
-    def _mover(self) -> Callable[[Any], Any]:
-        """The batch mover for the strategy's root device (built again if the device changed)."""
-        device = self._trainer.strategy.root_device
-        move = self._move
-        if move is None or device is not self._mover_device:
-            move = self._move = batch_mover(device)
-            self._mover_device = device
-        return move
 
     def transfer_batch(self, batch: Any, dataloader_idx: int) -> Any:
         """``precision.convert_input`` -> ``on_before_batch_transfer`` -> ``transfer_batch_to_device`` ->
         ``on_after_batch_transfer`` (Lightning's order: the precision casts the batch before the hooks see it)."""
         strategy = self._trainer.strategy
-        if self._plain_transfer:
-            return self._mover()(batch)
         if self._precision_converts_input:
             batch = strategy.precision_plugin.convert_input(batch)
         before, transfer, after = self._before_transfer, self._transfer, self._after_transfer

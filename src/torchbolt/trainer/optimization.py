@@ -243,10 +243,7 @@ class AutomaticOptimization:
                 " call did not execute it internally."
             )
         ctx.progress.optimizer_stepped()
-        loss, extra = closure.loss, closure.extra
-        if loss is None:
-            return {}
-        return {"loss": loss, **extra} if extra else {"loss": loss}
+        return _outputs(closure)
 
 
 def _bound_hook(hooks: HookDispatcher, module: Any, name: str) -> Callable[..., Any]:
