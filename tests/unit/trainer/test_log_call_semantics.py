@@ -359,30 +359,3 @@ def test_an_object_with_the_logger_interface_is_accepted_as_logger() -> None:
     assert any("value" in metrics for _, metrics in plain.logged)
     with pytest.raises(MisconfigurationException, match="pass True, False, a Logger"):
         quiet_trainer(logger="tensorboard")
-
-
-def test_logged_metrics_hold_what_the_loggers_were_sent() -> None:
-    # as in Lightning: a step value shows in `trainer.logged_metrics` once it is sent (every
-    # `log_every_n_steps`), and nothing does without a logger
-    seen: list[bool] = []
-
-    class Watch(Callback):
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            seen.append("loss" in trainer.logged_metrics)
-
-    class LogsLoss(ClassifierModule):
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            loss = super().training_step(batch, batch_idx)
-            self.log("loss", loss)
-            return loss
-
-    trainer = quiet_trainer(logger=RecordingLogger(), log_every_n_steps=3, limit_train_batches=4,
-                            limit_val_batches=0, callbacks=[Watch()])
-    trainer.fit(LogsLoss(), loader(64))
-    # `on_train_batch_end` runs before the step's values are published: the 3rd step's show from the 4th
-    assert seen == [False, False, False, True]
-    assert trainer.logged_metrics["loss"] == trainer.logger.metrics[0][1]["loss"]
-
-    without = quiet_trainer(limit_train_batches=4, limit_val_batches=0)
-    without.fit(LogsLoss(), loader(64))
-    assert without.logged_metrics == {} and "loss" in without.callback_metrics
