@@ -460,11 +460,10 @@ class ResultCollection:
         log = self.write_step_outputs(callback, pbar)
         return callback, log, pbar
 
-    def write_step_outputs(self, callback: dict[str, Tensor], pbar: dict[str, Tensor],
-                           want_log: bool = True) -> dict[str, Tensor]:
+    def write_step_outputs(self, callback: dict[str, Tensor], pbar: dict[str, Tensor]) -> dict[str, Tensor]:
         """The step values logged since the last call: the callback and progress-bar ones written into
         ``callback`` and ``pbar`` (the per-step path writes straight into the Trainer's dicts), the logger
-        ones returned (none when ``want_log`` is false: no logger call is due at this step)."""
+        ones returned."""
         log: dict[str, Tensor] = {}
         training = self.training
         for entry in self._updated:
@@ -475,7 +474,7 @@ class ResultCollection:
             value = entry.last
             if meta.sync_dist and not meta.rank_zero_only:
                 value = self._reduce_fn(value, meta.sync_dist_group, meta.reduce)
-            if want_log and meta.logger:
+            if meta.logger:
                 log[entry.key_step] = value
             if training:
                 callback[entry.key] = value
@@ -693,11 +692,12 @@ class MetricSink:
     # ------------------------------------------------------------------ publishing
     def publish_train_step(self, results: ResultCollection, log_every_n_steps: int) -> None:
         """A training step's values: to callbacks and the bar now, to the loggers every ``log_every_n_steps``."""
-        store, p = self.store, self.progress
-        due = bool(self.loggers) and (
-            (log_every_n_steps and (p.batches_that_stepped + 1) % log_every_n_steps == 0) or p.should_stop)
-        log = results.write_step_outputs(store.callback, store.pbar, due)
+        store = self.store
+        log = results.write_step_outputs(store.callback, store.pbar)
         if log:
+            store.logged.update(log)
+        p = self.progress
+        if log and ((log_every_n_steps and (p.batches_that_stepped + 1) % log_every_n_steps == 0) or p.should_stop):
             self.send(log, step=p.batches_that_stepped)
 
     def publish_train_epoch(self, results: ResultCollection) -> None:
@@ -710,6 +710,7 @@ class MetricSink:
         """Send the training epoch's values to the loggers (at the step of the epoch's last batch, as Lightning)."""
         log = self.epoch_log
         if log:
+            self.store.update({}, log, {})
             self.send(log, step=max(self.progress.batches_that_stepped - 1, 0))
         self.saves.flush()
 
@@ -718,7 +719,7 @@ class MetricSink:
         callback, log, pbar = results.step_outputs()
         if sanity:
             return
-        self.store.update(callback, {}, pbar)
+        self.store.update(callback, log, pbar)
         if log:
             self.send(log, step=step, add_epoch=False)
 
@@ -728,7 +729,7 @@ class MetricSink:
         callback, log, pbar = results.epoch_outputs()
         if sanity:
             return None
-        self.store.update(callback, {}, pbar)
+        self.store.update(callback, log, pbar)
         if log:
             self.send(log)
         self.saves.flush()
@@ -745,7 +746,6 @@ class MetricSink:
         """
         if not self.loggers or not metrics:
             return
-        self.store.logged.update(metrics)  # `trainer.logged_metrics`: what the loggers were sent (as Lightning)
         values = scalars(metrics)
         if add_epoch:
             user_step = values.pop("step", None)
