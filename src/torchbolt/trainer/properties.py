@@ -112,7 +112,8 @@ class TrainerProperties:
 
     @property
     def logged_metrics(self) -> dict[str, Any]:
-        """The metrics last sent to the loggers."""
+        """The ``logger=True`` values logged so far (a step's values from that step on, whether or not a logger is
+        called at it, as in Lightning)."""
         return self._live_metrics().logged
 
     @property
