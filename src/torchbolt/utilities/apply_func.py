@@ -183,7 +183,7 @@ def move_data_to_device(batch: Any, device: torch.device | str | int) -> Any:
 
 
 def batch_mover(device: torch.device) -> Callable[[Any], Any]:
-    """``move_data_to_device(batch, device)`` for one fixed ``device``: the loops build it once per run.
+    """``move_data_to_device(batch, device)`` for one fixed ``device``: the loops build one when they start on a loader.
 
     A ``(inputs, targets)`` tuple (or a tensor) whose tensors are already on a CPU ``device`` is returned
     as is, the same object, with one attribute read per tensor (a tuple cannot be changed, so sharing it
