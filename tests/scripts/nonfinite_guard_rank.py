@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import torchbolt as pl
 from torchbolt.callbacks import NonFiniteGuard
 from torchbolt.strategies import SingleDeviceStrategy
+from torchbolt.utilities.distributed import close_process_groups
 
 
 class GlooDecisions(SingleDeviceStrategy):
@@ -60,6 +61,8 @@ if __name__ == "__main__":
     weights = [p.detach().flatten().tolist() for p in model.parameters()]
     with open(out, "w") as f:
         json.dump({"skipped": guard.skipped_steps, "weights": weights}, f)
-    # leave together: a rank tearing gloo down while its peer is still connected can abort the peer at exit
+    # leave together: a rank tearing gloo down while its peer is still connected can abort the peer at exit;
+    # then destroy the group and let gloo's threads drop their last tensors while Python still runs (a bare
+    # `destroy_process_group()` left one rank aborting with SIGABRT at exit, now and then)
     dist.barrier()
-    dist.destroy_process_group()
+    close_process_groups()
