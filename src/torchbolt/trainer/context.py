@@ -111,8 +111,6 @@ class RunContext:
     eval_loop: EvaluationLoop | PredictionLoop | None = None
     source: DataSource | None = None
     eval_counts: EvalBatchCounts = field(default_factory=EvalBatchCounts)
-    #: a SIGTERM (or requeue signal) was agreed on by every rank during this run
-    signal_received: bool = False
 
     @property
     def stage(self) -> RunningStage | None:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from functools import partial
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -103,6 +104,17 @@ def fit_done(config: TrainerConfig, p: Progress, num_training_batches: int | flo
     return False
 
 
+def _with_lookahead(iterator: Iterator[Any], batch_idx: int) -> Iterator[tuple[int, Any, bool]]:
+    """``(batch_idx, batch, is_last)`` from an iterator of unknown length: one batch fetched ahead."""
+    sentinel = object()
+    current = next(iterator, sentinel)
+    while current is not sentinel:
+        following = next(iterator, sentinel)
+        yield batch_idx, current, following is sentinel
+        batch_idx += 1
+        current = following
+
+
 class FitLoop:
     """Runs ``trainer.fit``'s training and in-training validation."""
 
@@ -149,6 +161,9 @@ class FitLoop:
         self._epoch_generators: list[torch.Tensor] = []
         self._resume: ResumePoint | None = None
         self._val_enabled = False
+        self._val_mid_epoch = False
+        #: whether every rank agreed that a signal arrived (bound to the strategy when an epoch starts)
+        self._poll_signals: Callable[[], bool] = partial(ctx.signals.poll, ctx.strategy)
         #: moves a training batch to the device (resolved when an epoch's batches start)
         self._transfer: Callable[[Any], Any] = partial(ctx.hooks.transfer_batch, dataloader_idx=0)
 
@@ -358,6 +373,11 @@ class FitLoop:
         phase, done = p.cursor()
         # fixed for the epoch: checked once here instead of for every batch
         self._val_enabled = self.validation_enabled()
+        # validation can fall due before the epoch's last batch only with a batch or time interval (or a stop
+        # request); otherwise `_should_validate` is asked at the last batch alone
+        self._val_mid_epoch = self._val_enabled and (
+            self.val_check_batch != math.inf or self._val_check_seconds is not None)
+        self._poll_signals = ctx.signals.poller(ctx.strategy)
         if phase is EpochPhase.START:
             self._open_epoch()
         ctx.metrics.collect_into(self.results)
@@ -424,26 +444,18 @@ class FitLoop:
 
         With a known length, ``is_last`` comes from the count, so batches are fetched exactly when a
         hand-written loop would fetch them (random state in ``__getitem__`` is consumed in the same
-        order). Without a length, one batch is fetched ahead to know which is the last.
+        order); the tuples come from a ``zip`` (no Python frame per batch), which asks the index range
+        first and so stops without fetching a batch past the count. Without a length, one batch is
+        fetched ahead to know which is the last.
         """
         total = self.ctx.sizes.train
-        batch_idx = self.progress.epoch_batches_done
-        if batch_idx >= total:
-            return
+        start = self.progress.epoch_batches_done
+        if start >= total:
+            return iter(())
         if total != math.inf:
-            for batch in iterator:
-                yield batch_idx, batch, batch_idx + 1 >= total
-                batch_idx += 1
-                if batch_idx >= total:
-                    return
-            return
-        sentinel = object()
-        current = next(iterator, sentinel)
-        while current is not sentinel:
-            following = next(iterator, sentinel)
-            yield batch_idx, current, following is sentinel
-            batch_idx += 1
-            current = following
+            left = int(total) - start
+            return zip(range(start, start + left), iterator, chain(repeat(False, left - 1), (True,)))
+        return _with_lookahead(iterator, start)
 
     def _run_batch(self, batch: Any, batch_idx: int, is_last: bool) -> bool:
         """Train on one batch; returns ``True`` when ``on_train_batch_start`` asked to end the epoch.
@@ -493,9 +505,8 @@ class FitLoop:
             ctx.hooks.both("on_train_batch_end", outputs, batch,
                            batch_idx if hook_batch_idx is None else hook_batch_idx)
         self._finish_batch(batch_idx, is_step, is_last)
-        if ctx.signals.poll(ctx.strategy):  # every rank sees a signal at the same batch
-            ctx.signal_received = True
-        if ctx.signal_received and not (is_last or self._epoch_done(batch_idx)):
+        # every rank sees a signal at the same batch; at an epoch's end `_end_epoch` acts on it
+        if self._poll_signals() and not (is_last or self._epoch_done(batch_idx)):
             ctx.signals.stop(ctx.trainer)  # checkpoint if the signal asks for it; raises
 
     def _finish_batch(self, batch_idx: int, is_step: bool, is_last: bool) -> None:
@@ -503,7 +514,8 @@ class FitLoop:
         ctx, p = self.ctx, self.progress
         if is_step or not isinstance(self.optimization, AutomaticOptimization):
             ctx.metrics.publish_train_step(self.results, ctx.config.log_every_n_steps)
-        if not p.tail_validated and self._val_enabled and self._should_validate(batch_idx, is_last):
+        if (self._val_enabled and not p.tail_validated and (is_last or self._val_mid_epoch or p.should_stop)
+                and self._should_validate(batch_idx, is_last)):
             self._run_validation(is_step)
             p.tail_validation_done()
         if is_step and ctx.strategy.lr_scheduler_configs:
@@ -529,7 +541,7 @@ class FitLoop:
         self.results.reset()  # the epoch's values are out: the next epoch aggregates afresh
         p.advance_epoch()
         metrics.collect_into(None)
-        if ctx.signal_received:
+        if ctx.signals.agreed:
             ctx.signals.stop(ctx.trainer)
 
     # ------------------------------------------------------------------ validation

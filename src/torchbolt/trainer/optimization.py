@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import Tensor
@@ -92,22 +93,34 @@ def _parse_training_step_output(output: Any, normalize: int) -> tuple[Tensor | N
 
 
 class _Closure:
-    """Computes loss and gradients of one batch; the optimizer calls it (possibly several times, e.g. LBFGS)."""
+    """Computes loss and gradients of one batch; the optimizer calls it (possibly several times, e.g. LBFGS).
 
-    __slots__ = ("_batch", "_batch_idx", "_loop", "_optimizer", "_zero_grad", "called", "extra", "loss")
+    One closure serves a whole run: :meth:`AutomaticOptimization.run` points it at each batch (``begin``).
+    """
+
+    __slots__ = ("_batch", "_batch_idx", "_loop", "_optimizer", "_zero_grad", "called", "loss", "outputs")
     #: the "`training_step` returned `None`" warning is shown once; ``clear()`` shows it again
     warning_cache: ClassVar[WarningCache] = _warning_cache
 
-    def __init__(self, loop: AutomaticOptimization, batch: Any, batch_idx: int, optimizer: Optimizer,
-                 zero_grad: bool) -> None:
+    def __init__(self, loop: AutomaticOptimization) -> None:
         self._loop = loop
+        self.begin(None, 0, _NO_OPTIMIZER, False)
+        #: the loss of the last call (detached; ``None`` when ``training_step`` returned ``None``)
+        self.loss: Tensor | None = None
+        #: what ``on_train_batch_end`` receives: ``{"loss": ..., **extra}``, ``{}`` when the batch was skipped
+        self.outputs: dict[str, Any] = {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # a pickled Trainer (spawned processes receive one) carries a fresh closure, not the last batch
+        return _Closure, (self._loop,)
+
+    def begin(self, batch: Any, batch_idx: int, optimizer: Optimizer, zero_grad: bool) -> None:
+        """Point the closure at ``batch``: nothing computed yet (``called`` false, ``loss`` ``None``)."""
         self._batch = batch
         self._batch_idx = batch_idx
         self._optimizer = optimizer
         self._zero_grad = zero_grad
         self.called = False
-        self.loss: Tensor | None = None
-        self.extra: dict[str, Any] = {}
 
     def __call__(self) -> Tensor | None:
         loop = self._loop
@@ -116,48 +129,56 @@ class _Closure:
         output = hooks.run_as("training_step", loop.training_step, self._batch, self._batch_idx)
         accumulate = ctx.config.accumulate_grad_batches
         loss: Tensor | None
+        extra: Mapping[str, Any]
         if isinstance(output, Tensor) and output.requires_grad and output.numel() == 1:
             # the common case, fully checked: no call into the general parser
             loss = output if accumulate == 1 else output / accumulate
+            extra = _NO_EXTRA
         else:
-            loss, self.extra = _parse_training_step_output(output, accumulate)
+            loss, extra = _parse_training_step_output(output, accumulate)
         if loop.plain_closure:
             # no hook listens around zero_grad/backward and both are the defaults: what they amount to
             if self._zero_grad:
                 self._optimizer.zero_grad()
             if loss is not None:
                 loss.backward()  # type: ignore[no-untyped-call]
-                loss = loss.detach()
-            self.loss = loss
-            self.called = True
-            return loss
+        else:
+            self._zero_grad_and_backward(loss)
+        if loss is None:
+            self.outputs = {}
+        else:
+            loss = loss.detach()
+            self.outputs = {"loss": loss, **extra} if extra else {"loss": loss}
+        self.loss = loss
+        self.called = True
+        return loss
+
+    def _zero_grad_and_backward(self, loss: Tensor | None) -> None:
+        """``optimizer_zero_grad`` (at a window's start) and ``backward``, with the hooks around them."""
+        loop = self._loop
+        ctx = loop.ctx
+        hooks = ctx.hooks
         active = hooks.active
         if self._zero_grad:
             optimizer = self._optimizer
             if "on_before_zero_grad" in active:
                 hooks.callbacks("on_before_zero_grad", optimizer)
                 hooks.module("on_before_zero_grad", optimizer)
-            zero_grad = self._loop.zero_grad
-            if zero_grad is None:
+            if loop.zero_grad is None:
                 optimizer.zero_grad()  # what the default `optimizer_zero_grad` hook does
             else:
-                zero_grad(ctx.progress.current_epoch, self._batch_idx, optimizer)
+                loop.zero_grad(ctx.progress.current_epoch, self._batch_idx, optimizer)
         if loss is not None:
             if "on_before_backward" in active:
                 hooks.callbacks("on_before_backward", loss)
                 hooks.module("on_before_backward", loss)
-            backward = self._loop.backward
-            if backward is not None:
-                backward(loss)
+            if loop.backward is not None:
+                loop.backward(loss)
             else:
                 hooks.run_as("backward", ctx.strategy.backward, loss, self._optimizer)
             if "on_after_backward" in active:
                 hooks.callbacks("on_after_backward")
                 hooks.module("on_after_backward")
-            loss = loss.detach()
-        self.loss = loss
-        self.called = True
-        return loss
 
 
 class AutomaticOptimization:
@@ -190,6 +211,8 @@ class AutomaticOptimization:
         #: the closure is `training_step`, `optimizer.zero_grad()` and `loss.backward()`, nothing else
         self.plain_closure = (self.zero_grad is None and self.backward is Tensor.backward
                               and not {"on_before_zero_grad", "on_before_backward", "on_after_backward"} & hooks.active)
+        #: the closure of every batch (pointed at each one in turn: no object built per step)
+        self._closure = _Closure(self)
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
@@ -208,28 +231,28 @@ class AutomaticOptimization:
         """Process ``batch``; step the optimizer when ``is_step``. Returns the outputs for
         ``on_train_batch_end`` (``{"loss": ..., **extra}``, or ``{}`` when the batch was skipped)."""
         ctx = self.ctx
-        strategy = ctx.strategy
-        lightning_optimizers = strategy.lightning_optimizers
-        lightning_optimizer = lightning_optimizers[0] if lightning_optimizers else None
-        if lightning_optimizer is None:
+        lightning_optimizers = ctx.strategy._lightning_optimizers  # read per step: a callback may replace them
+        closure = self._closure
+        if not lightning_optimizers:
             # `configure_optimizers` returned None: forward and backward only; the step still counts (as in
             # Lightning, which steps a stand-in optimizer), so `max_steps` ends the fit
-            closure = _Closure(self, batch, batch_idx, _NoOptimizer(), window_start)
-            with strategy.no_backward_sync(enabled=not is_step):
+            closure.begin(batch, batch_idx, _NO_OPTIMIZER, window_start)
+            with ctx.strategy.no_backward_sync(enabled=not is_step):
                 closure()
             if is_step:
                 ctx.progress.optimizer_stepped()
-            return _outputs(closure)
-        optimizer = lightning_optimizer.optimizer
-        closure = _Closure(self, batch, batch_idx, optimizer, window_start)
+            return closure.outputs
+        lightning_optimizer = lightning_optimizers[0]
+        optimizer = lightning_optimizer._optimizer
+        closure.begin(batch, batch_idx, optimizer, window_start)
         hooks = ctx.hooks
         if not is_step:
             if hooks.plain_no_backward_sync:
                 closure()  # the base strategy has no gradient synchronization to skip
             else:
-                with strategy.no_backward_sync(enabled=True):
+                with ctx.strategy.no_backward_sync(enabled=True):
                     closure()
-            return _outputs(closure)
+            return closure.outputs
         if hooks.plain_optimizer_step:
             # all that `LightningModule.optimizer_step` -> `LightningOptimizer.step` -> the precision's
             # `optimizer_step` amount to when none of them is customized and no hook runs before the update
@@ -243,7 +266,7 @@ class AutomaticOptimization:
                 " call did not execute it internally."
             )
         ctx.progress.optimizer_stepped()
-        return _outputs(closure)
+        return closure.outputs
 
 
 def _bound_hook(hooks: HookDispatcher, module: Any, name: str) -> Callable[..., Any]:
@@ -269,12 +292,9 @@ class _NoOptimizer(Optimizer):
         pass
 
 
-def _outputs(closure: _Closure) -> dict[str, Any]:
-    """What ``on_train_batch_end`` receives: ``{"loss": ..., **extra}``, ``{}`` when the batch was skipped."""
-    loss, extra = closure.loss, closure.extra
-    if loss is None:
-        return {}
-    return {"loss": loss, **extra} if extra else {"loss": loss}
+_NO_OPTIMIZER = _NoOptimizer()
+#: a closure's ``extra`` before ``training_step`` returned anything else (shared: never written to)
+_NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
 class ManualOptimization:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from torchbolt.trainer.eval_loop import PredictionLoop
     from torchbolt.trainer.fit_loop import FitLoop
     from torchbolt.trainer.logging import MetricStore
+    from torchbolt.trainer.signals import SignalHandler
     from torchbolt.trainer.states import Progress, TrainerState
 
 
@@ -46,6 +47,7 @@ class TrainerProperties:
     _metric_store: MetricStore
     _sizes: LoaderSizes
     _runs: list[RunContext]
+    _signals: SignalHandler
     _loggers: list[Logger]
     _fit_loop: FitLoop | None
     _predict_loop: Any
@@ -416,7 +418,7 @@ class TrainerProperties:
 
     @property
     def received_sigterm(self) -> bool:
-        return bool(self._runs) and self._runs[0].signal_received
+        return self._signals.agreed != 0
 
     @property
     def enable_validation(self) -> bool:

@@ -19,17 +19,19 @@ import re
 import signal
 import subprocess
 import threading
+from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from torchbolt.plugins.environments.cluster_environment import ClusterEnvironment
 from torchbolt.plugins.environments.slurm import SLURMEnvironment
 from torchbolt.plugins.io.async_io import wait_for_checkpoint_writes
+from torchbolt.strategies.strategy import Strategy
 from torchbolt.utilities.cloud_io import get_filesystem
 from torchbolt.utilities.exceptions import SIGTERMException
 from torchbolt.utilities.rank_zero import rank_zero_info
 
 if TYPE_CHECKING:
-    from torchbolt.strategies.strategy import Strategy
     from torchbolt.trainer.trainer import Trainer
 
 log = logging.getLogger("torchbolt")
@@ -111,7 +113,18 @@ class SignalHandler:
     def poll(self, strategy: Strategy) -> bool:
         """Called once per training batch: whether the ranks agreed that a signal arrived (no host sync)."""
         self.agreed |= strategy.exchange_flags(self._received)
-        return bool(self.agreed)
+        return self.agreed != 0
+
+    def _poll_alone(self) -> bool:
+        self.agreed |= self._received
+        return self.agreed != 0
+
+    def poller(self, strategy: Strategy) -> Callable[[], bool]:
+        """:meth:`poll` bound to ``strategy``; with a strategy that exchanges nothing (one process), one that
+        reads the flags without calling into it (the per-batch check costs one call)."""
+        if type(strategy).exchange_flags is Strategy.exchange_flags:
+            return self._poll_alone
+        return partial(self.poll, strategy)
 
     def stop(self, trainer: Trainer) -> NoReturn:
         """End ``fit`` at this step boundary: checkpoint and requeue when the signal asks for it, then raise."""

@@ -240,3 +240,116 @@ def test_model_checkpoint_batch_hook_runs_when_it_can_do_something(tmp_path: Any
     with mock.patch.object(ModelCheckpoint, "on_train_batch_end", autospec=True, side_effect=original) as patched:
         _trainer(callbacks=[ModelCheckpoint(dirpath=tmp_path / "c")], enable_checkpointing=True).fit(BoringModel())
     assert patched.call_count == 3
+
+
+def test_each_batch_hands_its_own_outputs_to_on_train_batch_end() -> None:
+    # the loop reuses one closure for every batch; what a callback keeps from a batch stays that batch's
+    kept: list[dict[str, Any]] = []
+    returned: list[Tensor] = []
+
+    class Keep(Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            kept.append(outputs)
+
+    class DictThenTensor(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            loss = self.step(batch)
+            returned.append(loss.detach().clone())
+            # batch 0 returns extra entries; the later batches return the bare loss and must not show them
+            return {"loss": loss, "extra": batch_idx} if batch_idx == 0 else loss
+
+    _trainer(callbacks=[Keep()]).fit(DictThenTensor())
+    assert [sorted(o) for o in kept] == [["extra", "loss"], ["loss"], ["loss"]]
+    assert len({id(o) for o in kept}) == 3
+    for outputs, loss in zip(kept, returned):
+        assert not outputs["loss"].requires_grad
+        torch.testing.assert_close(outputs["loss"], loss)
+
+
+def test_a_step_returning_none_hands_empty_outputs_after_a_step_with_a_loss() -> None:
+    kept: list[Any] = []
+
+    class Keep(Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            kept.append(outputs)
+
+    class SkipsOdd(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            return None if batch_idx % 2 else self.step(batch)
+
+    trainer = _trainer(callbacks=[Keep()])
+    trainer.fit(SkipsOdd())
+    assert [sorted(o) for o in kept] == [["loss"], [], ["loss"]]
+    assert trainer.global_step == 3  # a skipped batch still counts as a step, as in Lightning
+
+
+def test_the_optimizer_closure_can_be_kept_and_called_within_the_step() -> None:
+    # LBFGS-style: the optimizer calls the closure several times in one step; each call recomputes the loss
+    calls: list[int] = []
+
+    class CallsTwice(BoringModel):
+        def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+            calls.append(batch_idx)
+            return self.step(batch)
+
+        def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+            first = optimizer_closure()
+            second = optimizer_closure()
+            assert first is not None and second is not None and optimizer_closure.called
+            optimizer.step()
+
+    _trainer().fit(CallsTwice())
+    assert calls == [0, 0, 1, 1, 2, 2]
+
+
+def test_validation_runs_at_the_epoch_end_and_at_a_batch_interval() -> None:
+    seen: list[tuple[int, int]] = []
+
+    class Record(Callback):
+        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            seen.append((trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_idx))
+
+    _trainer(callbacks=[Record()], max_epochs=2, limit_train_batches=4, limit_val_batches=1,
+             num_sanity_val_steps=0).fit(BoringModel())
+    assert seen == [(0, 3), (1, 3)]
+    seen.clear()
+    _trainer(callbacks=[Record()], max_epochs=1, limit_train_batches=4, limit_val_batches=1,
+             num_sanity_val_steps=0, val_check_interval=2).fit(BoringModel())
+    assert seen == [(0, 1), (0, 3)]
+
+
+def test_a_stop_requested_mid_epoch_validates_at_that_batch() -> None:
+    # as in Lightning: `trainer.should_stop` ends the epoch after the batch, with a validation first
+    seen: list[int] = []
+
+    class StopAtOne(Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if batch_idx == 1:
+                trainer.should_stop = True
+
+        def on_validation_start(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(trainer.fit_loop.epoch_loop.batch_idx)
+
+    trainer = _trainer(callbacks=[StopAtOne()], max_epochs=3, limit_train_batches=5, limit_val_batches=1,
+                       num_sanity_val_steps=0)
+    trainer.fit(BoringModel())
+    assert seen == [1] and trainer.global_step == 2
+
+
+def test_a_sized_loader_is_never_asked_for_a_batch_past_the_epoch() -> None:
+    fetched: list[int] = []
+
+    class Counting(torch.utils.data.Dataset[Tensor]):
+        def __len__(self) -> int:
+            return 64
+
+        def __getitem__(self, index: int) -> Tensor:
+            fetched.append(index)
+            return torch.randn(32)
+
+    class Model(BoringModel):
+        def train_dataloader(self) -> Any:
+            return torch.utils.data.DataLoader(Counting(), batch_size=1)
+
+    _trainer(limit_train_batches=3).fit(Model())
+    assert fetched == [0, 1, 2]
