@@ -327,7 +327,7 @@ class _NoOptimizer(Optimizer):
 
 
 _NO_OPTIMIZER = _NoOptimizer()
-#: a closure's ``extra`` before ``training_step`` returned anything else (shared: never written to)
+#: the extra outputs of a ``training_step`` that returned the bare loss (shared: never written to)
 _NO_EXTRA: Mapping[str, Any] = MappingProxyType({})
 
 
