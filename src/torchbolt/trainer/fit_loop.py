@@ -162,8 +162,8 @@ class FitLoop:
         self._resume: ResumePoint | None = None
         self._val_enabled = False
         self._val_mid_epoch = False
-        #: whether every rank agreed that a signal arrived (bound to the strategy when an epoch starts)
-        self._poll_signals: Callable[[], bool] = partial(ctx.signals.poll, ctx.strategy)
+        #: whether every rank agreed that a signal arrived (the run's strategy object is fixed: bound once)
+        self._poll_signals: Callable[[], bool] = ctx.signals.poller(ctx.strategy)
         #: moves a training batch to the device (resolved when an epoch's batches start)
         self._transfer: Callable[[Any], Any] = partial(ctx.hooks.transfer_batch, dataloader_idx=0)
 
@@ -377,7 +377,6 @@ class FitLoop:
         # request); otherwise `_should_validate` is asked at the last batch alone
         self._val_mid_epoch = self._val_enabled and (
             self.val_check_batch != math.inf or self._val_check_seconds is not None)
-        self._poll_signals = ctx.signals.poller(ctx.strategy)
         if phase is EpochPhase.START:
             self._open_epoch()
         ctx.metrics.collect_into(self.results)

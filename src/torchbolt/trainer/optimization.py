@@ -117,7 +117,8 @@ class _Closure:
         return _Closure, (self._loop,)
 
     def begin(self, batch: Any, batch_idx: int, optimizer: Optimizer, zero_grad: bool) -> None:
-        """Point the closure at ``batch``: nothing computed yet (``called`` false, ``loss`` ``None``)."""
+        """Point the closure at ``batch``: ``called`` is false until it runs (``loss`` and ``outputs`` keep the
+        previous batch's until then)."""
         self._batch = batch
         self._batch_idx = batch_idx
         self._optimizer = optimizer

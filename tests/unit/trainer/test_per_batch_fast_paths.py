@@ -242,14 +242,20 @@ def test_model_checkpoint_batch_hook_runs_when_it_can_do_something(tmp_path: Any
     assert patched.call_count == 3
 
 
+class _KeepOutputs(Callback):
+    """Keeps what each batch hands to ``on_train_batch_end``."""
+
+    def __init__(self) -> None:
+        self.kept: list[Any] = []
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.kept.append(outputs)
+
+
 def test_each_batch_hands_its_own_outputs_to_on_train_batch_end() -> None:
     # the loop reuses one closure for every batch; what a callback keeps from a batch stays that batch's
-    kept: list[dict[str, Any]] = []
+    keep = _KeepOutputs()
     returned: list[Tensor] = []
-
-    class Keep(Callback):
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            kept.append(outputs)
 
     class DictThenTensor(BoringModel):
         def training_step(self, batch: Any, batch_idx: int) -> Any:
@@ -258,7 +264,8 @@ def test_each_batch_hands_its_own_outputs_to_on_train_batch_end() -> None:
             # batch 0 returns extra entries; the later batches return the bare loss and must not show them
             return {"loss": loss, "extra": batch_idx} if batch_idx == 0 else loss
 
-    _trainer(callbacks=[Keep()]).fit(DictThenTensor())
+    _trainer(callbacks=[keep]).fit(DictThenTensor())
+    kept = keep.kept
     assert [sorted(o) for o in kept] == [["extra", "loss"], ["loss"], ["loss"]]
     assert len({id(o) for o in kept}) == 3
     for outputs, loss in zip(kept, returned):
@@ -267,19 +274,15 @@ def test_each_batch_hands_its_own_outputs_to_on_train_batch_end() -> None:
 
 
 def test_a_step_returning_none_hands_empty_outputs_after_a_step_with_a_loss() -> None:
-    kept: list[Any] = []
-
-    class Keep(Callback):
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            kept.append(outputs)
+    keep = _KeepOutputs()
 
     class SkipsOdd(BoringModel):
         def training_step(self, batch: Any, batch_idx: int) -> Any:
             return None if batch_idx % 2 else self.step(batch)
 
-    trainer = _trainer(callbacks=[Keep()])
+    trainer = _trainer(callbacks=[keep])
     trainer.fit(SkipsOdd())
-    assert [sorted(o) for o in kept] == [["loss"], [], ["loss"]]
+    assert [sorted(o) for o in keep.kept] == [["loss"], [], ["loss"]]
     assert trainer.global_step == 3  # a skipped batch still counts as a step, as in Lightning
 
 
