@@ -187,10 +187,14 @@ class FitLoop:
         ctx.strategy.on_train_start()
         if self._resume is not None:
             self._resume_at_train_start(self._resume)
-        if self._epoch_in_flight():
-            self._run_epoch()  # the checkpoint was written inside an epoch: finish it as the original run would
-        while not self._done():
-            self._run_epoch()
+        try:
+            if self._epoch_in_flight():
+                self._run_epoch()  # the checkpoint was written inside an epoch: finish it as the original run would
+            while not self._done():
+                self._run_epoch()
+        finally:
+            if isinstance(self.optimization, AutomaticOptimization):
+                self.optimization.release()  # the last batch's graph does not outlive the fit, failed or not
         self._resume = None
         hooks.both("on_train_end")
         ctx.strategy.on_train_end()

@@ -100,13 +100,14 @@ class _Closure:
     One closure serves a whole run: :meth:`AutomaticOptimization.run` points it at each batch (``begin``).
     """
 
-    __slots__ = ("_batch", "_batch_idx", "_loop", "_optimizer", "_zero_grad", "called", "loss", "outputs")
+    __slots__ = ("_batch", "_batch_idx", "_graph", "_loop", "_optimizer", "_zero_grad", "called", "loss", "outputs")
     #: the "`training_step` returned `None`" warning is shown once; ``clear()`` shows it again
     warning_cache: ClassVar[WarningCache] = _warning_cache
 
     def __init__(self, loop: AutomaticOptimization) -> None:
         self._loop = loop
         self.begin(None, 0, _NO_OPTIMIZER, False)
+        self._graph: Tensor | None = None
         #: the loss of the last call (detached; ``None`` when ``training_step`` returned ``None``)
         self.loss: Tensor | None = None
         #: what ``on_train_batch_end`` receives: ``{"loss": ..., **extra}``, ``{}`` when the batch was skipped
@@ -145,6 +146,10 @@ class _Closure:
                 self._optimizer.zero_grad()
             if loss is not None:
                 loss.backward()  # type: ignore[no-untyped-call]
+                # what a hand-written loop's `loss` variable does: the graph (its buffers already freed by
+                # backward) lives until the next batch's forward has run, so that forward reuses the
+                # parameters' gradient accumulators instead of building new ones
+                self._graph = loss
         else:
             self._zero_grad_and_backward(loss)
         if loss is None:
@@ -155,6 +160,10 @@ class _Closure:
         self.loss = loss
         self.called = True
         return loss
+
+    def release(self) -> None:
+        """Drop the last batch's graph (at the end of the training epochs)."""
+        self._graph = None
 
     def _zero_grad_and_backward(self, loss: Tensor | None) -> None:
         """``optimizer_zero_grad`` (at a window's start) and ``backward``, with the hooks around them."""
@@ -216,6 +225,10 @@ class AutomaticOptimization:
                               and not {"on_before_zero_grad", "on_before_backward", "on_after_backward"} & hooks.active)
         #: the closure of every batch (pointed at each one in turn: no object built per step)
         self._closure = _Closure(self)
+
+    def release(self) -> None:
+        """Drop what the closure keeps of the last batch (its graph): the training epochs are over."""
+        self._closure.release()
 
     def on_gradients_ready(self, optimizer: Optimizer) -> None:
         """``on_before_optimizer_step`` then clipping: called by the precision plug-in once the gradients
