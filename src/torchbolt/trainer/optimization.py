@@ -184,7 +184,10 @@ class _Closure:
             if "on_before_backward" in active:
                 hooks.callbacks("on_before_backward", loss)
                 hooks.module("on_before_backward", loss)
-            if loop.backward is not None:
+            if loop.backward is Tensor.backward:
+                loss.backward()  # type: ignore[no-untyped-call]
+                self._graph = loss  # torch's own backward retains no buffers: kept as in the plain path
+            elif loop.backward is not None:
                 loop.backward(loss)
             else:
                 hooks.run_as("backward", ctx.strategy.backward, loss, self._optimizer)

@@ -423,3 +423,17 @@ def test_a_custom_backward_does_not_have_its_graph_kept() -> None:
     model = RetainsGraph()
     _trainer(limit_train_batches=3).fit(model)
     assert model.previous_alive == [False, False]
+
+
+def test_a_graph_is_kept_the_same_way_when_callbacks_listen_around_backward() -> None:
+    seen: list[int] = []
+
+    class AfterBackward(Callback):
+        def on_after_backward(self, trainer: Any, pl_module: Any) -> None:
+            seen.append(trainer.global_step)
+
+    model = _TagsGraphs()
+    _trainer(limit_train_batches=3, callbacks=[AfterBackward()]).fit(model)
+    assert seen == [0, 1, 2]
+    assert model.previous_alive == [True, True]
+    assert [ref() for ref in model.graphs] == [None] * 3
