@@ -116,7 +116,9 @@ class SignalHandler:
         return self.agreed != 0
 
     def _poll_alone(self) -> bool:
-        self.agreed |= self._received
+        received = self._received
+        if received:  # the common step reads two attributes and does no arithmetic
+            self.agreed |= received
         return self.agreed != 0
 
     def poller(self, strategy: Strategy) -> Callable[[], bool]:
