@@ -78,7 +78,7 @@ def test_off_a_terminal_the_default_bar_writes_one_plain_line_per_epoch(capsys: 
 
 def test_plain_lines_come_every_plain_interval_within_an_epoch(capsys: pytest.CaptureFixture[str]) -> None:
     # an interval shorter than any step: a line after every batch but the last (the epoch's line follows it)
-    bar = TQDMProgressBar(plain_interval=1e-9)
+    bar = TQDMProgressBar(mode="auto", plain_interval=1e-9)
     _trainer(max_epochs=1, callbacks=[bar], limit_val_batches=0).fit(ShowsAcc())
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
     steps = [int(PLAIN_TRAIN_LINE.match(line).group(3)) for line in lines]  # type: ignore[union-attr]
@@ -106,7 +106,7 @@ def test_stand_alone_validate_test_predict_write_one_summary_line_each(capsys: p
 
 
 def test_a_disabled_bar_writes_no_lines(capsys: pytest.CaptureFixture[str]) -> None:
-    bar = TQDMProgressBar(plain_interval=1e-9)
+    bar = TQDMProgressBar(mode="auto", plain_interval=1e-9)
     bar.disable()  # what `setup` does on every rank but global rank 0
     trainer = _trainer(max_epochs=1, callbacks=[bar])
     trainer.fit(ShowsAcc())
@@ -141,6 +141,34 @@ def test_an_unknown_environment_value_is_a_clear_error(monkeypatch: pytest.Monke
     monkeypatch.setenv("TORCHBOLT_PROGRESS", "fancy")
     with pytest.raises(MisconfigurationException, match=r"TORCHBOLT_PROGRESS='fancy'.*'bar'.*'plain'"):
         _trainer(max_epochs=1).fit(ShowsAcc())
+
+
+def test_a_bar_the_user_builds_without_a_mode_draws_a_bar_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    # Lightning code that passes its own TQDMProgressBar gets Lightning's bar, also in a log file
+    bar = TQDMProgressBar(refresh_rate=1)
+    trainer = _trainer(max_epochs=1, callbacks=[bar])
+    trainer.fit(ShowsAcc())
+    out = capsys.readouterr().out
+    assert bar.mode is None and bar.display_mode == "bar"
+    assert "\r" in out and "Epoch 0" in out and "Validation" in out and "epoch 1/1 |" not in out
+    # the Trainer's own bar still detects the log file
+    default = _trainer(max_epochs=1)
+    default.fit(ShowsAcc())
+    assert default.progress_bar_callback.mode == "auto" and default.progress_bar_callback.display_mode == "plain"
+    assert "\r" not in capsys.readouterr().out
+
+
+def test_the_environment_variable_also_chooses_for_a_bar_built_without_a_mode(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("TORCHBOLT_PROGRESS", "plain")
+    bar = TQDMProgressBar(refresh_rate=1)
+    _trainer(max_epochs=1, callbacks=[bar]).fit(ShowsAcc())
+    out = capsys.readouterr().out
+    assert bar.display_mode == "plain" and "\r" not in out and out.startswith("epoch 1/1 |")
+    monkeypatch.setenv("TORCHBOLT_PROGRESS", "auto")  # "auto" detects: a file gets plain lines
+    bar = TQDMProgressBar()
+    _trainer(max_epochs=1, callbacks=[bar]).fit(ShowsAcc())
+    assert bar.display_mode == "plain" and "\r" not in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("kwargs", "argument"), [

@@ -166,7 +166,7 @@ def _add_progress_bar(config: TrainerConfig, items: list[Callback]) -> None:
                 f" {[type(bar).__name__ for bar in bars]}. Keep one of them in `callbacks`."
             )
         if not bars:
-            items.append(TQDMProgressBar())
+            items.append(TQDMProgressBar(mode="auto"))  # the default display fits where it is written
         return
     if bars:
         raise MisconfigurationException(

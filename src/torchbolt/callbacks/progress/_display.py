@@ -53,8 +53,8 @@ def check_refresh_rate(value: object, owner: str) -> int | None:
     return value
 
 
-def env_mode() -> str:
-    """The mode asked for by ``TORCHBOLT_PROGRESS`` (``"auto"`` when unset or empty).
+def env_mode() -> str | None:
+    """The mode asked for by ``TORCHBOLT_PROGRESS`` (``None`` when unset or empty).
 
     Raises:
         MisconfigurationException: when the variable holds something other than auto, bar or plain.
@@ -62,7 +62,7 @@ def env_mode() -> str:
     raw = os.environ.get(ENV_VAR, "")
     value = raw.strip().lower()
     if not value:
-        return "auto"
+        return None
     if value not in MODES:
         raise MisconfigurationException(
             f"The environment variable {ENV_VAR}={raw!r} is invalid: set it to 'bar' (redraw in place),"
@@ -83,9 +83,12 @@ def is_interactive(stream: TextIO | Any) -> bool:
         return False
 
 
-def resolve_mode(mode: str, stream: TextIO | Any) -> DisplayMode:
-    """The display to use: an explicit ``mode`` argument, else ``TORCHBOLT_PROGRESS``, else what ``stream`` is."""
-    chosen = mode if mode != "auto" else env_mode()
+def resolve_mode(mode: str | None, stream: TextIO | Any) -> DisplayMode:
+    """The display to use: an explicit ``mode`` argument (``"bar"``, ``"plain"``), else ``TORCHBOLT_PROGRESS``,
+    else, for ``"auto"``, what ``stream`` is and, for ``None`` (a bar the user built without a mode), a bar."""
+    chosen = mode if mode not in (None, "auto") else (env_mode() or mode)
+    if chosen is None:
+        return "bar"  # as in Lightning: a TQDMProgressBar the user chose draws a bar wherever it writes
     if chosen == "auto":
         return "bar" if is_interactive(stream) else "plain"
     return "bar" if chosen == "bar" else "plain"

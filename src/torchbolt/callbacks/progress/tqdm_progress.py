@@ -51,14 +51,16 @@ def convert_inf(x: int | float | None) -> int | float | None:
 class TQDMProgressBar(ProgressBar):
     """Training, validation, test and predict progress with the ``prog_bar`` metrics and the loss.
 
-    Where the output goes decides how it looks (``mode="auto"``): on a terminal (or in Jupyter) the bars
-    redraw in place; anywhere else (a file, a pipe, a SLURM or CI log) training writes one plain line
+    The Trainer's default bar (``mode="auto"``) fits where the output goes: on a terminal (or in Jupyter) the
+    bars redraw in place; anywhere else (a file, a pipe, a SLURM or CI log) training writes one plain line
     every ``plain_interval`` seconds and at each epoch's end, such as
     ``epoch 3/20 | step 1200/5000 | 12.3 it/s | 0:01:40 | train_loss=0.12 val_acc=0.97``, and a
     stand-alone ``validate``/``test``/``predict`` writes one summary line when it ends (validation during
     ``fit`` writes nothing of its own: its metrics are on the epoch's line). ``mode="bar"`` or
-    ``mode="plain"`` forces one display; so does the environment variable ``TORCHBOLT_PROGRESS=bar|plain``
-    when ``mode`` is ``"auto"``. Only global rank 0 writes.
+    ``mode="plain"`` forces one display. A bar built without a ``mode`` (``TQDMProgressBar(refresh_rate=10)``
+    in ``callbacks``) draws a bar wherever it writes, as in Lightning. Without a ``mode`` or with
+    ``"auto"``, the environment variable ``TORCHBOLT_PROGRESS=bar|plain|auto`` decides first. Only global
+    rank 0 writes.
 
     The bar redraws at most every ``refresh_interval`` seconds, and always on the first and last batch
     of an epoch and at the epoch's end (the final numbers). Given a ``refresh_rate``, it redraws every
@@ -71,8 +73,9 @@ class TQDMProgressBar(ProgressBar):
             on the time budget ``refresh_interval``. Plain lines ignore it (except ``0``).
         process_position: the line of the bar, for several concurrent trainings.
         leave: keep the finished epoch bars on screen.
-        mode: ``"auto"`` (a bar on a terminal, plain lines elsewhere; ``TORCHBOLT_PROGRESS`` may force
-            either), ``"bar"`` or ``"plain"``.
+        mode: ``"auto"`` (a bar on a terminal, plain lines elsewhere: the Trainer's default bar), ``"bar"``
+            or ``"plain"``; unset (``None``): a bar, as in Lightning. Unset or ``"auto"``,
+            ``TORCHBOLT_PROGRESS`` may choose instead.
         refresh_interval: seconds between two redraws of a bar when ``refresh_rate`` is unset (default 0.2).
         plain_interval: seconds between two plain lines within an epoch (default 30).
 
@@ -90,7 +93,7 @@ class TQDMProgressBar(ProgressBar):
         process_position: int = 0,
         leave: bool = False,
         *,
-        mode: str = "auto",
+        mode: str | None = None,
         refresh_interval: float = _display.DEFAULT_REFRESH_INTERVAL,
         plain_interval: float = _display.DEFAULT_PLAIN_INTERVAL,
     ) -> None:
@@ -101,7 +104,7 @@ class TQDMProgressBar(ProgressBar):
         if miniters:
             # tqdm's own setting for the fewest iterations between redraws raises the rate, as in Lightning
             self._refresh_rate = max(int(float(miniters)), self._refresh_rate if self._refresh_rate is not None else 1)
-        self._mode = _display.check_mode(mode, owner)
+        self._mode = None if mode is None else _display.check_mode(mode, owner)
         self._refresh_interval = _display.check_interval(refresh_interval, "refresh_interval", owner)
         self._plain_interval = _display.check_interval(plain_interval, "plain_interval", owner)
         self._process_position = process_position
@@ -147,8 +150,8 @@ class TQDMProgressBar(ProgressBar):
         return self._plain_interval
 
     @property
-    def mode(self) -> str:
-        """The ``mode`` given to the constructor: ``"auto"``, ``"bar"`` or ``"plain"``."""
+    def mode(self) -> str | None:
+        """The ``mode`` given to the constructor: ``"auto"``, ``"bar"``, ``"plain"`` or ``None`` (none given)."""
         return self._mode
 
     @property
