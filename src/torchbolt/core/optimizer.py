@@ -50,6 +50,11 @@ class LightningOptimizer:
         # make `isinstance(self, type(optimizer))` true without copying the optimizer
         self.__class__ = type("Lightning" + type(optimizer).__name__, (self.__class__, type(optimizer)), {})
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the class is made per wrapped optimizer type and cannot be found by name: a pickled (or deep-copied)
+        # wrapper is rebuilt around its optimizer; the run binds it again when it starts (`bind`)
+        return LightningOptimizer, (self._optimizer,)
+
     @property
     def optimizer(self) -> Optimizer:
         """The wrapped ``torch.optim.Optimizer``."""

@@ -167,6 +167,11 @@ class FitLoop:
         #: moves a training batch to the device (resolved when an epoch's batches start)
         self._transfer: Callable[[Any], Any] = partial(ctx.hooks.transfer_batch, dataloader_idx=0)
 
+    @property
+    def validates_on_time(self) -> bool:
+        """Whether validation falls due on a time interval (``val_check_interval`` given as a duration)."""
+        return self._val_check_seconds is not None
+
     # ------------------------------------------------------------------ entry point
     def run(self) -> None:
         ctx = self.ctx

@@ -265,6 +265,15 @@ class TrainerProperties:
         return self._live_sizes().train
 
     @property
+    def val_check_batch(self) -> int | float | None:
+        """Validation runs after every this many training batches (``inf``: at the epoch's end only), as the
+        fit's training data set it; ``None`` before that, and with a time-based ``val_check_interval``."""
+        loop = self._active_fit_loop()
+        if loop is None or loop.train_loader is None or loop.validates_on_time:
+            return None
+        return loop.val_check_batch
+
+    @property
     def num_val_batches(self) -> list[int | float]:
         return self._live_sizes().val
 

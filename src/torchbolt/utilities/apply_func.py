@@ -6,6 +6,7 @@ import dataclasses
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from copy import copy
+from functools import partial
 from typing import Any
 
 import torch
@@ -190,21 +191,22 @@ def batch_mover(device: torch.device) -> Callable[[Any], Any]:
     is safe; a list is copied, as ``move_data_to_device`` does). Everything else goes through
     :func:`move_data_to_device`, with the same result.
     """
+    # partials of module-level functions, not closures: a Trainer holding one can still be pickled
     if device.type != "cpu":
-        return lambda batch: move_data_to_device(batch, device)
+        return partial(move_data_to_device, device=device)
+    return partial(_to_cpu, device)
 
-    def to_cpu(batch: Any) -> Any:
-        batch_type = type(batch)
-        if batch_type is tuple:
-            for item in batch:
-                if not (isinstance(item, Tensor) and item.is_cpu):
-                    return move_data_to_device(batch, device)
-            return batch
-        if batch_type is Tensor and batch.is_cpu:
-            return batch
-        return move_data_to_device(batch, device)
 
-    return to_cpu
+def _to_cpu(device: torch.device, batch: Any) -> Any:
+    batch_type = type(batch)
+    if batch_type is tuple:
+        for item in batch:
+            if not (isinstance(item, Tensor) and item.is_cpu):
+                return move_data_to_device(batch, device)
+        return batch
+    if batch_type is Tensor and batch.is_cpu:
+        return batch
+    return move_data_to_device(batch, device)
 
 
 class _TransferableMeta(type):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 import torchbolt as pl
 from torchbolt.callbacks.progress import RichProgressBar, TQDMProgressBar
@@ -58,3 +59,39 @@ def test_rich_bar_without_rich_names_the_package(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(rich_progress, "_RICH_AVAILABLE", False)
     with pytest.raises(ModuleNotFoundError, match="`RichProgressBar` requires `rich` >= 10.2.2"):
         RichProgressBar()
+
+
+def test_each_stage_bar_is_readable_after_its_run_and_pickles_with_the_trainer() -> None:
+    import pickle
+
+    bar = TQDMProgressBar(refresh_rate=1)
+    with pytest.raises(TypeError, match="_test_progress_bar` reference has not been set"):
+        _ = bar.test_progress_bar
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=2, limit_test_batches=2,
+                         limit_predict_batches=2, callbacks=[bar], logger=False, enable_checkpointing=False,
+                         enable_model_summary=False)
+    model = BoringModel()
+    trainer.fit(model)
+    # the bars of a finished run stay readable (closed), as Lightning code expects after `fit`
+    assert bar.train_progress_bar.n == 3 and bar.val_progress_bar.n == 2
+    trainer.test(model, verbose=False)
+    trainer.predict(model)
+    assert bar.test_progress_bar.n == 2 and bar.predict_progress_bar.n == 2
+    # the optimizers' wrappers are rebuilt around the optimizers in a pickle (their classes have no import path)
+    restored = pickle.loads(pickle.dumps(bar))
+    optimizer = restored.trainer.strategy.lightning_optimizers[0]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.optimizer is restored.trainer.strategy.optimizers[0]
+    assert optimizer.param_groups[0]["lr"] == trainer.optimizers[0].param_groups[0]["lr"]
+
+
+def test_val_check_batch_says_when_validation_falls_due() -> None:
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=8, limit_val_batches=1, val_check_interval=0.25,
+                         logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=False)
+    assert trainer.val_check_batch is None  # before fit has its training data
+    trainer.fit(BoringModel())
+    assert trainer.val_check_batch == 2
+    trainer = pl.Trainer(max_epochs=1, limit_train_batches=8, limit_val_batches=1, logger=False,
+                         enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=False)
+    trainer.fit(BoringModel())
+    assert trainer.val_check_batch == 8

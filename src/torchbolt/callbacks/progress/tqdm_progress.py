@@ -180,11 +180,47 @@ class TQDMProgressBar(ProgressBar):
         # decided per run: the same bar may be used from a terminal and then from a redirected stream
         self._display = _display.resolve_mode(self._mode, sys.stdout)
 
+    def _get_bar(self, name: str) -> Tqdm:
+        bar: Tqdm | None = getattr(self, f"_{name}")
+        if bar is None:
+            raise TypeError(f"The `{type(self).__name__}._{name}` reference has not been set yet.")
+        return bar
+
     @property
     def train_progress_bar(self) -> Tqdm:
-        if self._train_progress_bar is None:
-            raise TypeError(f"The `{type(self).__name__}._train_progress_bar` reference has not been set yet.")
-        return self._train_progress_bar
+        """The training bar (``TypeError`` before training starts)."""
+        return self._get_bar("train_progress_bar")
+
+    @train_progress_bar.setter
+    def train_progress_bar(self, bar: Tqdm) -> None:
+        self._train_progress_bar = bar
+
+    @property
+    def val_progress_bar(self) -> Tqdm:
+        """The validation (or sanity check) bar: the last one made, closed once its run ended."""
+        return self._get_bar("val_progress_bar")
+
+    @val_progress_bar.setter
+    def val_progress_bar(self, bar: Tqdm) -> None:
+        self._val_progress_bar = bar
+
+    @property
+    def test_progress_bar(self) -> Tqdm:
+        """The test bar: the last one made, closed once its run ended."""
+        return self._get_bar("test_progress_bar")
+
+    @test_progress_bar.setter
+    def test_progress_bar(self, bar: Tqdm) -> None:
+        self._test_progress_bar = bar
+
+    @property
+    def predict_progress_bar(self) -> Tqdm:
+        """The predict bar: the last one made, closed once its run ended."""
+        return self._get_bar("predict_progress_bar")
+
+    @predict_progress_bar.setter
+    def predict_progress_bar(self, bar: Tqdm) -> None:
+        self._predict_progress_bar = bar
 
     def _bar(self, desc: str, position: int, leave: bool) -> Tqdm:
         # plain lines keep (disabled) tqdm objects, so code reading `train_progress_bar` still works
@@ -390,8 +426,7 @@ class TQDMProgressBar(ProgressBar):
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._val_progress_bar is not None and not trainer.sanity_checking:
-            self._val_progress_bar.close()
-            self._val_progress_bar = None
+            self._val_progress_bar.close()  # kept (closed) for code that reads it after the run, as in Lightning
         self._current_eval_dataloader_idx = None
         fitting = trainer.state.fn == "fit"
         if self._display == "plain":
