@@ -147,7 +147,7 @@ class ModelPruning(Callback):
                 self._global_kwargs = kwargs
             else:
                 method = partial(method, **kwargs)
-        elif inspect.isclass(pruning_fn) and issubclass(pruning_fn, pytorch_prune.BasePruningMethod):
+        elif self._is_pruning_method(pruning_fn):
             if not use_global:
                 raise MisconfigurationException(
                     "PyTorch `BasePruningMethod` is currently only supported with `use_global_unstructured=True`."
@@ -166,6 +166,18 @@ class ModelPruning(Callback):
                 f" {method} of type {getattr(method, 'PRUNING_TYPE', None)}. "
             )
         return method
+
+    @staticmethod
+    def _is_pruning_method(method: Any) -> bool:
+        """Whether ``method`` is a ``torch.nn.utils.prune.BasePruningMethod`` subclass (a class, not an instance)."""
+        return inspect.isclass(method) and issubclass(method, pytorch_prune.BasePruningMethod)
+
+    @property
+    def state_key(self) -> str:
+        # several pruning callbacks (say, one per schedule) keep their masks apart in a checkpoint
+        amount = self.amount if isinstance(self.amount, (int, float)) else getattr(self.amount, "__qualname__", "fn")
+        return self._generate_state_key(pruning_fn=self._pruning_method_name, amount=amount,
+                                        parameter_names=tuple(self._parameter_names))
 
     def filter_parameters_to_prune(self, parameters_to_prune: _PARAM_LIST = ()) -> _PARAM_LIST:
         """Override to choose which ``(module, name)`` pairs are pruned."""
@@ -233,7 +245,7 @@ class ModelPruning(Callback):
     @rank_zero_only
     def _log_sparsity_stats(self, prev: list[tuple[int, int]], curr: list[tuple[int, int]],
                             amount: int | float = 0) -> None:
-        total = sum(p.numel() for layer, _ in self._parameters_to_prune for p in layer.parameters())
+        total = sum(size for _, size in curr)  # the entries the masks cover
         prev_zeros = sum(zeros for zeros, _ in prev)
         curr_zeros = sum(zeros for zeros, _ in curr)
         log.info(
@@ -352,7 +364,8 @@ class ModelPruning(Callback):
         parameters = parameter_names or ModelPruning.PARAMETER_NAMES
         current_modules = [m for m in pl_module.modules() if not isinstance(m, _MODULE_CONTAINERS)]
         if not parameters_to_prune:
-            return [(m, p) for p in parameters for m in current_modules if getattr(m, p, None) is not None]
+            # parameters only: a module's other attributes of those names (a flag, a buffer) are not pruned
+            return [(m, p) for p in parameters for m in current_modules if isinstance(getattr(m, p, None), nn.Parameter)]
         if (
             isinstance(parameters_to_prune, (list, tuple))
             and all(len(p) == 2 for p in parameters_to_prune)

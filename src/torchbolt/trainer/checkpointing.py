@@ -184,14 +184,17 @@ def restore_module_and_callbacks(ctx: RunContext, loaded: LoadedCheckpoint) -> N
             f"The checkpoint {loaded.path!r} has a 'callbacks' entry of type {type(states).__name__}; a dict"
             " of callback states was expected: the file was damaged or edited."
         )
-    unknown = set(states) - {cb.state_key for cb in ctx.callbacks}
+    unknown = set(states) - {key for cb in ctx.callbacks for key in (cb.state_key, type(cb).__qualname__)}
     if unknown:
         rank_zero_warn(
             "Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided"
             f" during `Trainer` instantiation. Please add the following callbacks: {sorted(map(str, unknown))}."
         )
     for callback in ctx.callbacks:
-        state = states.get(callback.state_key, states.get(str(callback._legacy_state_key)))
+        # older files: Lightning 1.x keyed a state by the class; a callback whose key became argument-based
+        # (ModelPruning) was keyed by its class name
+        state = states.get(callback.state_key, states.get(str(callback._legacy_state_key),
+                                                          states.get(type(callback).__qualname__)))
         if state:
             callback.load_state_dict(dict(state))
 

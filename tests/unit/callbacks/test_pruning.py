@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -146,14 +148,14 @@ def test_checkpoint_holds_plain_weights_that_load_into_an_unpruned_model(tmp_pat
             trainer.save_checkpoint(tmp_path / "pruned.ckpt")
 
     model = Model()
-    _fit(model, ModelPruning("l1_unstructured", parameter_names=["weight"], amount=0.5,
-                             make_pruning_permanent=False), SaveAtEnd(), max_epochs=1)
+    pruning = ModelPruning("l1_unstructured", parameter_names=["weight"], amount=0.5, make_pruning_permanent=False)
+    _fit(model, pruning, SaveAtEnd(), max_epochs=1)
     checkpoint = torch.load(tmp_path / "pruned.ckpt", weights_only=True)
     assert not any(k.endswith(("_mask", "_orig")) for k in checkpoint["state_dict"])
     plain = Model()
     plain.load_state_dict(checkpoint["state_dict"])
     torch.testing.assert_close(plain.layer1.weight, model.layer1.weight)
-    masks = checkpoint["callbacks"]["ModelPruning"]["masks"]
+    masks = checkpoint["callbacks"][pruning.state_key]["masks"]
     assert len(masks) == 2 and int((masks[0] == 0).sum()) + int((masks[1] == 0).sum()) == (128 + 16) // 2
 
 
@@ -169,3 +171,54 @@ def test_checkpoint_holds_plain_weights_that_load_into_an_unpruned_model(tmp_pat
 def test_invalid_arguments_are_rejected(args, match):
     with pytest.raises(MisconfigurationException, match=match):
         ModelPruning(**args)
+
+
+def test_two_pruning_callbacks_keep_their_states_apart_and_log_the_pruned_entries(tmp_path, caplog):
+    # one prunes on even epochs, the other on odd ones; each logs the entries its masks cover
+    model = Model()
+    targets = [(model.layer1, "weight"), (model.layer2, "weight")]
+    even = ModelPruning("l1_unstructured", parameters_to_prune=targets, amount=0.5, verbose=1,
+                        apply_pruning=lambda epoch: epoch % 2 == 0, make_pruning_permanent=False)
+    odd = ModelPruning("random_unstructured", parameters_to_prune=targets, amount=0.25, verbose=1,
+                       apply_pruning=lambda epoch: epoch % 2 == 1, make_pruning_permanent=False)
+    assert even.state_key != odd.state_key
+    with caplog.at_level(logging.INFO, logger="torchbolt.callbacks.pruning"):
+        trainer = _fit(model, even, odd, max_epochs=2)
+    applied = [m for m in caplog.messages if m.startswith("Applied")]
+    assert len(applied) == 2 and all("/144 (" in m for m in applied), applied  # 128 + 16 weights
+    trainer.save_checkpoint(tmp_path / "both.ckpt")
+    states = torch.load(tmp_path / "both.ckpt", weights_only=True)["callbacks"]
+    assert len(states[even.state_key]["masks"]) == 2 and len(states[odd.state_key]["masks"]) == 2
+
+
+def test_parameter_names_select_parameters_only():
+    class WithFlag(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.ones(3, 3))
+            self.bias = True  # an attribute with a parameter's name, not a parameter
+
+    model = Model()
+    model.extra = WithFlag()
+    pairs = ModelPruning.sanitize_parameters_to_prune(model, (), parameter_names=["weight", "bias"])
+    assert (model.extra, "weight") in pairs and (model.extra, "bias") not in pairs
+    assert all(isinstance(getattr(m, name), nn.Parameter) for m, name in pairs)
+
+
+def test_a_checkpoint_keyed_by_the_class_name_still_restores_the_masks(tmp_path):
+    # files written before the key depended on the arguments hold the state under "ModelPruning"
+    model = Model()
+    pruning = ModelPruning("l1_unstructured", parameter_names=["weight"], amount=0.5, make_pruning_permanent=False)
+    trainer = _fit(model, pruning, max_epochs=1)
+    trainer.save_checkpoint(tmp_path / "new.ckpt")
+    checkpoint = torch.load(tmp_path / "new.ckpt", weights_only=True)
+    checkpoint["callbacks"] = {"ModelPruning": checkpoint["callbacks"].pop(pruning.state_key)}
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+
+    resumed = Model()
+    again = ModelPruning("l1_unstructured", parameter_names=["weight"], amount=0.5, make_pruning_permanent=False,
+                         apply_pruning=False)
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_progress_bar=False, enable_model_summary=False,
+                         enable_checkpointing=False, callbacks=[again])
+    trainer.fit(resumed, ckpt_path=tmp_path / "old.ckpt")
+    torch.testing.assert_close(resumed.layer1.weight_mask, model.layer1.weight_mask)
