@@ -4,6 +4,7 @@
 """
 
 import logging as _logging
+import os as _os
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,12 @@ from torchbolt.core.datamodule import LightningDataModule  # noqa: E402
 from torchbolt.core.module import LightningModule  # noqa: E402
 from torchbolt.trainer.trainer import Trainer  # noqa: E402
 from torchbolt.utilities.seed import seed_everything  # noqa: E402
+
+if _os.environ.get("POSSIBLE_USER_WARNINGS", "").strip().lower() in ("0", "off"):
+    # Lightning's switch for the hints about likely mistakes (`PossibleUserWarning`)
+    from torchbolt.utilities.warnings import disable_possible_user_warnings as _disable
+
+    _disable()
 
 __all__ = ["Callback", "LightningDataModule", "LightningModule", "Trainer", "__version__", "seed_everything"]
 

@@ -169,3 +169,16 @@ def test_human_readable_counts() -> None:
     assert get_human_readable_count(123) == "123  "  # a unit column keeps numbers aligned
     assert get_human_readable_count(1234) == "1.2 K"
     assert get_human_readable_count(2_000_000) == "2.0 M"
+
+
+@pytest.mark.parametrize(("setting", "shown"), [("", True), ("off", False), ("0", False)])
+def test_possible_user_warnings_can_be_switched_off_from_the_environment(setting: str, shown: bool) -> None:
+    import subprocess
+    import sys
+
+    code = ("import warnings, torchbolt\n"
+            "from torchbolt.utilities.warnings import PossibleUserWarning\n"
+            "warnings.warn('check your loader', PossibleUserWarning)\n")
+    env = {**os.environ, "POSSIBLE_USER_WARNINGS": setting}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert ("check your loader" in done.stderr) is shown

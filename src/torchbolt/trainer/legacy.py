@@ -178,7 +178,7 @@ def check_removed_hooks(model: Any, callbacks: Iterable[Any], fn: str) -> None:
     for hook in _MODULE_HOOKS_BY_FN.get(fn, ()):
         if callable(getattr(model, hook, None)):
             raise NotImplementedError(
-                f"Support for `{hook}` has been removed in Lightning 2.0; `{type(model).__name__}` implements it."
+                f"Support for `{hook}` has been removed in v2.0.0 of Lightning; `{type(model).__name__}` implements it."
                 f" Use the `on_{hook.replace('training_', 'train_')}` hook instead.{_MIGRATION}"
             )
     for callback in callbacks:

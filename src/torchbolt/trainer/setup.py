@@ -330,3 +330,15 @@ def verify_model(config: TrainerConfig, callbacks: list[Callback], model: Lightn
                            category=PossibleUserWarning)
     elif fn in (TrainerFn.VALIDATING, TrainerFn.TESTING):
         check_eval_step(model, fn.value)
+    elif fn == TrainerFn.PREDICTING:
+        _check_predict_step(model)
+
+
+def _check_predict_step(model: LightningModule) -> None:
+    if model.predict_step is None:
+        raise MisconfigurationException("`predict_step` cannot be None. Define a `predict_step` method (or remove"
+                                        " the assignment of None).")
+    if not is_overridden("predict_step", model, LightningModule) and not callable(model.forward):
+        # the default `predict_step` calls `self(batch)`
+        raise MisconfigurationException("`Trainer.predict` requires `forward` method to run: define `forward` or a"
+                                        " `predict_step`.")
