@@ -15,6 +15,7 @@ files you trust.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import shutil
 import sys
@@ -23,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+log = logging.getLogger(__name__)
 
 # the layout the migrations produce (loops after Lightning 2.0's restructuring)
 UPGRADED_VERSION = "2.0.0"
@@ -174,11 +177,12 @@ def _files(path: Path, extension: str) -> list[Path]:
     if path.is_file():
         return [path]
     if not path.is_dir():
-        raise FileNotFoundError(f"{str(path)!r} does not exist: pass a checkpoint file or a folder of them.")
+        raise FileNotFoundError(f"The path {path} does not exist: pass a checkpoint file or a folder of them.")
     found = sorted(p for p in path.rglob(f"*{extension}") if p.is_file())
     if not found:
         raise FileNotFoundError(
-            f"No '*{extension}' files under {str(path)!r}. Pass `--extension` if your checkpoints end differently."
+            f"No checkpoint files with extension {extension} were found in {path}. Pass `--extension` if your"
+            " checkpoints end differently."
         )
     return found
 
@@ -196,7 +200,8 @@ def _upgrade_file(path: Path, map_to_cpu: bool) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (2 when no checkpoint was found)."""
+    """Command-line entry point; returns 0, or exits with status 2 (``SystemExit``) when the path does not exist
+    or holds no checkpoint, after logging the reason as an error."""
     parser = argparse.ArgumentParser(
         prog="python -m torchbolt.utilities.upgrade_checkpoint",
         description="Upgrade checkpoints written by old PyTorch Lightning versions to the current layout;"
@@ -211,8 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = _files(args.path, extension)
     except FileNotFoundError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        log.error(str(err))
+        raise SystemExit(2) from None
     for file in files:
         upgraded = _upgrade_file(file, args.map_to_cpu)
         print(f"{file}: {'upgraded (original kept as ' + file.name + '.bak)' if upgraded else 'already current'}")

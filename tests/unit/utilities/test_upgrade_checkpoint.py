@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from torchbolt.callbacks import EarlyStopping, ModelCheckpoint
@@ -62,3 +64,17 @@ def test_lightning_1_x_loop_entries_move_to_the_2_0_layout(tmp_path: Path, subpr
 def test_a_folder_without_checkpoints_is_an_error(tmp_path: Path, subprocess_env: dict[str, str]) -> None:
     proc = _run(str(tmp_path), env=subprocess_env)
     assert proc.returncode == 2 and "--extension" in proc.stderr
+
+
+def test_a_missing_path_exits_with_status_2_and_logs_why(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from torchbolt.utilities.upgrade_checkpoint import main
+
+    missing = tmp_path / "checkpoint.ckpt"
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit) as exit_info:
+        main([str(missing)])
+    assert exit_info.value.code == 2 and f"The path {missing} does not exist" in caplog.text
+    caplog.clear()
+    missing.touch()
+    with caplog.at_level(logging.ERROR), pytest.raises(SystemExit):
+        main([str(tmp_path), "--extension", ".other"])
+    assert "No checkpoint files with extension .other were found" in caplog.text
