@@ -164,6 +164,9 @@ def test_training_step_returning_none_skips_the_batch() -> None:
     torch.manual_seed(0)
     reference = ClassifierModule()
     even_batches = [b for i, b in enumerate(loader()) if i % 2 == 0]
+    from torchbolt.trainer.optimization import _Closure
+
+    _Closure.warning_cache.clear()  # shown once per process: an earlier test in this worker may have seen it
     with pytest.warns(UserWarning, match="`training_step` returned `None`"):
         quiet_trainer(limit_val_batches=0).fit(skipping, loader())
     quiet_trainer(limit_val_batches=0).fit(reference, DataLoader(even_batches, batch_size=None))

@@ -134,6 +134,9 @@ class ModelCheckpoint(Checkpoint):
         self.async_save = async_save
         self._last_global_step_saved = 0  # nothing to save before the first step
         self._last_time_checked: float | None = None
+        # a step- or time-triggered save that waits for the validation after it (the monitored value is a
+        # validation metric not logged yet, or about to be refreshed)
+        self._defer_save_until_validation = False
         self._validated_this_fit = False
         self.current_score: Tensor | None = None
         self.best_k_models: dict[str, Tensor] = {}
@@ -261,8 +264,7 @@ class ModelCheckpoint(Checkpoint):
             # nothing saves at a batch's end (the Trainer skips this call then, see `_idle_hooks`); every rank
             # returns alike (the time-interval branch below broadcasts)
             return
-        if self._should_skip_saving_checkpoint(trainer):
-            return
+        skip_state = self._should_skip_saving_checkpoint(trainer)
         skip_batch = self._every_n_train_steps < 1 or trainer.global_step % self._every_n_train_steps != 0
         skip_time = True
         now = time.monotonic()
@@ -275,8 +277,23 @@ class ModelCheckpoint(Checkpoint):
         if not skip_time:
             self._last_time_checked = now
         candidates = self._monitor_candidates(trainer)
+        if self.monitor is not None and (self.monitor not in candidates or self._validation_follows(trainer)):
+            # as in Lightning 2.6: scored with the value validation is about to produce, saved when it ends
+            self._defer_save_until_validation = True
+            return
+        if skip_state:
+            return
         self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)
+
+    def _validation_follows(self, trainer: Trainer) -> bool:
+        """Whether validation runs right after this batch (the epoch's last) and this callback saves after it."""
+        if self._should_save_on_train_epoch_end(trainer) or not trainer.is_last_batch or not trainer.enable_validation:
+            return False
+        if not sum(trainer.num_val_batches):
+            return False
+        every = trainer.check_val_every_n_epoch
+        return every is None or (trainer.current_epoch + 1) % every == 0
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
@@ -287,6 +304,12 @@ class ModelCheckpoint(Checkpoint):
             return
         self._validated_this_fit = True
         if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            if self._defer_save_until_validation:  # the save a batch deferred, now with fresh values
+                self._defer_save_until_validation = False
+                candidates = self._monitor_candidates(trainer)
+                self._save_topk_checkpoint(trainer, candidates)
+                self._save_last_checkpoint(trainer, candidates)
+                return
             self._save_at_epoch_end(trainer)
 
     def _save_at_epoch_end(self, trainer: Trainer) -> None:
@@ -301,6 +324,16 @@ class ModelCheckpoint(Checkpoint):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Write ``last`` when ``save_last`` is set and this fit wrote no checkpoint at all."""
+        if self._defer_save_until_validation:
+            # a save waited for a validation that never came: say so rather than end without a checkpoint
+            self._defer_save_until_validation = False
+            if self.monitor not in self._monitor_candidates(trainer):
+                _warning_cache.warn(
+                    f"`ModelCheckpoint(monitor={self.monitor!r})` could not find the monitored key in the returned"
+                    f" metrics: {sorted(self._monitor_candidates(trainer))}, and no validation ran after the"
+                    f" saves it was waiting for. HINT: Did you call `log({self.monitor!r}, value)` in the"
+                    " `LightningModule`?"
+                )
         if self.save_last and not self._last_checkpoint_saved and not trainer.fast_dev_run:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 

@@ -509,6 +509,7 @@ class FitLoop:
                 update_lr_schedulers(ctx, "epoch", False, batch_idx)
         # the batch counts as done from here: a checkpoint written in on_train_batch_end resumes after it
         self.progress.batch_trained(batch_idx, is_last)
+        ctx.metrics.stage_train_step(self.results)  # on_train_batch_end sees this batch's values
         if "on_train_batch_end" in ctx.hooks.active:
             ctx.hooks.both("on_train_batch_end", outputs, batch,
                            batch_idx if hook_batch_idx is None else hook_batch_idx)

@@ -460,14 +460,15 @@ class ResultCollection:
         log = self.write_step_outputs(callback, pbar)
         return callback, log, pbar
 
-    def write_step_outputs(self, callback: dict[str, Tensor], pbar: dict[str, Tensor]) -> dict[str, Tensor]:
-        """The step values logged since the last call: the callback and progress-bar ones written into
-        ``callback`` and ``pbar`` (the per-step path writes straight into the Trainer's dicts), the logger
-        ones returned."""
+    def write_step_outputs(self, callback: dict[str, Tensor], pbar: dict[str, Tensor],
+                           consume: bool = True) -> dict[str, Tensor]:
+        """The step values logged since the last consuming call: the callback and progress-bar ones written
+        into ``callback`` and ``pbar`` (the per-step path writes straight into the Trainer's dicts), the
+        logger ones returned. ``consume=False`` leaves them pending for the next call."""
         log: dict[str, Tensor] = {}
         training = self.training
         for entry in self._updated:
-            entry.updated = False
+            entry.updated = not consume
             meta = entry.meta
             if not meta.on_step or entry.last is None:
                 continue
@@ -481,7 +482,8 @@ class ResultCollection:
                 callback[entry.key_step] = value
             if meta.prog_bar:
                 pbar[entry.key_step] = value
-        self._updated = []
+        if consume:
+            self._updated = []
         return log
 
     def epoch_outputs(self) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, Tensor]]:
@@ -690,8 +692,20 @@ class MetricSink:
                     sync_dist_group, add_dataloader_idx, batch_size, rank_zero_only, metric_attribute)
 
     # ------------------------------------------------------------------ publishing
+    def stage_train_step(self, results: ResultCollection) -> None:
+        """A training batch's values, visible in ``callback_metrics``, ``progress_bar_metrics`` and
+        ``logged_metrics`` from ``on_train_batch_end`` on (Lightning computes those properties from the
+        running values); the loggers receive them in :meth:`publish_train_step`."""
+        store = self.store
+        # not consumed: `publish_train_step` hands them (with any logged in the hook) to the loggers, also when a
+        # fit resumes from a checkpoint written in `on_train_batch_end`
+        log = results.write_step_outputs(store.callback, store.pbar, consume=False)
+        if log:
+            store.logged.update(log)
+
     def publish_train_step(self, results: ResultCollection, log_every_n_steps: int) -> None:
-        """A training step's values: to callbacks and the bar now, to the loggers every ``log_every_n_steps``."""
+        """A training step's values: to callbacks and the bar now (with what ``on_train_batch_end`` logged
+        after :meth:`stage_train_step`), to the loggers every ``log_every_n_steps``."""
         store = self.store
         log = results.write_step_outputs(store.callback, store.pbar)
         if log:

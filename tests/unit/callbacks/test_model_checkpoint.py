@@ -381,3 +381,27 @@ def test_saving_with_a_module_attached_to_the_strategy_before_any_run(tmp_path: 
     state = torch.load(tmp_path / "last.ckpt", weights_only=True)
     assert state["global_step"] == 0
     assert state["callbacks"][checkpoint.state_key]["last_model_path"] == str(tmp_path / "last.ckpt")
+
+
+def test_a_step_save_monitoring_a_validation_metric_waits_for_the_validation_after_it(tmp_path: Path) -> None:
+    # the step that ends each epoch is due; validation follows it: the save is scored with the fresh value
+    # (as in Lightning 2.6), not skipped in the first epoch nor scored with the last epoch's value
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val_score", mode="max", save_top_k=-1,
+                                 every_n_train_steps=2, filename="{step}-{val_score:.1f}",
+                                 save_on_train_epoch_end=False)
+    fit(tmp_path, checkpoint, Scripted(scores=[1.0, 3.0, 2.0]), max_epochs=3)
+    assert names(tmp_path / "ck") == ["step=2-val_score=1.0.ckpt", "step=4-val_score=3.0.ckpt",
+                                      "step=6-val_score=2.0.ckpt"]
+    assert float(checkpoint.best_model_score) == 3.0
+
+
+def test_a_step_save_monitoring_a_training_metric_saves_at_that_step(tmp_path: Path) -> None:
+    class CountsSteps(Scripted):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            self.log("steps_done", float(self.global_step + 1))
+            return super().training_step(batch, batch_idx)
+
+    checkpoint = ModelCheckpoint(dirpath=tmp_path / "ck", monitor="steps_done", mode="max", save_top_k=1,
+                                 every_n_train_steps=1, save_on_train_epoch_end=False)
+    fit(tmp_path, checkpoint, CountsSteps(), max_epochs=2, limit_val_batches=0)
+    assert float(checkpoint.best_model_score) == 4.0  # the value of the step the save happened at

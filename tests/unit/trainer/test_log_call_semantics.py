@@ -63,6 +63,30 @@ def test_loggers_receive_metrics_and_step_as_keyword_arguments() -> None:
     assert [step for step, metrics in logger.calls if "value" in metrics] == [0, 1]
 
 
+def test_on_train_batch_end_sees_the_batch_values_and_what_it_logs_reaches_the_loggers_at_that_step() -> None:
+    # as in Lightning, whose metric properties are computed from the running values: a callback reading
+    # `callback_metrics` at a batch's end sees that batch's values, not the previous batch's
+    seen: list[tuple[float, float, float]] = []
+
+    class CountsBatches(ClassifierModule):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            self.log("batch", float(batch_idx), prog_bar=True)
+            return super().training_step(batch, batch_idx)
+
+    class Reads(Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            seen.append((float(trainer.callback_metrics["batch"]), float(trainer.logged_metrics["batch"]),
+                         float(trainer.progress_bar_metrics["batch"])))
+            pl_module.log("seen_at_end", float(batch_idx))
+
+    logger = RecordingLogger()
+    quiet_trainer(logger=logger, callbacks=[Reads()], log_every_n_steps=1, limit_val_batches=0).fit(
+        CountsBatches(), loader(16))  # two batches
+    assert seen == [(0.0, 0.0, 0.0), (1.0, 1.0, 1.0)]
+    rows = [(step, m["batch"], m["seen_at_end"]) for step, m in logger.metrics if "batch" in m]
+    assert rows == [(0, 0.0, 0.0), (1, 1.0, 1.0)]
+
+
 def test_a_value_logged_in_on_train_start_reaches_the_loggers_once_with_the_first_epoch() -> None:
     class LogsAtTrainStart(ClassifierModule):
         def on_train_start(self) -> None:

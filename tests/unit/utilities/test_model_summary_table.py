@@ -153,15 +153,16 @@ def test_rich_summary_prints_the_formatted_size() -> None:
 
     buffer = io.StringIO()
     summary = summarize(TwoLayers())
-    previous = rich.get_console()
+    console = rich.get_console()
+    saved = dict(console.__dict__)  # `reconfigure` rewrites the global console in place
     rich.reconfigure(file=buffer, width=200)
     try:
         RichModelSummary.summarize(summary._get_summary_data(), 28, 28, 5500.0, summary.total_training_modes, 1)
     finally:
-        rich._console = previous
+        console.__dict__ = saved  # later tests' rich output goes to their own captured stdout again
     text = buffer.getvalue()
     assert "5,500.000" in text and "other params" in text and "Total FLOPs" in text
-    assert isinstance(previous, Console)
+    assert isinstance(console, Console) and console.file is not buffer
 
 
 @pytest.mark.parametrize(("example", "expected"), [([], UNKNOWN_SIZE), (torch.tensor(1.0), UNKNOWN_SIZE),
