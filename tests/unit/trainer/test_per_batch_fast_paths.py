@@ -437,3 +437,18 @@ def test_a_graph_is_kept_the_same_way_when_callbacks_listen_around_backward() ->
     assert seen == [0, 1, 2]
     assert model.previous_alive == [True, True]
     assert [ref() for ref in model.graphs] == [None] * 3
+
+
+def test_a_mock_callback_records_every_hook_in_order() -> None:
+    # code that checks its callbacks with `Mock(spec=Callback)` expects every hook to be called, as Lightning does
+    from unittest.mock import Mock
+
+    recorder = Mock(spec=Callback)
+    _trainer(callbacks=[recorder], limit_train_batches=1, limit_val_batches=1, num_sanity_val_steps=0).fit(
+        BoringModel())
+    assert [call[0] for call in recorder.method_calls] == [
+        "setup", "on_fit_start", "on_train_start", "on_train_epoch_start", "on_train_batch_start",
+        "on_before_zero_grad", "on_before_backward", "on_after_backward", "on_before_optimizer_step",
+        "on_train_batch_end", "on_validation_start", "on_validation_epoch_start", "on_validation_batch_start",
+        "on_validation_batch_end", "on_validation_epoch_end", "on_validation_end", "on_train_epoch_end",
+        "on_train_end", "on_fit_end", "teardown"]

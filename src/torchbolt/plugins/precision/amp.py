@@ -57,7 +57,7 @@ class MixedPrecision(Precision):
                  scaler: torch.amp.GradScaler | None = None) -> None:
         if precision not in ("16-mixed", "bf16-mixed"):
             raise ValueError(
-                f"`MixedPrecision(precision={precision!r})`: the precision must be '16-mixed' or 'bf16-mixed'."
+                f"Passed `MixedPrecision(precision={precision!r})`. Precision must be '16-mixed' or 'bf16-mixed'."
             )
         if scaler is None and precision == "16-mixed":
             scaler = torch.amp.GradScaler(device=device)
