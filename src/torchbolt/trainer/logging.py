@@ -189,7 +189,7 @@ class _Entry:
     """One logged key: its last step value and its running epoch reduction."""
 
     __slots__ = ("args", "buffer_bs", "buffer_values", "computed", "count", "dtype", "key", "key_epoch", "key_step",
-                 "last", "meta", "metric", "step_only", "total", "updated")
+                 "last", "meta", "metric", "step_only", "synced", "total", "updated")
 
     def __init__(self, meta: _Meta, args: tuple[Any, ...], metric: Any) -> None:
         self.meta = meta
@@ -206,6 +206,9 @@ class _Entry:
         self.dtype: torch.dtype | None = None
         self.computed: Tensor | None = None
         self.updated = False
+        #: ``(batch number, last, its reduction across processes)`` while the step value is written but not
+        #: yet consumed
+        self.synced: tuple[int, Tensor, Tensor] | None = None
         #: only the step value is kept, detached (``self.log(name, loss)`` in ``training_step``)
         self.step_only = metric is None and meta.on_step and not meta.on_epoch and not meta.enable_graph
 
@@ -287,12 +290,15 @@ class ResultCollection:
         self.batch: Any = None
         self._batch_size: int | None = None
         self.dataloader_idx: int | None = None
+        #: counts batches, the same on every process: a reduction made for this batch is reused only within it
+        self._batch_number = 0
         #: the module whose attributes logged ``Metric`` objects must be (set by the sink; ``None``: not checked)
         self.module: Any = None
 
     # ------------------------------------------------------------------ per batch
     def batch_start(self, batch: Any, dataloader_idx: int | None = None) -> None:
         self.batch = batch
+        self._batch_number += 1
         self._batch_size = None
         self.dataloader_idx = dataloader_idx
 
@@ -474,7 +480,16 @@ class ResultCollection:
                 continue
             value = entry.last
             if meta.sync_dist and not meta.rank_zero_only:
-                value = self._reduce_fn(value, meta.sync_dist_group, meta.reduce)
+                # one collective per value: a batch written before `on_train_batch_end` and again after it
+                # reuses the reduction of the same tensor (every process decides alike: by batch number)
+                cached = entry.synced
+                number = self._batch_number
+                if cached is not None and cached[0] == number and cached[1] is value:
+                    reduced = cached[2]
+                else:
+                    reduced = self._reduce_fn(value, meta.sync_dist_group, meta.reduce)
+                entry.synced = None if consume else (number, value, reduced)
+                value = reduced
             if meta.logger:
                 log[entry.key_step] = value
             if training:

@@ -87,6 +87,28 @@ def test_on_train_batch_end_sees_the_batch_values_and_what_it_logs_reaches_the_l
     assert rows == [(0, 0.0, 0.0), (1, 1.0, 1.0)]
 
 
+def test_a_synced_step_value_is_reduced_once_per_batch() -> None:
+    # the batch's values are written before `on_train_batch_end` and again after it: one collective each
+    from torchbolt.strategies import SingleDeviceStrategy
+
+    class CountsReductions(SingleDeviceStrategy):
+        calls = 0
+
+        def reduce(self, tensor: Any, group: Any = None, reduce_op: str | None = "mean") -> Any:
+            CountsReductions.calls += 1
+            return tensor
+
+    class Synced(ClassifierModule):
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            loss = super().training_step(batch, batch_idx)
+            self.log("synced", loss, sync_dist=True)
+            return loss
+
+    quiet_trainer(strategy=CountsReductions(device=torch.device("cpu")), limit_val_batches=0,
+                  accumulate_grad_batches=2, max_epochs=1).fit(Synced(), loader(32))
+    assert CountsReductions.calls == 4  # four batches (two steps), one reduction each, as in Lightning
+
+
 def test_a_value_logged_in_on_train_start_reaches_the_loggers_once_with_the_first_epoch() -> None:
     class LogsAtTrainStart(ClassifierModule):
         def on_train_start(self) -> None:
