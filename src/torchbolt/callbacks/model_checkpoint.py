@@ -327,10 +327,11 @@ class ModelCheckpoint(Checkpoint):
         if self._defer_save_until_validation:
             # a save waited for a validation that never came: say so rather than end without a checkpoint
             self._defer_save_until_validation = False
-            if self.monitor not in self._monitor_candidates(trainer):
+            candidates = self._monitor_candidates(trainer)
+            if self.monitor not in candidates:
                 _warning_cache.warn(
                     f"`ModelCheckpoint(monitor={self.monitor!r})` could not find the monitored key in the returned"
-                    f" metrics: {sorted(self._monitor_candidates(trainer))}, and no validation ran after the"
+                    f" metrics: {sorted(candidates)}, and no validation ran after the"
                     f" saves it was waiting for. HINT: Did you call `log({self.monitor!r}, value)` in the"
                     " `LightningModule`?"
                 )

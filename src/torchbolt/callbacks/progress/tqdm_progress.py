@@ -48,6 +48,22 @@ def convert_inf(x: int | float | None) -> int | float | None:
     return x
 
 
+def _bar_property(name: str, doc: str) -> Any:
+    """A property for the bar kept in ``_<name>``: ``TypeError`` while it is not made yet; assignable."""
+    attribute = f"_{name}"
+
+    def get(self: TQDMProgressBar) -> Tqdm:
+        bar: Tqdm | None = getattr(self, attribute)
+        if bar is None:
+            raise TypeError(f"The `{type(self).__name__}.{attribute}` reference has not been set yet.")
+        return bar
+
+    def set_(self: TQDMProgressBar, bar: Tqdm) -> None:
+        setattr(self, attribute, bar)
+
+    return property(get, set_, doc=doc)
+
+
 class TQDMProgressBar(ProgressBar):
     """Training, validation, test and predict progress with the ``prog_bar`` metrics and the loss.
 
@@ -180,47 +196,13 @@ class TQDMProgressBar(ProgressBar):
         # decided per run: the same bar may be used from a terminal and then from a redirected stream
         self._display = _display.resolve_mode(self._mode, sys.stdout)
 
-    def _get_bar(self, name: str) -> Tqdm:
-        bar: Tqdm | None = getattr(self, f"_{name}")
-        if bar is None:
-            raise TypeError(f"The `{type(self).__name__}._{name}` reference has not been set yet.")
-        return bar
-
-    @property
-    def train_progress_bar(self) -> Tqdm:
-        """The training bar (``TypeError`` before training starts)."""
-        return self._get_bar("train_progress_bar")
-
-    @train_progress_bar.setter
-    def train_progress_bar(self, bar: Tqdm) -> None:
-        self._train_progress_bar = bar
-
-    @property
-    def val_progress_bar(self) -> Tqdm:
-        """The validation (or sanity check) bar: the last one made, closed once its run ended."""
-        return self._get_bar("val_progress_bar")
-
-    @val_progress_bar.setter
-    def val_progress_bar(self, bar: Tqdm) -> None:
-        self._val_progress_bar = bar
-
-    @property
-    def test_progress_bar(self) -> Tqdm:
-        """The test bar: the last one made, closed once its run ended."""
-        return self._get_bar("test_progress_bar")
-
-    @test_progress_bar.setter
-    def test_progress_bar(self, bar: Tqdm) -> None:
-        self._test_progress_bar = bar
-
-    @property
-    def predict_progress_bar(self) -> Tqdm:
-        """The predict bar: the last one made, closed once its run ended."""
-        return self._get_bar("predict_progress_bar")
-
-    @predict_progress_bar.setter
-    def predict_progress_bar(self, bar: Tqdm) -> None:
-        self._predict_progress_bar = bar
+    # Lightning's four bar properties: read (``TypeError`` before the bar exists) and replaced
+    train_progress_bar = _bar_property("train_progress_bar", "The training bar.")
+    val_progress_bar = _bar_property("val_progress_bar", "The validation (or sanity check) bar: the last one made,"
+                                     " closed once its run ended.")
+    test_progress_bar = _bar_property("test_progress_bar", "The test bar: the last one made, closed once its run ended.")
+    predict_progress_bar = _bar_property("predict_progress_bar", "The predict bar: the last one made, closed once"
+                                         " its run ended.")
 
     def _bar(self, desc: str, position: int, leave: bool) -> Tqdm:
         # plain lines keep (disabled) tqdm objects, so code reading `train_progress_bar` still works
